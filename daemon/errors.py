@@ -1,0 +1,31 @@
+"""The service's documented exception types.
+
+Library users catch ``EdgetpudError``; the API layer maps each subclass to one
+gRPC status code. Errors from the HAL keep their own tree (``edgetpud.hal.errors``)
+so the HAL never depends on the service.
+"""
+from __future__ import annotations
+
+
+class EdgetpudError(Exception):
+    """Base of every error edgetpud's service and model layer raise on purpose."""
+
+
+class ModelError(EdgetpudError, ValueError):
+    """A model file or bundle is unreadable, malformed, or not runnable here."""
+
+
+class ImageError(EdgetpudError, ValueError):
+    """An image or raw frame cannot be decoded or does not fit the model's input."""
+
+
+class NotFoundError(EdgetpudError, LookupError):
+    """A named model, version, device or class does not exist."""
+
+
+class PreconditionError(EdgetpudError):
+    """The request is valid but the daemon is not in a state to serve it."""
+
+
+class ResourceExhaustedError(EdgetpudError):
+    """A queue or a limit is full; retry later."""

@@ -1,0 +1,23 @@
+"""Maps the top-level folders onto the ``edgetpud`` import namespace.
+
+pyproject.toml cannot list packages computed from folders, and a bare top-level
+``daemon`` package would collide with python-daemon, so the folder ``daemon/``
+becomes ``edgetpud.daemon`` (and likewise ``hal``, ``mock_device``, ``protos``).
+"""
+from setuptools import find_packages, setup
+
+FOLDERS = ("daemon", "hal", "mock_device", "protos")
+
+
+def _packages() -> list:
+    names = []
+    for folder in FOLDERS:
+        names.append(f"edgetpud.{folder}")
+        names += [f"edgetpud.{folder}.{sub}" for sub in find_packages(where=folder)]
+    return names
+
+
+setup(
+    packages=_packages(),
+    package_data={f"edgetpud.{folder}": ["py.typed", "**/*.pyi", "**/*.proto"] for folder in FOLDERS},
+)

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real Coral test data, and a guard against leaked processes and threads."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+TEST_DATA_ENV = "EDGETPUD_TEST_DATA"
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    """The folder of real Coral models; tests that need it skip, with the reason, where it is unset."""
+    value = os.environ.get(TEST_DATA_ENV)
+    if not value:
+        pytest.skip(f"{TEST_DATA_ENV} is not set: real-model tests need ../shared/coral-test-data")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"{TEST_DATA_ENV}={value} is not a folder")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children():
+    """Fail a test that leaves a child process or a non-daemon thread running."""
+    threads_before = set(threading.enumerate())
+    yield
+    children = [p for p in multiprocessing.active_children() if p.is_alive()]
+    for p in children:
+        p.kill()
+    leaked_threads = [
+        t for t in threading.enumerate()
+        if t not in threads_before and t.is_alive() and not t.daemon
+    ]
+    assert not children, f"test leaked child processes: {children}"
+    assert not leaked_threads, f"test leaked threads: {leaked_threads}"
