@@ -1,0 +1,205 @@
+"""The daemon's configuration: one frozen value built from a TOML file plus command-line overrides.
+
+Every key is checked by name and type, so a typo in ``edgetpud.toml`` stops the
+daemon with the key's name instead of being ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from .errors import EdgetpudError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("/etc/edgetpud/edgetpud.toml")
+DEFAULT_SOCKET = "unix:/run/edgetpud/edgetpud.sock"
+#: A 1080p RGBA raw frame plus room for the rest of the message.
+MIN_MESSAGE_BYTES = 1920 * 1080 * 4 + 64 * 1024
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(EdgetpudError, ValueError):
+    """The configuration file or an override is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the daemon reads at start; SIGHUP builds a new one."""
+
+    devices: List[str] = field(default_factory=lambda: ["auto"])
+    models_dir: Path = Path("/var/lib/edgetpud/models")
+    state_dir: Path = Path("/var/lib/edgetpud/state")
+    listen: List[str] = field(default_factory=lambda: [DEFAULT_SOCKET])
+    socket_mode: int = 0o660
+    socket_group: Optional[str] = None
+    tls_cert: Optional[Path] = None
+    tls_key: Optional[Path] = None
+    tls_client_ca: Optional[Path] = None
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_concurrent_requests: int = 64
+    queue_depth: int = 16
+    metrics_listen: Optional[str] = None
+    grace_s: float = 10.0
+    mock_latency_s: Optional[float] = None
+    log_level: str = "info"
+
+    def replace(self, **changes: Any) -> "Config":
+        """A validated copy with ``changes`` applied.
+
+        Raises:
+            ConfigError: a changed value is invalid.
+        """
+        return build_config({**self.to_dict(), **changes}, source="override")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain values (paths as str) for logs and status output."""
+        out: Dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else (list(value) if isinstance(value, list) else value)
+        return out
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_PATH_KEYS = {"models_dir", "state_dir", "tls_cert", "tls_key", "tls_client_ca"}
+_LIST_KEYS = {"devices", "listen"}
+_OPTIONAL = {"socket_group", "tls_cert", "tls_key", "tls_client_ca", "metrics_listen", "mock_latency_s"}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Turn one raw value into the field's type, or explain what was expected."""
+    where = f"{source}: '{key}'"
+    if value is None:
+        if key in _OPTIONAL:
+            return None
+        raise ConfigError(f"{where} must be set")
+    if key in _LIST_KEYS:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where} must be a non-empty list of strings, got {value!r}")
+        return list(value)
+    if key in _PATH_KEYS:
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where} must be a path, got {value!r}")
+        return Path(value)
+    if key == "socket_mode":
+        if isinstance(value, str):
+            try:
+                value = int(value, 8)
+            except ValueError:
+                raise ConfigError(f"{where} must be an octal mode such as \"0660\", got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+            raise ConfigError(f"{where} must be a file mode between 0 and 0777, got {value!r}")
+        return value
+    if key in ("max_message_bytes", "max_concurrent_requests", "queue_depth"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where} must be a positive integer, got {value!r}")
+        if key == "max_message_bytes" and value < MIN_MESSAGE_BYTES:
+            raise ConfigError(f"{where} must be at least {MIN_MESSAGE_BYTES} (a 1080p RGBA frame), got {value}")
+        return value
+    if key in ("grace_s", "mock_latency_s"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where} must be a number of seconds >= 0, got {value!r}")
+        return float(value)
+    if key == "log_level":
+        if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+            raise ConfigError(f"{where} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return value.lower()
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _check_listen(address: str, source: str) -> None:
+    if address.startswith("unix:"):
+        if not address[len("unix:"):]:
+            raise ConfigError(f"{source}: listen address {address!r} has no socket path")
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{source}: listen address {address!r} must be unix:PATH or HOST:PORT")
+
+
+def build_config(values: Mapping[str, Any], source: str = "config") -> Config:
+    """Validate a flat mapping of keys to raw values and return a Config.
+
+    Raises:
+        ConfigError: an unknown key (named), a wrongly typed value, or an inconsistent set.
+    """
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+                          f"known keys are {', '.join(sorted(_FIELDS))}")
+    kwargs = {key: _coerce(key, value, source) for key, value in values.items()}
+    config = Config(**kwargs)
+    for address in config.listen:
+        _check_listen(address, source)
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError(f"{source}: 'tls_cert' and 'tls_key' must be given together")
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise ConfigError(f"{source}: 'tls_client_ca' needs 'tls_cert' and 'tls_key'")
+    if config.metrics_listen is not None:
+        host, sep, port = config.metrics_listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"{source}: 'metrics_listen' must be HOST:PORT, got {config.metrics_listen!r}")
+    return config
+
+
+def read_config_file(path: Union[str, Path]) -> Dict[str, Any]:
+    """Parse one TOML file into a flat mapping (an ``[edgetpud]`` table is accepted too).
+
+    Raises:
+        ConfigError: the file is unreadable or not valid TOML.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    if set(data) == {"edgetpud"} and isinstance(data["edgetpud"], dict):
+        data = data["edgetpud"]
+    return data
+
+
+def load_config(path: Union[str, Path, None] = None, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """Read ``path`` (or the default file if it exists), then apply command-line ``overrides``.
+
+    A missing default file means built-in defaults; a missing file named explicitly is an error.
+    Overrides whose value is None are ignored (the option was not given).
+
+    Raises:
+        ConfigError: the file is missing (when named), malformed, or a value is invalid.
+    """
+    values: Dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        values = read_config_file(path)
+        source = str(path)
+    elif DEFAULT_CONFIG_PATH.is_file():
+        values = read_config_file(DEFAULT_CONFIG_PATH)
+        source = str(DEFAULT_CONFIG_PATH)
+    config = build_config(values, source=source)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        unknown = sorted(set(given) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(f"command line: unknown override(s) {', '.join(unknown)}")
+        config = build_config({**values, **given}, source="command line")
+    log.debug("configuration from %s: %s", source, config.to_dict())
+    return config

@@ -1,0 +1,126 @@
+"""Configuration: TOML file, command-line overrides, and errors that name the bad key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgetpud.daemon import config as config_mod
+from edgetpud.daemon.config import Config, ConfigError, build_config, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edgetpud.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_when_default_file_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_mod, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    config = load_config()
+    assert config == Config()
+    assert config.listen == ["unix:/run/edgetpud/edgetpud.sock"]
+    assert config.socket_mode == 0o660
+    assert config.max_message_bytes >= 1920 * 1080 * 4
+    assert config.metrics_listen is None
+
+
+def test_default_file_is_read_when_present(tmp_path, monkeypatch):
+    path = write(tmp_path, 'queue_depth = 3\n')
+    monkeypatch.setattr(config_mod, "DEFAULT_CONFIG_PATH", path)
+    assert load_config().queue_depth == 3
+
+
+def test_explicit_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_file_values_and_types(tmp_path):
+    path = write(tmp_path, """
+devices = ["mock:2"]
+models_dir = "/srv/models"
+listen = ["unix:/tmp/x.sock", "127.0.0.1:50051"]
+socket_mode = "0600"
+socket_group = "video"
+grace_s = 2
+mock_latency_s = 0.004
+log_level = "DEBUG"
+metrics_listen = "127.0.0.1:9100"
+""")
+    config = load_config(path)
+    assert config.devices == ["mock:2"]
+    assert config.models_dir == Path("/srv/models")
+    assert config.listen == ["unix:/tmp/x.sock", "127.0.0.1:50051"]
+    assert config.socket_mode == 0o600
+    assert config.socket_group == "video"
+    assert config.grace_s == 2.0 and isinstance(config.grace_s, float)
+    assert config.mock_latency_s == pytest.approx(0.004)
+    assert config.log_level == "debug"
+    assert config.metrics_listen == "127.0.0.1:9100"
+
+
+def test_edgetpud_table_is_accepted(tmp_path):
+    path = write(tmp_path, '[edgetpud]\nqueue_depth = 5\n')
+    assert load_config(path).queue_depth == 5
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write(tmp_path, 'queue_dept = 5\n')
+    with pytest.raises(ConfigError, match="'queue_dept'"):
+        load_config(path)
+
+
+def test_bad_toml_is_reported_with_the_file(tmp_path):
+    path = write(tmp_path, 'queue_depth = = 5\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("queue_depth", 0, "positive integer"),
+    ("queue_depth", "4", "positive integer"),
+    ("max_message_bytes", 1024, "1080p"),
+    ("socket_mode", "rw", "octal"),
+    ("grace_s", -1, "seconds"),
+    ("log_level", "loud", "one of"),
+    ("listen", ["localhost"], "unix:PATH or HOST:PORT"),
+    ("listen", [], "non-empty list"),
+    ("devices", [3], "non-empty list"),
+    ("metrics_listen", "9100", "HOST:PORT"),
+])
+def test_invalid_values_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        build_config({key: value})
+    assert key in str(info.value) or "listen address" in str(info.value)
+
+
+def test_tls_needs_cert_and_key():
+    with pytest.raises(ConfigError, match="together"):
+        build_config({"tls_cert": "/a.pem"})
+    with pytest.raises(ConfigError, match="tls_client_ca"):
+        build_config({"tls_client_ca": "/ca.pem"})
+    config = build_config({"tls_cert": "/a.pem", "tls_key": "/k.pem", "tls_client_ca": "/ca.pem"})
+    assert config.tls_client_ca == Path("/ca.pem")
+
+
+def test_overrides_win_and_none_means_not_given(tmp_path):
+    path = write(tmp_path, 'devices = ["cpu"]\nqueue_depth = 4\n')
+    config = load_config(path, {"devices": ["mock:1"], "queue_depth": None, "mock_latency_s": 0.01})
+    assert config.devices == ["mock:1"]
+    assert config.queue_depth == 4
+    assert config.mock_latency_s == pytest.approx(0.01)
+
+
+def test_bad_override_is_reported_as_command_line():
+    with pytest.raises(ConfigError, match="command line"):
+        load_config(Path("/dev/null"), {"queue_depth": -2})
+
+
+def test_config_is_frozen_and_replace_validates():
+    config = Config()
+    with pytest.raises(Exception):
+        config.queue_depth = 2  # type: ignore[misc]
+    assert config.replace(queue_depth=2).queue_depth == 2
+    with pytest.raises(ConfigError):
+        config.replace(queue_depth=0)
