@@ -1,0 +1,504 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PixelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PIXEL_FORMAT_UNSPECIFIED: _ClassVar[PixelFormat]
+    PIXEL_FORMAT_RGB: _ClassVar[PixelFormat]
+    PIXEL_FORMAT_BGR: _ClassVar[PixelFormat]
+    PIXEL_FORMAT_RGBA: _ClassVar[PixelFormat]
+    PIXEL_FORMAT_BGRA: _ClassVar[PixelFormat]
+    PIXEL_FORMAT_GRAY: _ClassVar[PixelFormat]
+
+class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[Task]
+    TASK_CLASSIFY: _ClassVar[Task]
+    TASK_DETECT: _ClassVar[Task]
+    TASK_EMBED: _ClassVar[Task]
+    TASK_RAW: _ClassVar[Task]
+
+class FramePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FRAME_POLICY_KEEP_ALL: _ClassVar[FramePolicy]
+    FRAME_POLICY_LATEST_WINS: _ClassVar[FramePolicy]
+
+class FrameStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FRAME_STATUS_OK: _ClassVar[FrameStatus]
+    FRAME_STATUS_DROPPED: _ClassVar[FrameStatus]
+    FRAME_STATUS_FAILED: _ClassVar[FrameStatus]
+PIXEL_FORMAT_UNSPECIFIED: PixelFormat
+PIXEL_FORMAT_RGB: PixelFormat
+PIXEL_FORMAT_BGR: PixelFormat
+PIXEL_FORMAT_RGBA: PixelFormat
+PIXEL_FORMAT_BGRA: PixelFormat
+PIXEL_FORMAT_GRAY: PixelFormat
+TASK_UNSPECIFIED: Task
+TASK_CLASSIFY: Task
+TASK_DETECT: Task
+TASK_EMBED: Task
+TASK_RAW: Task
+FRAME_POLICY_KEEP_ALL: FramePolicy
+FRAME_POLICY_LATEST_WINS: FramePolicy
+FRAME_STATUS_OK: FrameStatus
+FRAME_STATUS_DROPPED: FrameStatus
+FRAME_STATUS_FAILED: FrameStatus
+
+class RawFrame(_message.Message):
+    __slots__ = ("data", "width", "height", "stride", "pixel_format")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    width: int
+    height: int
+    stride: int
+    pixel_format: PixelFormat
+    def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., stride: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ...) -> None: ...
+
+class Crop(_message.Message):
+    __slots__ = ("x", "y", "width", "height")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("encoded", "frame", "crop")
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    encoded: bytes
+    frame: RawFrame
+    crop: Crop
+    def __init__(self, encoded: _Optional[bytes] = ..., frame: _Optional[_Union[RawFrame, _Mapping]] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ...) -> None: ...
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Timing(_message.Message):
+    __slots__ = ("queue_s", "preprocess_s", "invoke_s", "postprocess_s")
+    QUEUE_S_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESS_S_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_S_FIELD_NUMBER: _ClassVar[int]
+    POSTPROCESS_S_FIELD_NUMBER: _ClassVar[int]
+    queue_s: float
+    preprocess_s: float
+    invoke_s: float
+    postprocess_s: float
+    def __init__(self, queue_s: _Optional[float] = ..., preprocess_s: _Optional[float] = ..., invoke_s: _Optional[float] = ..., postprocess_s: _Optional[float] = ...) -> None: ...
+
+class ServedBy(_message.Message):
+    __slots__ = ("model", "version", "device", "timing")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    device: str
+    timing: Timing
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., device: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class Class(_message.Message):
+    __slots__ = ("id", "label", "score")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    label: str
+    score: float
+    def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class BoundingBox(_message.Message):
+    __slots__ = ("xmin", "ymin", "xmax", "ymax")
+    XMIN_FIELD_NUMBER: _ClassVar[int]
+    YMIN_FIELD_NUMBER: _ClassVar[int]
+    XMAX_FIELD_NUMBER: _ClassVar[int]
+    YMAX_FIELD_NUMBER: _ClassVar[int]
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    def __init__(self, xmin: _Optional[float] = ..., ymin: _Optional[float] = ..., xmax: _Optional[float] = ..., ymax: _Optional[float] = ...) -> None: ...
+
+class DetectedObject(_message.Message):
+    __slots__ = ("id", "label", "score", "bbox")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    BBOX_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    label: str
+    score: float
+    bbox: BoundingBox
+    def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., bbox: _Optional[_Union[BoundingBox, _Mapping]] = ...) -> None: ...
+
+class ClassifyRequest(_message.Message):
+    __slots__ = ("model", "version", "image", "top_k", "threshold")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    image: Image
+    top_k: int
+    threshold: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class ClassifyResponse(_message.Message):
+    __slots__ = ("served_by", "classes")
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    served_by: ServedBy
+    classes: _containers.RepeatedCompositeFieldContainer[Class]
+    def __init__(self, served_by: _Optional[_Union[ServedBy, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[Class, _Mapping]]] = ...) -> None: ...
+
+class DetectRequest(_message.Message):
+    __slots__ = ("model", "version", "image", "top_k", "threshold")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    image: Image
+    top_k: int
+    threshold: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class DetectResponse(_message.Message):
+    __slots__ = ("served_by", "objects")
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    served_by: ServedBy
+    objects: _containers.RepeatedCompositeFieldContainer[DetectedObject]
+    def __init__(self, served_by: _Optional[_Union[ServedBy, _Mapping]] = ..., objects: _Optional[_Iterable[_Union[DetectedObject, _Mapping]]] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("model", "version", "image", "normalize")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    image: Image
+    normalize: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., normalize: _Optional[bool] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("served_by", "embedding")
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    served_by: ServedBy
+    embedding: Tensor
+    def __init__(self, served_by: _Optional[_Union[ServedBy, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class InvokeRequest(_message.Message):
+    __slots__ = ("model", "version", "inputs", "image")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    image: Image
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class InvokeResponse(_message.Message):
+    __slots__ = ("served_by", "outputs")
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    served_by: ServedBy
+    outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, served_by: _Optional[_Union[ServedBy, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+
+class StreamConfig(_message.Message):
+    __slots__ = ("model", "version", "task", "top_k", "threshold", "normalize", "frame_policy", "max_in_flight", "frame_timeout_s")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_POLICY_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    FRAME_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    task: Task
+    top_k: int
+    threshold: float
+    normalize: bool
+    frame_policy: FramePolicy
+    max_in_flight: int
+    frame_timeout_s: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., normalize: _Optional[bool] = ..., frame_policy: _Optional[_Union[FramePolicy, str]] = ..., max_in_flight: _Optional[int] = ..., frame_timeout_s: _Optional[float] = ...) -> None: ...
+
+class StreamFrame(_message.Message):
+    __slots__ = ("frame_id", "image", "inputs")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    frame_id: int
+    image: Image
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, frame_id: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+
+class StreamRequest(_message.Message):
+    __slots__ = ("config", "frame")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    config: StreamConfig
+    frame: StreamFrame
+    def __init__(self, config: _Optional[_Union[StreamConfig, _Mapping]] = ..., frame: _Optional[_Union[StreamFrame, _Mapping]] = ...) -> None: ...
+
+class FrameError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class StreamResponse(_message.Message):
+    __slots__ = ("frame_id", "status", "served_by", "classes", "objects", "embedding", "outputs", "error")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    frame_id: int
+    status: FrameStatus
+    served_by: ServedBy
+    classes: _containers.RepeatedCompositeFieldContainer[Class]
+    objects: _containers.RepeatedCompositeFieldContainer[DetectedObject]
+    embedding: Tensor
+    outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    error: FrameError
+    def __init__(self, frame_id: _Optional[int] = ..., status: _Optional[_Union[FrameStatus, str]] = ..., served_by: _Optional[_Union[ServedBy, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[Class, _Mapping]]] = ..., objects: _Optional[_Iterable[_Union[DetectedObject, _Mapping]]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ...) -> None: ...
+
+class TensorInfo(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "scale", "zero_point")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    scale: float
+    zero_point: int
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ...) -> None: ...
+
+class OperatorReport(_message.Message):
+    __slots__ = ("index", "op", "target", "reason")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    op: str
+    target: str
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., op: _Optional[str] = ..., target: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CompatibilityReport(_message.Message):
+    __slots__ = ("verdict", "operators", "tpu_ops", "cpu_ops")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    TPU_OPS_FIELD_NUMBER: _ClassVar[int]
+    CPU_OPS_FIELD_NUMBER: _ClassVar[int]
+    verdict: str
+    operators: _containers.RepeatedCompositeFieldContainer[OperatorReport]
+    tpu_ops: int
+    cpu_ops: int
+    def __init__(self, verdict: _Optional[str] = ..., operators: _Optional[_Iterable[_Union[OperatorReport, _Mapping]]] = ..., tpu_ops: _Optional[int] = ..., cpu_ops: _Optional[int] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "task", "state", "path", "devices", "inputs", "outputs", "report", "error", "edgetpu_compiled", "label_count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    EDGETPU_COMPILED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    task: str
+    state: str
+    path: str
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
+    outputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
+    report: CompatibilityReport
+    error: str
+    edgetpu_compiled: bool
+    label_count: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., state: _Optional[str] = ..., path: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., report: _Optional[_Union[CompatibilityReport, _Mapping]] = ..., error: _Optional[str] = ..., edgetpu_compiled: _Optional[bool] = ..., label_count: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class ModelInfoRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("name", "path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class UploadModelChunk(_message.Message):
+    __slots__ = ("name", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("id", "kind", "index", "path", "state", "temperature_c", "throttle_level", "models", "restarts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    index: int
+    path: str
+    state: str
+    temperature_c: float
+    throttle_level: int
+    models: _containers.RepeatedScalarFieldContainer[str]
+    restarts: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., index: _Optional[int] = ..., path: _Optional[str] = ..., state: _Optional[str] = ..., temperature_c: _Optional[float] = ..., throttle_level: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., restarts: _Optional[int] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("ready", "devices", "models", "version")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    version: str
+    def __init__(self, ready: _Optional[bool] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+
+class MockDeviceRequest(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    def __init__(self, device: _Optional[str] = ...) -> None: ...
+
+class InjectFaultRequest(_message.Message):
+    __slots__ = ("device", "fault", "count")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    fault: str
+    count: int
+    def __init__(self, device: _Optional[str] = ..., fault: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class SetTemperatureRequest(_message.Message):
+    __slots__ = ("device", "celsius")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    celsius: float
+    def __init__(self, device: _Optional[str] = ..., celsius: _Optional[float] = ...) -> None: ...
+
+class SetLatencyRequest(_message.Message):
+    __slots__ = ("device", "latency_s")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    latency_s: float
+    def __init__(self, device: _Optional[str] = ..., latency_s: _Optional[float] = ...) -> None: ...
+
+class MockReply(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
