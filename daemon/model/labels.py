@@ -1,0 +1,66 @@
+"""Label files: map class ids to names.
+
+Three layouts exist in the wild and Coral ships all of them: ``id label``,
+``id:label`` (with any spacing, e.g. ``0  person``) and one label a line where the
+line number is the id (``imagenet_labels.txt``). A file is in the id layout only
+when every non-blank line starts with an id, so a one-a-line file whose labels
+happen to start with digits is not misread.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Dict, Union
+
+from edgetpud.daemon.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+_ID_LINE = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
+
+
+def parse_labels(text: str, origin: str = "labels") -> Dict[int, str]:
+    """Parse the text of a label file into ``{id: label}``.
+
+    Raises:
+        ModelError: the same id appears twice.
+    """
+    lines = text.splitlines()
+    content = [(n, line) for n, line in enumerate(lines) if line.strip()]
+    if not content:
+        return {}
+    matches = [(n, _ID_LINE.match(line)) for n, line in content]
+    labels: Dict[int, str] = {}
+    if all(m is not None for _, m in matches):
+        for n, m in matches:
+            assert m is not None
+            key = int(m.group(1))
+            if key in labels:
+                raise ModelError(f"{origin}: id {key} appears twice (line {n + 1})")
+            labels[key] = m.group(2)
+    else:
+        # One label a line: the line number is the id, blank lines keep their number.
+        for n, line in content:
+            labels[n] = line.strip()
+    return labels
+
+
+def read_labels(path: Union[str, Path]) -> Dict[int, str]:
+    """Read a label file (UTF-8, a BOM tolerated) into ``{id: label}``.
+
+    Raises:
+        ModelError: the file cannot be read, is not UTF-8 text, or repeats an id.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"labels file {path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ModelError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
+    if "\x00" in text:
+        raise ModelError(f"labels file {path} is not a text file")
+    labels = parse_labels(text, origin=f"labels file {path}")
+    log.debug("read %d labels from %s", len(labels), path)
+    return labels
