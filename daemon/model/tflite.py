@@ -8,8 +8,10 @@ Nothing here parses flatbuffers by hand: the generated ``ModelT`` does it.
 """
 from __future__ import annotations
 
+import io
 import logging
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -333,6 +335,7 @@ class TfliteModel:
     def __init__(self, model: Any, origin: str = "the model") -> None:
         self._model = model
         self._origin = origin
+        self._tail = b""  # a zip of associated files (labels) appended after the flatbuffer
         for attr in ("operatorCodes", "subgraphs", "buffers", "metadata", "signatureDefs"):
             if getattr(model, attr) is None:
                 setattr(model, attr, [])
@@ -357,6 +360,7 @@ class TfliteModel:
             raise ModelError(f"{origin} is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
         _load_external_data(model, buf, origin)
         self = cls(model, origin)
+        self._tail = _zip_tail(buf)
         self.validate()
         return self
 
@@ -383,9 +387,8 @@ class TfliteModel:
         if large_format is None:
             large_format = data_size > LARGE_MODEL_THRESHOLD
         try:
-            if not large_format:
-                return self._pack(self._model)
-            return self._pack_large()
+            data = self._pack(self._model) if not large_format else self._pack_large()
+            return data + self._tail
         except ModelError:
             raise
         except Exception as exc:
@@ -637,6 +640,31 @@ class TfliteModel:
     def metadata(self) -> Dict[str, bytes]:
         """Metadata entries (name -> the bytes of their buffer), e.g. ``min_runtime_version``."""
         return {_text(m.name): _bytes_of(self._model.buffers[m.buffer].data) for m in self._model.metadata}
+
+    @property
+    def min_runtime_version(self) -> Optional[str]:
+        """The converter's ``min_runtime_version`` metadata ("1.14.0"), or None."""
+        value = self.metadata.get("min_runtime_version")
+        return value.rstrip(b"\0").decode("ascii", errors="replace") if value is not None else None
+
+    @property
+    def associated_files(self) -> Dict[str, bytes]:
+        """Files zipped after the flatbuffer by the TFLite metadata writer (e.g. ``labels.txt``)."""
+        if not self._tail:
+            return {}
+        with zipfile.ZipFile(io.BytesIO(self._tail)) as archive:
+            return {info.filename: archive.read(info) for info in archive.infolist() if not info.is_dir()}
+
+    def set_associated_files(self, files: Optional[Dict[str, bytes]]) -> None:
+        """Replace the zip of associated files written after the flatbuffer (None or {} drops it)."""
+        if not files:
+            self._tail = b""
+            return
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+        self._tail = out.getvalue()
 
     def add_metadata(self, name: str, data: bytes) -> None:
         """Add or replace a metadata entry."""
@@ -979,6 +1007,23 @@ def _attach_options(operator: Any, op: str, options: Any) -> None:
         operator.builtinOptions2 = options
     else:
         raise ModelError(f"{cls_name} is not a TFLite builtin options type")
+
+
+def _zip_tail(buf: bytes) -> bytes:
+    """The zip archive (associated files) appended after the flatbuffer, or b"" when there is none."""
+    if b"PK\x05\x06" not in buf[-(1 << 16) - 22:]:
+        return b""
+    try:
+        with zipfile.ZipFile(io.BytesIO(buf)) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return b""
+    if not infos:
+        return b""
+    start = min(info.header_offset for info in infos)
+    if start < 8 or buf[start:start + 4] != b"PK\x03\x04":
+        return b""
+    return buf[start:]
 
 
 def _load_external_data(model: Any, buf: bytes, origin: str) -> None:
