@@ -1,0 +1,322 @@
+"""Turn a model's output tensors into answers: classes, detected objects, embeddings, named tensors.
+
+These functions need only the output arrays and their ``TensorSpec`` (scale and
+zero point), never an interpreter, so the daemon runs them in its main process
+while the invocation itself happens in a device worker.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edgetpud.daemon.errors import ImageError, ModelError
+from edgetpud.hal.executor import TensorSpec
+
+from .preprocess import ImageTransform
+
+log = logging.getLogger(__name__)
+
+BBox = Tuple[float, float, float, float]
+
+#: The custom operator that ends SSD detection models.
+DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+
+
+@dataclass(frozen=True)
+class Class:
+    """One classification result; ``label`` is None when the model has no label for ``id``."""
+
+    id: int
+    label: Optional[str]
+    score: float
+
+
+@dataclass(frozen=True)
+class DetectedObject:
+    """One detection; ``bbox`` is (xmin, ymin, xmax, ymax) in source-image pixels."""
+
+    id: int
+    label: Optional[str]
+    score: float
+    bbox: BBox
+
+
+def dequantize(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Real values of a tensor: ``(q - zero_point) * scale`` for quantized tensors, else float32."""
+    if spec.scale:
+        return ((np.asarray(array, dtype=np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale))
+    return np.asarray(array, dtype=np.float32)
+
+
+def _check_top_k(top_k: int, threshold: float) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+
+
+def _check_outputs(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec], task: str) -> None:
+    if len(outputs) != len(specs):
+        raise ModelError(f"{task}: the model produced {len(outputs)} output(s) but declares {len(specs)}")
+    if not specs:
+        raise ModelError(f"{task}: the model has no outputs")
+
+
+# --------------------------------------------------------------------------- classify
+
+
+def classify(
+    outputs: Sequence[np.ndarray],
+    specs: Sequence[TensorSpec],
+    labels: Optional[Mapping[int, str]] = None,
+    top_k: int = 3,
+    threshold: float = 0.0,
+) -> List[Class]:
+    """The ``top_k`` classes scoring at least ``threshold``, best first (ties: lower id first).
+
+    Scores are dequantized with the output's scale and zero point. The first output
+    with more than one value is the score vector.
+
+    Raises:
+        ModelError: the model has no usable score output.
+        ValueError: ``top_k`` < 1 or a non-finite threshold.
+    """
+    _check_top_k(top_k, threshold)
+    _check_outputs(outputs, specs, "classify")
+    for array, spec in zip(outputs, specs):
+        if np.asarray(array).size > 1:
+            scores = dequantize(array, spec).reshape(-1)
+            break
+    else:
+        raise ModelError("classify: no output holds more than one score; is this a classification model?")
+    order = np.lexsort((np.arange(scores.size), -scores))  # score descending, then id ascending
+    results: List[Class] = []
+    for idx in order:
+        score = float(scores[idx])
+        if score < threshold or len(results) >= top_k:
+            break
+        results.append(Class(int(idx), (labels or {}).get(int(idx)), score))
+    return results
+
+
+# --------------------------------------------------------------------------- detect
+
+
+@dataclass(frozen=True)
+class DetectionLayout:
+    """Which output index holds boxes, classes, scores and the count."""
+
+    boxes: int
+    classes: int
+    scores: int
+    count: int
+
+
+_ROLE_WORDS = (("boxes", "box"), ("classes", "class"), ("scores", "score"), ("count", "num"), ("count", "count"))
+_GENERIC_NAME = re.compile(r"^output_(\d+)$")
+# TF2 exports name the postprocess outputs output_0..3 in this order.
+_GENERIC_ROLES = {0: "count", 1: "scores", 2: "classes", 3: "boxes"}
+
+
+def _shape_ok(layout: Dict[str, int], specs: Sequence[TensorSpec]) -> bool:
+    def size(i: int) -> int:
+        return int(np.prod(specs[i].shape)) if specs[i].shape else 1
+
+    boxes = specs[layout["boxes"]].shape
+    return (
+        len(set(layout.values())) == 4
+        and bool(boxes) and boxes[-1] == 4
+        and size(layout["count"]) == 1
+        and size(layout["classes"]) == size(layout["scores"]) == size(layout["boxes"]) // 4
+    )
+
+
+def _layout_from_names(names: Sequence[str], specs: Sequence[TensorSpec]) -> Optional[Dict[str, int]]:
+    roles: Dict[str, int] = {}
+    for i, name in enumerate(names):
+        lowered = (name or "").lower()
+        generic = _GENERIC_NAME.match(lowered)
+        if generic and int(generic.group(1)) in _GENERIC_ROLES:
+            role: Optional[str] = _GENERIC_ROLES[int(generic.group(1))]
+        else:
+            role = next((r for r, word in _ROLE_WORDS if word in lowered), None)
+        if role is None or role in roles:
+            return None
+        roles[role] = i
+    if len(roles) == 4 and _shape_ok(roles, specs):
+        return roles
+    return None
+
+
+def detection_layout(
+    specs: Sequence[TensorSpec],
+    names: Optional[Sequence[str]] = None,
+    values: Optional[Sequence[np.ndarray]] = None,
+) -> DetectionLayout:
+    """Find boxes, classes, scores and count among the 4 outputs of ``TFLite_Detection_PostProcess``.
+
+    Signature output names decide when they name every role. Otherwise boxes are
+    the ``[1, N, 4]`` output and the count the one-value output; of the two
+    ``[1, N]`` outputs, the first is classes when it follows the boxes (TF1 order
+    boxes, classes, scores, count) and scores when it precedes them (TF2 order
+    scores, boxes, count, classes). With ``values``, an unambiguous look at the
+    data (class ids are whole numbers, scores lie in [0, 1]) overrides the order.
+
+    Raises:
+        ModelError: the outputs are not shaped like a detection postprocess.
+    """
+    if len(specs) != 4:
+        raise ModelError(
+            f"detect: a detection model has 4 outputs (boxes, classes, scores, count), this one has {len(specs)}"
+        )
+    if names is not None and len(names) == 4:
+        found = _layout_from_names(names, specs)
+        if found is not None:
+            return DetectionLayout(**found)
+    sizes = [int(np.prod(s.shape)) if s.shape else 1 for s in specs]
+    box_idx = [i for i, s in enumerate(specs) if len(s.shape) >= 2 and s.shape[-1] == 4 and sizes[i] >= 4]
+    count_idx = [i for i in range(4) if sizes[i] == 1]
+    if len(box_idx) != 1 or len(count_idx) != 1:
+        shapes = [list(s.shape) for s in specs]
+        raise ModelError(f"detect: outputs {shapes} do not look like boxes [1,N,4], classes, scores and count [1]")
+    boxes, count = box_idx[0], count_idx[0]
+    first, second = [i for i in range(4) if i not in (boxes, count)]
+    n = sizes[boxes] // 4
+    if sizes[first] != n or sizes[second] != n:
+        raise ModelError(f"detect: classes and scores must have {n} values each, like the boxes")
+    classes, scores = (first, second) if first > boxes else (second, first)
+    if values is not None:
+        classes, scores = _refine_by_values(values, classes, scores)
+    return DetectionLayout(boxes=boxes, classes=classes, scores=scores, count=count)
+
+
+def _refine_by_values(values: Sequence[np.ndarray], classes: int, scores: int) -> Tuple[int, int]:
+    def looks_like_ids(a: np.ndarray) -> bool:
+        a = np.asarray(a, dtype=np.float64)
+        return bool(np.all(a >= 0) and np.all(a == np.round(a)))
+
+    def looks_like_scores(a: np.ndarray) -> bool:
+        a = np.asarray(a, dtype=np.float64)
+        return bool(np.all((a >= 0) & (a <= 1)))
+
+    c, s = values[classes], values[scores]
+    if looks_like_ids(c) and looks_like_scores(s):
+        return classes, scores
+    if looks_like_ids(s) and looks_like_scores(c):
+        log.debug("detect: classes and scores swapped according to their values")
+        return scores, classes
+    return classes, scores
+
+
+def detect(
+    outputs: Sequence[np.ndarray],
+    specs: Sequence[TensorSpec],
+    labels: Optional[Mapping[int, str]] = None,
+    transform: Optional[ImageTransform] = None,
+    threshold: float = 0.4,
+    top_k: int = 25,
+    names: Optional[Sequence[str]] = None,
+) -> List[DetectedObject]:
+    """Objects scoring at least ``threshold``, best first, at most ``top_k``.
+
+    Boxes come out of the model as normalised (ymin, xmin, ymax, xmax) of the model
+    input; ``transform`` maps them back through the resize or letterbox to source
+    pixels (without it, bboxes stay normalised, in (xmin, ymin, xmax, ymax) order).
+
+    Raises:
+        ModelError: the outputs are not those of a detection postprocess.
+        ValueError: ``top_k`` < 1 or a non-finite threshold.
+    """
+    _check_top_k(top_k, threshold)
+    _check_outputs(outputs, specs, "detect")
+    real = [dequantize(a, s) for a, s in zip(outputs, specs)]
+    layout = detection_layout(specs, names, real)
+    boxes = real[layout.boxes].reshape(-1, 4)
+    classes = real[layout.classes].reshape(-1)
+    scores = real[layout.scores].reshape(-1)
+    count = int(np.clip(real[layout.count].reshape(-1)[0], 0, boxes.shape[0]))
+    keep = [i for i in range(count) if scores[i] >= threshold]
+    keep.sort(key=lambda i: (-float(scores[i]), i))
+    objects: List[DetectedObject] = []
+    for i in keep[:top_k]:
+        ymin, xmin, ymax, xmax = (float(v) for v in boxes[i])
+        if transform is not None:
+            bbox = transform.box_to_source(ymin, xmin, ymax, xmax)
+        else:
+            bbox = (min(xmin, xmax), min(ymin, ymax), max(xmin, xmax), max(ymin, ymax))
+        class_id = int(round(float(classes[i])))
+        objects.append(DetectedObject(class_id, (labels or {}).get(class_id), float(scores[i]), bbox))
+    return objects
+
+
+# --------------------------------------------------------------------------- embed and raw
+
+
+def embed(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec], normalize: bool = False) -> np.ndarray:
+    """The first output as a dequantized 1-D float32 vector, optionally scaled to unit L2 norm.
+
+    An all-zero vector stays zero when normalised.
+
+    Raises:
+        ModelError: the model has no outputs.
+    """
+    _check_outputs(outputs, specs, "embed")
+    vector = dequantize(outputs[0], specs[0]).reshape(-1)
+    if normalize:
+        norm = float(np.linalg.norm(vector))
+        if norm > 0:
+            vector = vector / np.float32(norm)
+    return vector.astype(np.float32)
+
+
+def raw_inputs(
+    tensors: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]], specs: Sequence[TensorSpec]
+) -> List[np.ndarray]:
+    """Order named (or positional) input arrays as the model's inputs, checking dtype and shape.
+
+    Raises:
+        ImageError: a missing or unknown name, or an array of the wrong dtype or shape.
+    """
+    if isinstance(tensors, Mapping):
+        known = [s.name for s in specs]
+        unknown = sorted(set(tensors) - set(known))
+        missing = [n for n in known if n not in tensors]
+        if unknown or missing:
+            raise ImageError(
+                f"raw inputs must be exactly {known}; unknown: {unknown or 'none'}, missing: {missing or 'none'}"
+            )
+        arrays = [tensors[s.name] for s in specs]
+    else:
+        arrays = list(tensors)
+        if len(arrays) != len(specs):
+            raise ImageError(f"the model takes {len(specs)} input tensor(s), got {len(arrays)}")
+    checked: List[np.ndarray] = []
+    for spec, array in zip(specs, arrays):
+        if not isinstance(array, np.ndarray):
+            raise ImageError(f"input '{spec.name}' must be a numpy array, got {type(array).__name__}")
+        if array.dtype != np.dtype(spec.dtype):
+            raise ImageError(
+                f"input '{spec.name}' must have dtype {np.dtype(spec.dtype).name}, got {array.dtype.name}"
+            )
+        if tuple(array.shape) != tuple(spec.shape):
+            raise ImageError(f"input '{spec.name}' must have shape {list(spec.shape)}, got {list(array.shape)}")
+        checked.append(np.ascontiguousarray(array))
+    return checked
+
+
+def raw_outputs(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec]) -> Dict[str, np.ndarray]:
+    """Name each output array after its tensor (duplicate names get ``#index`` appended).
+
+    Raises:
+        ModelError: the number of arrays differs from the number of outputs.
+    """
+    _check_outputs(outputs, specs, "raw")
+    named: Dict[str, np.ndarray] = {}
+    for i, (spec, array) in enumerate(zip(specs, outputs)):
+        key = spec.name if spec.name and spec.name not in named else f"{spec.name}#{i}"
+        named[key] = array
+    return named
