@@ -128,7 +128,7 @@ class ModelBundle:
         output_names = _output_names(model)
         chosen = task if task is not None else config.get("task")
         if chosen is None:
-            chosen, inferred = infer_task(model, outputs), True
+            chosen, inferred = infer_task(model, inputs, outputs), True
             log.info("bundle %s: no task given, inferred %r from its tensors", name, chosen)
         else:
             inferred = False
@@ -197,12 +197,19 @@ class ModelBundle:
             raise ModelError(f"{where}: task classify needs an output with more than one score")
 
 
-def infer_task(model: TfliteModel, outputs: Sequence[TensorSpec]) -> str:
+def infer_task(model: TfliteModel, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str:
     """Guess the task when model.toml does not say.
 
-    ``detect`` when the model runs ``TFLite_Detection_PostProcess``; ``classify``
-    for one ``[1, N]`` output; ``embed`` for one ``[1, 1, 1, N]`` output; else ``raw``.
+    Only a model with one image input (``[1, H, W, 1|3]``) gets an image task:
+    ``detect`` when it runs ``TFLite_Detection_PostProcess``; ``classify`` for one
+    ``[1, N]`` output; ``embed`` for one ``[1, 1, 1, N]`` output. Anything else is ``raw``.
     """
+    if len(inputs) != 1:
+        return "raw"
+    try:
+        input_size(inputs[0])
+    except ImageError:
+        return "raw"
     try:
         if any(op.opcode == DETECTION_POSTPROCESS_OP for op in model.operators()):
             return "detect"
