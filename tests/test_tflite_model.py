@@ -108,6 +108,39 @@ def test_written_cpu_twin_gives_bit_identical_outputs(test_data: Path, name: str
         rewritten.close()
 
 
+def test_written_tensor_data_is_16_byte_aligned_and_bytes_like_input_works(test_data: Path) -> None:
+    """The converter aligns buffers to 16 bytes so runtimes can use them in place; so do we."""
+    from edgetpud.daemon.model._schema import schema
+
+    written = TfliteModel.read(bytearray((test_data / "mobilenet_v1_0.25_128_quant.tflite").read_bytes())).to_bytes()
+    base = np.frombuffer(written, dtype=np.uint8).ctypes.data
+    model = schema.Model.GetRootAs(written, 0)
+    checked = 0
+    for i in range(model.BuffersLength()):
+        data = model.Buffers(i).DataAsNumpy()
+        if isinstance(data, np.ndarray) and data.size >= 16:
+            assert (data.ctypes.data - base) % 16 == 0, f"buffer {i} is not aligned"
+            checked += 1
+    assert checked > 20
+    assert TfliteModel.read(memoryview(written)).subgraph_count == 1
+
+
+def test_signatures_can_be_rewritten(test_data: Path) -> None:
+    model = TfliteModel.read(test_data / "keras_lstm_mnist_ptq.tflite")
+    out = model.output_indices()[0]
+    model.set_signature("serving_default", {"image": model.input_indices()[0]}, {"probs": out})
+    model.set_signature("other", {"x": 0}, {"y": out})
+    copy = model.copy()
+    assert [(s.key, s.inputs, s.outputs) for s in copy.signatures] == [
+        ("serving_default", {"image": 0}, {"probs": out}),
+        ("other", {"x": 0}, {"y": out}),
+    ]
+    copy.remove_signatures()
+    assert copy.signatures == [] and len(model.signatures) == 2
+    with pytest.raises(ModelError, match="does not exist"):
+        model.set_signature("bad", {"x": 10_000}, {})
+
+
 def test_large_format_stores_buffers_after_flatbuffer_and_still_runs(test_data: Path) -> None:
     path = test_data / "tools/mobilenet_quant_v1_224_head_layers.tflite"
     model = TfliteModel.read(path)

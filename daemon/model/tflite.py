@@ -666,6 +666,41 @@ class TfliteModel:
                 archive.writestr(name, data)
         self._tail = out.getvalue()
 
+    def set_signature(
+        self, key: str, inputs: Dict[str, int], outputs: Dict[str, int], subgraph: int = 0
+    ) -> None:
+        """Add or replace a signature def (name -> tensor index), e.g. after changing a subgraph's outputs.
+
+        Raises:
+            ModelError: a tensor or the subgraph does not exist.
+        """
+        for index in list(inputs.values()) + list(outputs.values()):
+            self._tensor(index, subgraph)
+        sig = schema.SignatureDefT()
+        sig.signatureKey, sig.subgraphIndex = key, subgraph
+        sig.inputs, sig.outputs = [], []
+        for target, mapping in ((sig.inputs, inputs), (sig.outputs, outputs)):
+            for name, index in mapping.items():
+                entry = schema.TensorMapT()
+                entry.name, entry.tensorIndex = name, int(index)
+                target.append(entry)
+        defs = [d for d in self._model.signatureDefs if _text(d.signatureKey) != key]
+        self._model.signatureDefs = defs + [sig]
+
+    def remove_signatures(self) -> None:
+        """Drop every signature def (they go stale when inputs or outputs are rewired)."""
+        self._model.signatureDefs = []
+
+    def copy(self) -> "TfliteModel":
+        """An independent deep copy (through serialization, so it is also a validity check).
+
+        Raises:
+            ModelError: the model cannot be serialized.
+        """
+        clone = TfliteModel.read(self.to_bytes())
+        clone._origin = self._origin
+        return clone
+
     def add_metadata(self, name: str, data: bytes) -> None:
         """Add or replace a metadata entry."""
         for meta in self._model.metadata:
