@@ -15,7 +15,7 @@ return the index of the output tensor so calls chain naturally::
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from flatbuffers import flexbuffers

@@ -574,7 +574,8 @@ class TfliteModel:
         scales = np.asarray(q.scale if q is not None and q.scale is not None else [], dtype=np.float32)
         zero_points = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [], dtype=np.int64)
         shape = _ints(tensor.shape)
-        signature = _ints(tensor.shapeSignature) if tensor.shapeSignature is not None and len(tensor.shapeSignature) else shape
+        has_signature = tensor.shapeSignature is not None and len(tensor.shapeSignature) > 0
+        signature = _ints(tensor.shapeSignature) if has_signature else shape
         return TensorInfo(
             index=index,
             name=_text(tensor.name),
@@ -808,7 +809,9 @@ class TfliteModel:
         tensor.isVariable = is_variable
         if shape_signature is not None:
             if len(shape_signature) != len(tensor.shape):
-                raise ModelError(f"tensor '{name}': shape_signature {list(shape_signature)} and shape {list(shape)} differ in rank")
+                raise ModelError(
+                    f"tensor '{name}': shape_signature {list(shape_signature)} and shape {list(shape)} differ in rank"
+                )
             tensor.shapeSignature = [int(d) for d in shape_signature]
         if buffer is None:
             tensor.buffer = self.add_buffer(None)
