@@ -1,0 +1,356 @@
+"""Per-device queues in front of the device pool: affinity, deadlines, backpressure, retries.
+
+The scheduler lives on the asyncio loop and owns no threads: the pool's futures
+call back into the loop. It only moves tensors to devices; images, versions and
+models are the registry's and the service's business.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Deque, Dict, Iterable, List, Optional, Protocol, Sequence, Set, Tuple
+
+import numpy as np
+
+from edgetpud.hal.errors import DeviceUnavailableError
+
+from .errors import EdgetpudError, PreconditionError, ResourceExhaustedError
+
+log = logging.getLogger(__name__)
+
+#: Device states in which a device accepts work (DeviceInfo.state).
+USABLE_STATES = frozenset({"ready", "busy", "throttled"})
+
+Loader = Callable[[str, str], Awaitable[None]]
+
+
+class DeadlineExceededError(EdgetpudError, TimeoutError):
+    """The request's deadline passed before a device could run it; it was not run."""
+
+
+class PoolLike(Protocol):
+    """What the scheduler needs of ``edgetpud.hal.DevicePool``."""
+
+    def capacity(self, device_id: str) -> int: ...
+
+    def submit(self, device_id: str, model_key: str, inputs: List[np.ndarray]) -> "concurrent.futures.Future": ...
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """Outputs of one invocation, where it ran, and how long it waited and ran."""
+
+    outputs: List[np.ndarray]
+    device: str
+    queue_s: float
+    invoke_s: float
+
+
+@dataclass(eq=False)
+class _Request:
+    model_key: str
+    inputs: List[np.ndarray]
+    deadline: Optional[float]
+    future: "asyncio.Future[InvokeResult]"
+    accepted: float
+    attempts: int = 0
+    queued_on: Optional[str] = None
+    timer: Optional[asyncio.TimerHandle] = None
+    started: float = 0.0
+    excluded: Set[str] = field(default_factory=set)
+
+
+class Scheduler:
+    """Queues invocations per device and keeps every device busy while it has capacity."""
+
+    def __init__(self, pool: PoolLike, queue_depth: int, loader: Optional[Loader] = None,
+                 max_attempts: int = 2) -> None:
+        self._pool = pool
+        self._queue_depth = queue_depth
+        self._loader = loader
+        self._max_attempts = max_attempts
+        self._queues: Dict[str, Deque[_Request]] = {}
+        self._inflight: Dict[str, int] = {}
+        self._usable: Set[str] = set()
+        self._holders: Dict[str, Set[str]] = {}
+        self._loading: Dict[Tuple[str, str], "asyncio.Future[None]"] = {}
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._closed = False
+
+    # ---- devices and placements (called by the service and the registry) ----
+
+    def set_devices(self, usable: Iterable[str]) -> None:
+        """Declare which devices accept work now; requests queued on a device that left are moved."""
+        usable = set(usable)
+        for device in sorted(set(self._queues) | self._usable):
+            if device not in usable:
+                self.device_lost(device)
+        for device in usable:
+            self._queues.setdefault(device, deque())
+            self._inflight.setdefault(device, 0)
+        self._usable = usable
+        for device in sorted(usable):
+            self._dispatch(device)
+
+    def device_lost(self, device: str) -> None:
+        """Forget what ``device`` held and re-queue its waiting requests elsewhere.
+
+        Its in-flight requests fail through their futures (DeviceUnavailableError), and are retried there.
+        """
+        self._usable.discard(device)
+        self.forget_device_models(device)
+        waiting = list(self._queues.get(device, ()))
+        if device in self._queues:
+            self._queues[device].clear()
+        if waiting:
+            log.warning("device %s lost with %d queued request(s): moving them", device, len(waiting))
+        for req in waiting:
+            req.queued_on = None
+            req.excluded.add(device)
+            self._spawn(self._requeue(req))
+
+    def forget_device_models(self, device: str) -> None:
+        """The device restarted empty (or left): it holds no model any more."""
+        for holders in self._holders.values():
+            holders.discard(device)
+
+    def placed(self, model_key: str, device: str) -> None:
+        """``model_key`` is loaded on ``device``."""
+        self._holders.setdefault(model_key, set()).add(device)
+
+    def unplaced(self, model_key: str, device: Optional[str] = None) -> None:
+        """``model_key`` was unloaded from ``device`` (or from every device)."""
+        if device is None:
+            self._holders.pop(model_key, None)
+        else:
+            self._holders.get(model_key, set()).discard(device)
+
+    def holders(self, model_key: str) -> Set[str]:
+        return set(self._holders.get(model_key, set()))
+
+    def queue_depths(self) -> Dict[str, int]:
+        return {device: len(q) for device, q in self._queues.items()}
+
+    def inflight(self) -> Dict[str, int]:
+        return dict(self._inflight)
+
+    def load_of(self, device: str) -> int:
+        return len(self._queues.get(device, ())) + self._inflight.get(device, 0)
+
+    # ---- requests ----
+
+    async def run(self, model_key: str, inputs: Sequence[np.ndarray], deadline: Optional[float] = None) -> InvokeResult:
+        """Queue one invocation of ``model_key`` and wait for its outputs.
+
+        ``deadline`` is an absolute ``time.monotonic()``. Cancelling the caller drops a
+        queued request without running it.
+
+        Raises:
+            DeadlineExceededError: the deadline passed before the request started.
+            ResourceExhaustedError: the chosen device's queue is full.
+            DeviceUnavailableError: no device can serve, or the device died and no other could retry.
+            PreconditionError: the scheduler is shut down.
+            ModelRuntimeError, DeviceIOError: the invocation itself failed.
+        """
+        if self._closed:
+            raise PreconditionError("the daemon is shutting down")
+        self._loop = asyncio.get_running_loop()
+        accepted = time.monotonic()
+        self._check_deadline(deadline, accepted)
+        device = await self._choose(model_key, set(), deadline)
+        req = _Request(model_key, list(inputs), deadline, self._loop.create_future(), accepted)
+        queue = self._queues[device]
+        if len(queue) >= self._queue_depth:
+            raise ResourceExhaustedError(
+                f"the queue of device {device} is full ({self._queue_depth} requests waiting); retry later")
+        self._enqueue(req, device)
+        try:
+            return await req.future
+        except asyncio.CancelledError:
+            self._drop(req)
+            raise
+
+    @staticmethod
+    def _check_deadline(deadline: Optional[float], now: float) -> None:
+        if deadline is not None and now >= deadline:
+            raise DeadlineExceededError("the deadline passed before a device could run the request")
+
+    async def _choose(self, model_key: str, excluded: Set[str], deadline: Optional[float]) -> str:
+        """A holder of the model if any (least loaded), else the least loaded device, loading the model there.
+
+        Raises:
+            DeviceUnavailableError: no usable device.
+        """
+        usable = sorted(self._usable - excluded)
+        if not usable:
+            raise DeviceUnavailableError("no Edge TPU device is available to serve the request")
+        holders = [d for d in usable if d in self._holders.get(model_key, ())]
+        if holders:
+            return min(holders, key=self.load_of)
+        device = min(usable, key=self.load_of)
+        await self._ensure_loaded(device, model_key, deadline)
+        return device
+
+    async def _ensure_loaded(self, device: str, model_key: str, deadline: Optional[float]) -> None:
+        if self._loader is None:
+            raise DeviceUnavailableError(f"model {model_key} is not loaded on any available device")
+        key = (device, model_key)
+        pending = self._loading.get(key)
+        if pending is None:
+            log.info("loading %s on %s on demand", model_key, device)
+            pending = asyncio.ensure_future(self._loader(device, model_key))
+            self._loading[key] = pending
+
+            def done(fut: "asyncio.Future[None]", key: Tuple[str, str] = key) -> None:
+                self._loading.pop(key, None)
+                if not fut.cancelled() and fut.exception() is None:
+                    self.placed(key[1], key[0])
+
+            pending.add_done_callback(done)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(asyncio.shield(pending), timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(
+                f"the deadline passed while {model_key} was being loaded on {device}") from None
+
+    def _enqueue(self, req: _Request, device: str, front: bool = False) -> None:
+        req.queued_on = device
+        if front:
+            self._queues[device].appendleft(req)
+        else:
+            self._queues[device].append(req)
+        if req.deadline is not None and req.timer is None:
+            assert self._loop is not None
+            req.timer = self._loop.call_later(max(0.0, req.deadline - time.monotonic()), self._expire, req)
+        self._dispatch(device)
+
+    def _expire(self, req: _Request) -> None:
+        req.timer = None
+        if req.queued_on is not None and not req.future.done():
+            self._remove(req)
+            req.future.set_exception(
+                DeadlineExceededError("the deadline passed while the request waited in the queue; it was not run"))
+
+    def _remove(self, req: _Request) -> None:
+        device, req.queued_on = req.queued_on, None
+        if device is not None:
+            try:
+                self._queues[device].remove(req)
+            except ValueError:
+                pass
+
+    def _drop(self, req: _Request) -> None:
+        """The caller gave up: a queued request leaves its queue; a running one is left to finish unseen."""
+        if req.timer is not None:
+            req.timer.cancel()
+            req.timer = None
+        if req.queued_on is not None:
+            log.debug("dropping cancelled request for %s queued on %s", req.model_key, req.queued_on)
+            self._remove(req)
+
+    def _dispatch(self, device: str) -> None:
+        """Hand queued requests to ``device`` while it has capacity."""
+        queue = self._queues.get(device)
+        if not queue or device not in self._usable:
+            return
+        while queue and self._pool.capacity(device) > 0:
+            req = queue.popleft()
+            req.queued_on = None
+            if req.future.done():
+                continue
+            if req.timer is not None:
+                req.timer.cancel()
+                req.timer = None
+            now = time.monotonic()
+            if req.deadline is not None and now >= req.deadline:
+                req.future.set_exception(DeadlineExceededError(
+                    "the deadline passed while the request waited in the queue; it was not run"))
+                continue
+            req.started = now
+            try:
+                cf = self._pool.submit(device, req.model_key, req.inputs)
+            except Exception as exc:  # the pool refused at once (device gone, model missing)
+                self._failed(req, device, exc)
+                continue
+            self._inflight[device] = self._inflight.get(device, 0) + 1
+            cf.add_done_callback(self._callback(req, device))
+
+    def _callback(self, req: _Request, device: str) -> Callable[["concurrent.futures.Future"], None]:
+        loop = self._loop
+        assert loop is not None
+
+        def on_done(cf: "concurrent.futures.Future") -> None:
+            finished = time.monotonic()
+            try:
+                loop.call_soon_threadsafe(self._finished, req, device, cf, finished)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        return on_done
+
+    def _finished(self, req: _Request, device: str, cf: "concurrent.futures.Future", finished: float) -> None:
+        self._inflight[device] = max(0, self._inflight.get(device, 0) - 1)
+        try:
+            if cf.cancelled():
+                self._failed(req, device, DeviceUnavailableError(f"device {device} dropped the request"))
+            elif cf.exception() is not None:
+                self._failed(req, device, cf.exception())  # type: ignore[arg-type]
+            elif not req.future.done():
+                req.future.set_result(InvokeResult(
+                    outputs=cf.result(), device=device,
+                    queue_s=req.started - req.accepted, invoke_s=finished - req.started))
+        finally:
+            self._dispatch(device)
+
+    def _failed(self, req: _Request, device: str, exc: BaseException) -> None:
+        if req.future.done():
+            return
+        if isinstance(exc, DeviceUnavailableError) and not self._closed:
+            req.attempts += 1
+            req.excluded.add(device)
+            if req.attempts < self._max_attempts and self._usable - req.excluded:
+                log.warning("retrying a request for %s elsewhere: %s", req.model_key, exc)
+                self._spawn(self._requeue(req, original=exc))
+                return
+        req.future.set_exception(exc)
+
+    async def _requeue(self, req: _Request, original: Optional[BaseException] = None) -> None:
+        """Put an accepted request at the front of another device's queue (it is never dropped for space)."""
+        if req.future.done():
+            return
+        try:
+            self._check_deadline(req.deadline, time.monotonic())
+            device = await self._choose(req.model_key, req.excluded, req.deadline)
+        except (DeadlineExceededError, DeviceUnavailableError) as exc:
+            if not req.future.done():
+                if isinstance(exc, DeviceUnavailableError) and original is not None:
+                    exc = DeviceUnavailableError(f"{original} (no other device could retry it)")
+                req.future.set_exception(exc)
+            return
+        except Exception as exc:  # loading elsewhere failed
+            if not req.future.done():
+                req.future.set_exception(exc)
+            return
+        if not req.future.done():
+            self._enqueue(req, device, front=True)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def close(self) -> None:
+        """Refuse new requests and fail the queued ones (in-flight ones finish)."""
+        self._closed = True
+        for device, queue in self._queues.items():
+            while queue:
+                req = queue.popleft()
+                req.queued_on = None
+                if req.timer is not None:
+                    req.timer.cancel()
+                if not req.future.done():
+                    req.future.set_exception(PreconditionError("the daemon is shutting down"))

@@ -1,0 +1,259 @@
+"""Scheduler unit tests with a deterministic fake pool: the test decides when each invocation ends."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+
+from edgetpud.daemon.errors import PreconditionError, ResourceExhaustedError
+from edgetpud.daemon.scheduler import DeadlineExceededError, Scheduler
+from edgetpud.hal.errors import DeviceUnavailableError, ModelRuntimeError
+
+X = [np.zeros((1, 2), np.uint8)]
+
+
+class FakePool:
+    """Fixed capacity per device; invocations stay pending until the test finishes them."""
+
+    def __init__(self, capacity: Dict[str, int]) -> None:
+        self.slots = dict(capacity)
+        self.submitted: List[Tuple[str, str, concurrent.futures.Future]] = []
+        self.refuse: Dict[str, Exception] = {}
+
+    def capacity(self, device: str) -> int:
+        busy = sum(1 for d, _, f in self.submitted if d == device and not f.done())
+        return self.slots[device] - busy
+
+    def submit(self, device: str, key: str, inputs) -> concurrent.futures.Future:
+        if device in self.refuse:
+            raise self.refuse[device]
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self.submitted.append((device, key, fut))
+        return fut
+
+    def pending(self, device: str | None = None):
+        return [(d, k, f) for d, k, f in self.submitted if not f.done() and (device is None or d == device)]
+
+    def finish(self, index: int = 0, device: str | None = None, value: float = 1.0) -> None:
+        self.pending(device)[index][2].set_result([np.full((1,), value, np.float32)])
+
+    def fail(self, exc: Exception, device: str | None = None) -> None:
+        for _, _, fut in self.pending(device):
+            fut.set_exception(exc)
+
+
+async def settle(rounds: int = 5) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def make(capacity: Dict[str, int], depth: int = 4, loader=None, holders: Dict[str, List[str]] | None = None):
+    pool = FakePool(capacity)
+    sched = Scheduler(pool, queue_depth=depth, loader=loader)
+    sched.set_devices(capacity)
+    for key, devices in (holders if holders is not None else {"m@1": list(capacity)}).items():
+        for device in devices:
+            sched.placed(key, device)
+    return pool, sched
+
+
+def test_result_device_and_timing():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        task = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        pool.finish()
+        result = await asyncio.wait_for(task, 2)
+        assert result.device == "mock:0"
+        assert result.outputs[0].tolist() == [1.0]
+        assert result.queue_s >= 0 and result.invoke_s >= 0
+    asyncio.run(main())
+
+
+def test_keeps_device_busy_up_to_capacity():
+    async def main():
+        pool, sched = make({"mock:0": 3}, depth=8)
+        tasks = [asyncio.ensure_future(sched.run("m@1", X)) for _ in range(5)]
+        await settle()
+        assert len(pool.pending()) == 3
+        assert sched.queue_depths() == {"mock:0": 2}
+        for _ in range(5):
+            pool.finish()
+            await settle()
+        await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        assert len(pool.submitted) == 5
+    asyncio.run(main())
+
+
+def test_affinity_prefers_the_holder_even_when_another_is_idle():
+    async def main():
+        pool, sched = make({"mock:0": 1, "mock:1": 1}, holders={"m@1": ["mock:1"]})
+        tasks = [asyncio.ensure_future(sched.run("m@1", X)) for _ in range(2)]
+        await settle()
+        assert [d for d, _, _ in pool.submitted] == ["mock:1"]
+        assert sched.queue_depths()["mock:1"] == 1
+        pool.finish(); await settle(); pool.finish()
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        assert {r.device for r in results} == {"mock:1"}
+    asyncio.run(main())
+
+
+def test_least_loaded_holder_wins():
+    async def main():
+        pool, sched = make({"mock:0": 1, "mock:1": 1})
+        first = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        second = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        assert sorted(d for d, _, _ in pool.submitted) == ["mock:0", "mock:1"]
+        pool.fail(ModelRuntimeError("bad input"), device="mock:0")
+        pool.finish()
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+        assert sum(isinstance(o, ModelRuntimeError) for o in outcomes) == 1
+    asyncio.run(main())
+
+
+def test_model_on_no_device_is_loaded_on_the_least_loaded_one():
+    loads: List[Tuple[str, str]] = []
+
+    async def loader(device: str, key: str) -> None:
+        loads.append((device, key))
+
+    async def main():
+        pool, sched = make({"mock:0": 1, "mock:1": 1}, loader=loader, holders={"busy@1": ["mock:0"]})
+        busy = asyncio.ensure_future(sched.run("busy@1", X))
+        await settle()
+        task = asyncio.ensure_future(sched.run("new@1", X))
+        await settle()
+        assert loads == [("mock:1", "new@1")]
+        assert sched.holders("new@1") == {"mock:1"}
+        pool.finish(device="mock:1"); pool.finish(device="mock:0")
+        assert (await asyncio.wait_for(task, 2)).device == "mock:1"
+        await busy
+    asyncio.run(main())
+
+
+def test_no_loader_and_no_holder_is_unavailable():
+    async def main():
+        _, sched = make({"mock:0": 1}, holders={})
+        with pytest.raises(DeviceUnavailableError, match="not loaded"):
+            await asyncio.wait_for(sched.run("m@1", X), 2)
+    asyncio.run(main())
+
+
+def test_expired_deadline_is_refused_without_running():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        with pytest.raises(DeadlineExceededError):
+            await sched.run("m@1", X, deadline=time.monotonic() - 1)
+        assert pool.submitted == []
+    asyncio.run(main())
+
+
+def test_deadline_passing_in_the_queue_answers_without_running():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        running = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        waiting = asyncio.ensure_future(sched.run("m@1", X, deadline=time.monotonic() + 0.02))
+        with pytest.raises(DeadlineExceededError, match="not run"):
+            await asyncio.wait_for(waiting, 2)
+        assert sched.queue_depths() == {"mock:0": 0}
+        pool.finish()
+        await running
+        assert len(pool.submitted) == 1
+    asyncio.run(main())
+
+
+def test_full_queue_is_refused_at_once():
+    async def main():
+        pool, sched = make({"mock:0": 1}, depth=2)
+        tasks = [asyncio.ensure_future(sched.run("m@1", X)) for _ in range(3)]
+        await settle()
+        with pytest.raises(ResourceExhaustedError, match="full"):
+            await sched.run("m@1", X)
+        for _ in range(3):
+            pool.finish(); await settle()
+        await asyncio.gather(*tasks)
+    asyncio.run(main())
+
+
+def test_cancelled_request_leaves_the_queue_and_never_runs():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        running = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        queued = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        assert sched.queue_depths() == {"mock:0": 1}
+        queued.cancel()
+        await settle()
+        assert sched.queue_depths() == {"mock:0": 0}
+        pool.finish()
+        await running
+        await settle()
+        assert len(pool.submitted) == 1 and queued.cancelled()
+    asyncio.run(main())
+
+
+def test_device_death_requeues_waiting_and_retries_inflight_elsewhere():
+    async def main():
+        pool, sched = make({"mock:0": 1, "mock:1": 1}, holders={"m@1": ["mock:0"]})
+        tasks = [asyncio.ensure_future(sched.run("m@1", X)) for _ in range(3)]
+        await settle()
+        assert len(pool.pending("mock:0")) == 1 and sched.queue_depths()["mock:0"] == 2
+        sched.placed("m@1", "mock:1")
+        sched.device_lost("mock:0")
+        pool.fail(DeviceUnavailableError("worker died"), device="mock:0")
+        await settle(10)
+        assert sched.queue_depths()["mock:0"] == 0
+        for _ in range(3):
+            assert len(pool.pending("mock:1")) == 1
+            pool.finish(device="mock:1")
+            await settle(10)
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        assert {r.device for r in results} == {"mock:1"}
+    asyncio.run(main())
+
+
+def test_inflight_fails_unavailable_when_no_other_device():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        task = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        pool.fail(DeviceUnavailableError("worker for mock:0 died"))
+        with pytest.raises(DeviceUnavailableError, match="died"):
+            await asyncio.wait_for(task, 2)
+    asyncio.run(main())
+
+
+def test_submit_refused_by_a_dead_device_is_retried_on_another():
+    async def main():
+        pool, sched = make({"mock:0": 1, "mock:1": 1})
+        pool.refuse["mock:0"] = DeviceUnavailableError("gone")
+        task = asyncio.ensure_future(sched.run("m@1", X))
+        await settle(10)
+        pool.finish(device="mock:1")
+        assert (await asyncio.wait_for(task, 2)).device == "mock:1"
+    asyncio.run(main())
+
+
+def test_close_fails_queued_and_refuses_new():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        running = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        queued = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        sched.close()
+        with pytest.raises(PreconditionError):
+            await queued
+        with pytest.raises(PreconditionError):
+            await sched.run("m@1", X)
+        pool.finish()
+        await running
+    asyncio.run(main())
