@@ -324,6 +324,30 @@ def test_add_operator_handles_extended_opcodes_and_reuses_codes() -> None:
         model.add_operator("ADD", [x, 99], [y])
 
 
+@pytest.mark.parametrize(
+    "op, options",
+    [
+        ("CONV_2D", "Conv2DOptionsT"),
+        ("MAX_POOL_2D", "Pool2DOptionsT"),
+        ("AVERAGE_POOL_2D", "Pool2DOptionsT"),
+        ("MEAN", "ReducerOptionsT"),
+        ("FULLY_CONNECTED", "FullyConnectedOptionsT"),
+        ("DEPTHWISE_CONV_2D", "DepthwiseConv2DOptionsT"),
+        ("UNIDIRECTIONAL_SEQUENCE_LSTM", "UnidirectionalSequenceLSTMOptionsT"),
+        ("UNIDIRECTIONAL_SEQUENCE_RNN", "SequenceRNNOptionsT"),
+        ("MAXIMUM", "MaximumMinimumOptionsT"),
+        ("L2_NORMALIZATION", "L2NormOptionsT"),
+        ("RESIZE_NEAREST_NEIGHBOR", "ResizeNearestNeighborOptionsT"),
+        ("TOPK_V2", "TopKV2OptionsT"),
+        ("STABLEHLO_CONCATENATE", "StablehloConcatenateOptionsT"),
+        ("LOGISTIC", "NoneType"),
+        ("CUSTOM", "NoneType"),
+    ],
+)
+def test_default_options_match_the_op(op: str, options: str) -> None:
+    assert type(tfl.default_options(op)).__name__ == options
+
+
 def test_remove_unused_renumbers_buffers_and_codes() -> None:
     model = TfliteModel.empty()
     model.add_subgraph()

@@ -99,6 +99,11 @@ _OPTIONS_OVERRIDES: Dict[str, Optional[str]] = {
     "L2_NORMALIZATION": "L2NormOptions",
     "CONCAT_EMBEDDINGS": "ConcatEmbeddingsOptions",
     "LSH_PROJECTION": "LSHProjectionOptions",
+    "UNIDIRECTIONAL_SEQUENCE_RNN": "SequenceRNNOptions",
+    "RANDOM_STANDARD_NORMAL": "RandomOptions",
+    "RANDOM_UNIFORM": "RandomOptions",
+    "MULTINOMIAL": "RandomOptions",
+    "CONV_3D_TRANSPOSE": "Conv3DOptions",
     "CUSTOM": None,
 }
 
