@@ -36,3 +36,7 @@ class DeviceTimeoutError(DeviceIOError, TimeoutError):
 
 class ModelRuntimeError(HalError, ValueError):
     """The runtime refused a model (unknown custom op, bad tensor, wrong input)."""
+
+
+class DeviceSpecError(HalError, ValueError):
+    """A ``--device`` spec cannot be parsed (``auto``, ``mock[:N]``, ``cpu``, ``usb[:N]``, ``pci[:N]``)."""

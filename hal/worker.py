@@ -1,0 +1,641 @@
+"""One child process per device, fed through preallocated shared-memory slots.
+
+Why a process: libedgetpu aborts the whole process on a USB transfer error and a
+PCIe TPU may be opened by one process only, so the daemon keeps each device in a
+child it can lose. Why this transport: a 224x224x3 input must cross in well under
+100 µs, so arrays are never pickled. Each loaded model gets ``slots`` shared-memory
+blocks (inputs then outputs, 64-byte aligned) created by the main process; a
+request is "copy inputs into a free slot, send 12 bytes", a reply is "8 bytes,
+copy outputs out". A dedicated reader thread in the main process resolves the
+futures, and sees the pipe close the moment the child dies (SIGKILL, SIGABRT).
+
+Wire format (``Connection.send_bytes``; first byte is the opcode):
+    main -> worker  OP_INVOKE  struct <BIHH (op, request id, model id, slot)
+                    OP_CTRL    op + pickle((request id, verb, *args))
+    worker -> main  R_OK       struct <BI   (op, request id)
+                    R_ERR      struct <BI + pickle((error class name, message))
+                    R_CTRL     op + pickle((request id, result))
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import struct
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import errors as hal_errors
+from .errors import DeviceInitError, DeviceUnavailableError, HalError, ModelRuntimeError
+from .executor import TensorSpec, check_inputs
+
+log = logging.getLogger(__name__)
+
+OP_INVOKE, OP_CTRL = 1, 2
+R_OK, R_CTRL, R_ERR = 1, 2, 3
+_INVOKE = struct.Struct("<BIHH")
+_REPLY = struct.Struct("<BI")
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs to open its device; picklable for ``spawn``."""
+
+    device_id: str
+    kind: str
+    delegate_device: str = ""
+    delegate_options: Tuple[Tuple[str, str], ...] = ()
+    tpu_executor: str = "edgetpu"            # "edgetpu" (libedgetpu) or "mock" (test rigs)
+    mock_state_dir: Optional[str] = None
+    mock_latency_s: Optional[float] = None
+    num_threads: Optional[int] = None
+    log_level: int = logging.WARNING
+
+
+def slot_layout(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> Tuple[List[int], List[int], int]:
+    """Byte offsets of each input and output inside one slot, and the slot size."""
+    offset = 0
+    offsets = []
+    for spec in list(inputs) + list(outputs):
+        offsets.append(offset)
+        offset += (spec.nbytes + ALIGN - 1) // ALIGN * ALIGN
+    return offsets[:len(inputs)], offsets[len(inputs):], max(offset, ALIGN)
+
+
+def _views(buf: memoryview, specs: Sequence[TensorSpec], offsets: Sequence[int]) -> List[np.ndarray]:
+    return [np.ndarray(s.shape, dtype=s.dtype, buffer=buf, offset=o) for s, o in zip(specs, offsets)]
+
+
+def _error_payload(exc: BaseException) -> bytes:
+    name = type(exc).__name__ if isinstance(exc, HalError) else "ModelRuntimeError"
+    message = str(exc) if isinstance(exc, HalError) else f"{type(exc).__name__}: {exc}"
+    return pickle.dumps((name, message))
+
+
+def rebuild_error(name: str, message: str) -> HalError:
+    """Turn a worker's (class name, message) back into the HAL exception."""
+    cls = getattr(hal_errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, HalError)):
+        cls = HalError
+    return cls(message)
+
+
+# ---------------------------------------------------------------------------
+# child side
+# ---------------------------------------------------------------------------
+
+class _ChildModel:
+    def __init__(self, executor: Any) -> None:
+        self.executor = executor
+        self.shms: List[shared_memory.SharedMemory] = []
+        self.in_views: List[List[np.ndarray]] = []
+        self.out_views: List[List[np.ndarray]] = []
+
+    def attach(self, names: Sequence[str]) -> None:
+        ins, outs = self.executor.inputs, self.executor.outputs
+        in_off, out_off, _ = slot_layout(ins, outs)
+        for name in names:
+            # The main process owns and unlinks every block. Python >= 3.13 can skip
+            # tracking here; before that the worker shares the parent's resource
+            # tracker (spawn passes it on), where a second register is a no-op.
+            try:
+                shm = shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
+            except TypeError:
+                shm = shared_memory.SharedMemory(name=name)
+            self.shms.append(shm)
+            self.in_views.append(_views(shm.buf, ins, in_off))
+            self.out_views.append(_views(shm.buf, outs, out_off))
+
+    def close(self) -> None:
+        self.in_views.clear()
+        self.out_views.clear()
+        for shm in self.shms:
+            try:
+                shm.close()
+            except BufferError:  # pragma: no cover
+                pass
+        self.shms.clear()
+        self.executor.close()
+
+
+class _ChildDevice:
+    """The device as the worker owns it: the delegate (opened once) and the executors."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.delegate: Any = None
+        self.models: Dict[int, _ChildModel] = {}
+        self.world: Any = None
+        if config.kind in ("usb", "pci") and config.tpu_executor == "edgetpu":
+            from .runtime import load_edgetpu_delegate
+
+            self.delegate = load_edgetpu_delegate(config.delegate_device, dict(config.delegate_options))
+
+    def open_executor(self, model_path: str, cpu_twin_path: Optional[str]) -> Any:
+        cfg = self.config
+        if cfg.kind == "cpu":
+            from .executor import TfliteExecutor
+
+            return TfliteExecutor(cpu_twin_path or model_path, num_threads=cfg.num_threads)
+        if cfg.kind == "mock" or cfg.tpu_executor == "mock":
+            from edgetpud.mock_device.executor import MockTpuExecutor
+
+            return MockTpuExecutor(cpu_twin_path or model_path, device_id=cfg.device_id,
+                                   state_dir=cfg.mock_state_dir, latency_s=cfg.mock_latency_s,
+                                   num_threads=cfg.num_threads)
+        from .executor import TfliteExecutor
+
+        return TfliteExecutor(model_path, delegates=[self.delegate], num_threads=cfg.num_threads)
+
+    def control(self, verb: str, args: tuple) -> Any:
+        if verb == "load":
+            model_id, model_path, cpu_twin_path = args
+            executor = self.open_executor(model_path, cpu_twin_path)
+            self.models[model_id] = _ChildModel(executor)
+            return executor.inputs, executor.outputs
+        if verb == "attach":
+            model_id, names = args
+            self.models[model_id].attach(names)
+            return True
+        if verb == "unload":
+            (model_id,) = args
+            model = self.models.pop(model_id, None)
+            if model is not None:
+                model.close()
+            return True
+        if verb == "ping":
+            return os.getpid()
+        raise HalError(f"unknown worker command {verb!r}")
+
+    def invoke(self, model_id: int, slot: int) -> None:
+        model = self.models[model_id]
+        outputs = model.executor.invoke(model.in_views[slot])
+        for view, array in zip(model.out_views[slot], outputs):
+            np.copyto(view, array, casting="no")
+
+    def close(self) -> None:
+        for model in self.models.values():
+            model.close()
+        self.models.clear()
+
+
+def worker_main(conn: Any, config: WorkerConfig) -> None:
+    """Entry point of the child process (``spawn``): serve until told to stop or the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    logging.basicConfig(level=config.log_level, format=f"%(asctime)s worker[{config.device_id}] %(levelname)s %(name)s: %(message)s")
+    try:
+        device = _ChildDevice(config)
+    except BaseException as exc:  # report why the device cannot be opened, then exit
+        conn.send_bytes(bytes([R_CTRL]) + pickle.dumps((0, ("error",) + pickle.loads(_error_payload(exc)))))
+        conn.close()
+        return
+    conn.send_bytes(bytes([R_CTRL]) + pickle.dumps((0, ("ready", os.getpid()))))
+    recv, send = conn.recv_bytes, conn.send_bytes
+    unpack, pack = _INVOKE.unpack, _REPLY.pack
+    try:
+        while True:
+            try:
+                msg = recv()
+            except (EOFError, OSError):
+                break
+            if msg[0] == OP_INVOKE:
+                _, req_id, model_id, slot = unpack(msg)
+                try:
+                    device.invoke(model_id, slot)
+                    send(pack(R_OK, req_id))
+                except Exception as exc:
+                    send(pack(R_ERR, req_id) + _error_payload(exc))
+                continue
+            req_id, verb, *args = pickle.loads(msg[1:])
+            if verb == "stop":
+                send(bytes([R_CTRL]) + pickle.dumps((req_id, True)))
+                break
+            try:
+                result = device.control(verb, tuple(args))
+                send(bytes([R_CTRL]) + pickle.dumps((req_id, result)))
+            except Exception as exc:
+                send(pack(R_ERR, req_id) + _error_payload(exc))
+    finally:
+        device.close()
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# main-process side
+# ---------------------------------------------------------------------------
+
+@dataclass
+class _Request:
+    future: Future
+    model_key: str
+    inputs: Optional[Sequence[np.ndarray]]
+    slot: int = -1
+    started: float = 0.0
+
+
+@dataclass
+class _ParentModel:
+    key: str
+    model_id: int
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    shms: List[shared_memory.SharedMemory] = field(default_factory=list)
+    in_views: List[List[np.ndarray]] = field(default_factory=list)
+    out_views: List[List[np.ndarray]] = field(default_factory=list)
+    free: List[int] = field(default_factory=list)
+
+    def release(self) -> None:
+        self.in_views.clear()
+        self.out_views.clear()
+        for shm in self.shms:
+            try:
+                shm.close()
+                shm.unlink()
+            except (BufferError, FileNotFoundError):  # pragma: no cover
+                pass
+        self.shms.clear()
+
+
+DeathCallback = Callable[["WorkerHandle", Optional[int], List[_Request]], None]
+
+
+class WorkerHandle:
+    """The main process's end of one worker: spawn, slots, in-flight table, reader thread.
+
+    ``on_death(handle, exitcode, queued)`` runs on the reader thread after the
+    worker died: dispatched requests have already failed with
+    ``DeviceUnavailableError``; ``queued`` are the ones never sent, for the
+    supervisor to re-queue on the next worker.
+    """
+
+    def __init__(self, config: WorkerConfig, on_death: Optional[DeathCallback] = None, slots: int = 4) -> None:
+        self.config = config
+        self.slots = max(2, int(slots))
+        self._on_death = on_death
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._model_ids = itertools.count(1)
+        self._models: Dict[str, _ParentModel] = {}
+        self._inflight: Dict[int, _Request] = {}
+        self._control: Dict[int, Future] = {}
+        self._queue: Deque[_Request] = collections.deque()
+        self._conn: Any = None
+        self._process: Optional[multiprocessing.process.BaseProcess] = None
+        self._reader: Optional[threading.Thread] = None
+        self._alive = False
+        self._stopping = False
+        self.death_reason: Optional[str] = None
+        self.exitcode: Optional[int] = None
+        self._pid: Optional[int] = None
+        self._stop_reason: Optional[str] = None
+        self._dead = False
+
+    # -- life cycle -------------------------------------------------------
+    @property
+    def pid(self) -> Optional[int]:
+        return self._pid
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Spawn the worker and wait until it has opened its device.
+
+        Raises:
+            RuntimeMissingError / DelegateLoadError / DeviceInitError: the worker could not open the device.
+        """
+        ctx = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        name = f"edgetpud-worker-{self.config.device_id}"
+        process = ctx.Process(target=worker_main, args=(child_conn, self.config), name=name, daemon=True)
+        process.start()
+        child_conn.close()  # the child holds the only other end: its death closes the pipe
+        self._process, self._conn, self._pid = process, parent_conn, process.pid
+        try:
+            if not parent_conn.poll(timeout_s):
+                raise DeviceInitError(f"worker for {self.config.device_id} did not start within {timeout_s:.0f} s")
+            raw = parent_conn.recv_bytes()
+            _, reply = pickle.loads(raw[1:])
+        except (EOFError, OSError) as exc:
+            self._reap()
+            raise DeviceInitError(f"worker for {self.config.device_id} died while starting "
+                                  f"(exit code {self.exitcode})") from exc
+        except BaseException:
+            self._reap(kill=True)
+            raise
+        if reply[0] == "error":
+            self._reap()
+            raise rebuild_error(reply[1], reply[2])
+        self._alive = True
+        self._reader = threading.Thread(target=self._read_loop, name=f"{name}-reader", daemon=True)
+        self._reader.start()
+        log.debug("worker for %s started, pid %s", self.config.device_id, process.pid)
+
+    def _reap(self, kill: bool = False) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if kill and process.is_alive():
+            process.kill()
+        process.join(2.0)
+        if process.is_alive():  # did not exit after its pipe closed: stuck
+            process.kill()
+            process.join(5.0)
+        self.exitcode = process.exitcode
+        try:
+            process.close()
+        except ValueError:  # pragma: no cover
+            pass
+        if self._conn is not None:
+            self._conn.close()
+
+    def stop(self, timeout_s: float = 5.0, reason: Optional[str] = None) -> None:
+        """Ask the worker to exit, kill it if it does not, and free the shared memory.
+
+        Requests still pending fail with ``DeviceUnavailableError`` saying ``reason``.
+        """
+        with self._lock:
+            self._stopping = True
+            self._stop_reason = reason
+            alive = self._alive
+        if alive:
+            try:
+                self.control("stop", timeout_s=timeout_s)
+            except HalError:
+                self.kill()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout_s)
+            if reader.is_alive():
+                self.kill()
+                reader.join(timeout_s)
+        elif reader is None:
+            self._reap(kill=True)
+        self._release_models()
+
+    def kill(self, sig: int = signal.SIGKILL, reason: Optional[str] = None) -> None:
+        """Signal the worker (tests, and the supervisor's hang watchdog); the reader notices."""
+        if reason:
+            self.death_reason = reason
+        if self._alive and self._pid is not None:
+            try:
+                os.kill(self._pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _release_models(self) -> None:
+        with self._lock:
+            models = list(self._models.values())
+            self._models.clear()
+        for model in models:
+            model.release()
+
+    # -- control ----------------------------------------------------------
+    def control(self, verb: str, *args: Any, timeout_s: float = 120.0) -> Any:
+        """Run one command in the worker and wait for its answer.
+
+        Raises:
+            DeviceUnavailableError: the worker is dead or died meanwhile.
+            HalError subclasses: what the worker raised.
+        """
+        future: Future = Future()
+        with self._lock:
+            if not self._alive:
+                raise DeviceUnavailableError(f"worker for {self.config.device_id} is not running")
+            req_id = next(self._ids) & 0xFFFFFFFF
+            self._control[req_id] = future
+            try:
+                self._conn.send_bytes(bytes([OP_CTRL]) + pickle.dumps((req_id, verb) + tuple(args)))
+            except (OSError, ValueError) as exc:
+                self._control.pop(req_id, None)
+                raise DeviceUnavailableError(f"worker for {self.config.device_id} is gone: {exc}") from exc
+        try:
+            return future.result(timeout_s)
+        except TimeoutError as exc:
+            raise hal_errors.DeviceTimeoutError(
+                f"worker for {self.config.device_id} did not answer {verb!r} within {timeout_s:.0f} s") from exc
+
+    def load(self, model_key: str, model_path: str, cpu_twin_path: Optional[str]) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+        """Open the model in the worker and give it its shared-memory slots.
+
+        Raises:
+            ModelRuntimeError: the runtime rejected the model.
+            DeviceUnavailableError: the worker died.
+        """
+        if model_key in self._models:
+            self.unload(model_key)
+        model_id = next(self._model_ids) & 0xFFFF
+        inputs, outputs = self.control("load", model_id, str(model_path),
+                                       str(cpu_twin_path) if cpu_twin_path else None)
+        model = _ParentModel(model_key, model_id, list(inputs), list(outputs))
+        in_off, out_off, size = slot_layout(model.inputs, model.outputs)
+        try:
+            for _ in range(self.slots):
+                shm = shared_memory.SharedMemory(create=True, size=size)
+                model.shms.append(shm)
+                model.in_views.append(_views(shm.buf, model.inputs, in_off))
+                model.out_views.append(_views(shm.buf, model.outputs, out_off))
+            model.free = list(range(self.slots))[::-1]
+            self.control("attach", model_id, [s.name for s in model.shms])
+        except BaseException:
+            model.release()
+            try:
+                self.control("unload", model_id)
+            except HalError:
+                pass
+            raise
+        with self._lock:
+            self._models[model_key] = model
+        return list(model.inputs), list(model.outputs)
+
+    def unload(self, model_key: str) -> None:
+        """Close the model in the worker; requests already sent finish first (the pipe is in order)."""
+        with self._lock:
+            model = self._models.pop(model_key, None)
+            waiting = [r for r in self._queue if r.model_key == model_key]
+            for r in waiting:
+                self._queue.remove(r)
+        for r in waiting:
+            r.future.set_exception(ModelRuntimeError(f"model {model_key} was unloaded from {self.config.device_id}"))
+        if model is None:
+            return
+        try:
+            self.control("unload", model.model_id)
+        except DeviceUnavailableError:
+            pass
+        model.release()
+
+    def models(self) -> List[str]:
+        with self._lock:
+            return list(self._models)
+
+    def specs(self, model_key: str) -> Optional[Tuple[List[TensorSpec], List[TensorSpec]]]:
+        model = self._models.get(model_key)
+        return (list(model.inputs), list(model.outputs)) if model else None
+
+    # -- invocations ------------------------------------------------------
+    def capacity(self) -> int:
+        with self._lock:
+            if not self._alive:
+                return 0
+            return max(0, self.slots - len(self._inflight) - len(self._queue))
+
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight) + len(self._queue)
+
+    def oldest_started(self) -> Optional[float]:
+        """``time.monotonic()`` of the oldest request the worker holds (the hang watchdog reads it)."""
+        with self._lock:
+            starts = [r.started for r in self._inflight.values()]
+        return min(starts) if starts else None
+
+    def submit(self, model_key: str, inputs: Sequence[np.ndarray], future: Optional[Future] = None) -> Future:
+        """Queue one invocation; the returned future resolves on the reader thread."""
+        future = future if future is not None else Future()
+        model = self._models.get(model_key)
+        if model is None:
+            future.set_exception(ModelRuntimeError(f"model {model_key} is not loaded on {self.config.device_id}"))
+            return future
+        try:
+            check_inputs(model.inputs, inputs)
+        except ModelRuntimeError as exc:
+            future.set_exception(exc)
+            return future
+        request = _Request(future, model_key, inputs)
+        with self._lock:
+            if not self._alive:
+                error: Optional[HalError] = DeviceUnavailableError(f"worker for {self.config.device_id} is not running")
+            else:
+                error = None
+                self._queue.append(request)
+                self._pump()
+        if error is not None:
+            future.set_exception(error)
+        return future
+
+    def adopt(self, requests: Sequence[_Request]) -> None:
+        """Take over requests a dead worker never started (same futures)."""
+        for r in requests:
+            if r.inputs is not None and not r.future.done():
+                self.submit(r.model_key, r.inputs, future=r.future)
+
+    def _pump(self) -> None:
+        """Send queued requests while slots are free. Caller holds the lock."""
+        while self._queue and len(self._inflight) < self.slots:
+            request = self._queue.popleft()
+            model = self._models.get(request.model_key)
+            if model is None or not model.free:
+                request.future.set_exception(ModelRuntimeError(f"model {request.model_key} is not loaded"))
+                continue
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            slot = model.free.pop()
+            for view, array in zip(model.in_views[slot], request.inputs or ()):
+                np.copyto(view, array, casting="no")
+            req_id = next(self._ids) & 0xFFFFFFFF
+            request.slot, request.inputs, request.started = slot, None, time.monotonic()
+            self._inflight[req_id] = request
+            try:
+                self._conn.send_bytes(_INVOKE.pack(OP_INVOKE, req_id, model.model_id, slot))
+            except (OSError, ValueError):
+                break  # the reader sees the pipe close and fails everything in flight
+
+    def _read_loop(self) -> None:
+        conn = self._conn
+        unpack = _REPLY.unpack_from
+        while True:
+            try:
+                msg = conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            op = msg[0]
+            if op == R_CTRL:
+                req_id, result = pickle.loads(msg[1:])
+                with self._lock:
+                    future = self._control.pop(req_id, None)
+                if future is not None:
+                    future.set_result(result)
+                continue
+            _, req_id = unpack(msg)
+            error = rebuild_error(*pickle.loads(msg[_REPLY.size:])) if op == R_ERR else None
+            outputs: Optional[List[np.ndarray]] = None
+            with self._lock:
+                request = self._inflight.pop(req_id, None)
+                if request is None:
+                    control = self._control.pop(req_id, None)
+                    if control is not None and error is not None:
+                        control.set_exception(error)
+                    continue
+                model = self._models.get(request.model_key)
+                if model is not None:
+                    if error is None:
+                        outputs = [np.array(v, copy=True) for v in model.out_views[request.slot]]
+                    model.free.append(request.slot)
+                self._pump()
+            if error is not None:
+                request.future.set_exception(error)
+            elif outputs is None:
+                request.future.set_exception(ModelRuntimeError(f"model {request.model_key} was unloaded"))
+            else:
+                request.future.set_result(outputs)
+        self._handle_death()
+
+    def _handle_death(self) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._dead = True
+            was_alive, self._alive = self._alive, False
+            inflight = list(self._inflight.values())
+            controls = list(self._control.values())
+            queued = list(self._queue)
+            self._inflight.clear()
+            self._control.clear()
+            self._queue.clear()
+            stopping = self._stopping
+        self._reap()
+        code = self.exitcode
+        if self.death_reason is None:
+            if code is not None and code < 0:
+                try:
+                    self.death_reason = f"killed by {signal.Signals(-code).name}"
+                except ValueError:
+                    self.death_reason = f"killed by signal {-code}"
+            else:
+                self.death_reason = f"exited with code {code}"
+        device = self.config.device_id
+        error = DeviceUnavailableError(
+            (self._stop_reason or f"{device} stopped") if stopping else f"the worker for {device} died ({self.death_reason})")
+        for r in inflight:
+            r.future.set_exception(error)
+        for f in controls:
+            if not f.done():
+                f.set_exception(error)
+        self._release_models()
+        if stopping or not was_alive:
+            for r in queued:
+                r.future.set_exception(error)
+            return
+        log.error("worker for %s (pid %s) died: %s; %d request(s) in flight failed, %d queued kept",
+                  device, self.pid, self.death_reason, len(inflight), len(queued))
+        if self._on_death is not None:
+            try:
+                self._on_death(self, code, queued)
+            except Exception:  # pragma: no cover - never let the reader die silently
+                log.exception("on_death callback failed for %s", device)
+        else:
+            for r in queued:
+                r.future.set_exception(error)
