@@ -1,0 +1,239 @@
+"""``edgetpuctl check`` through its ``main()``: JSON contract, exit codes, bad input without tracebacks."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+import pytest
+
+from edgetpud.daemon.cli import check as cli
+from edgetpud.daemon.model._schema import schema
+from edgetpud.daemon.model.builder import ModelBuilder
+from edgetpud.daemon.model.tflite import TfliteModel
+
+
+def chain(*ops: str, custom_first: str | None = None) -> bytes:
+    """x -> op -> op ... -> y on int8 [1,8] tensors (a custom op first when asked)."""
+    b = ModelBuilder()
+    t = b.input("x", [1, 8], np.int8, 0.05, 0)
+    if custom_first:
+        out = b.tensor("c_out", [1, 8], np.int8, 0.05, 0)
+        b.custom(custom_first, [t], [out])
+        t = out
+    for i, op in enumerate(ops):
+        out = b.tensor(f"{op.lower()}_{i}", [1, 8], np.int8, 0.05, 0)
+        b.op(op, [t], [out])
+        t = out
+    b.output(t)
+    return b.build()
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def run_json(capsys, path: str, *extra: str) -> tuple[int, dict]:
+    code, out, err = run_cli(capsys, path, "--json", *extra)
+    return code, json.loads(out)
+
+
+def test_full_model_exits_0_with_the_json_contract(tmp_path, capsys):
+    path = write(tmp_path, "m.tflite", chain("RELU", "TANH"))
+    code, doc = run_json(capsys, path)
+    assert code == 0
+    assert {"model", "verdict", "operators", "summary"} <= set(doc)
+    assert doc["model"] == path and doc["verdict"] == "full"
+    assert doc["summary"]["tpu_ops"] == 2 and doc["summary"]["cpu_ops"] == 0
+    for entry in doc["operators"]:
+        assert {"index", "op", "target", "reason"} <= set(entry)
+    assert [(e["index"], e["op"], e["target"], e["reason"]) for e in doc["operators"]] == [
+        (0, "RELU", "tpu", None), (1, "TANH", "tpu", None)]
+    assert {"cut_point", "op_types", "warnings", "notes", "compiled", "runtime_version"} <= set(doc)
+
+
+def test_partial_model_exits_2(tmp_path, capsys):
+    path = write(tmp_path, "m.tflite", chain("RELU", "EXP", "TANH"))
+    code, doc = run_json(capsys, path)
+    assert code == 2 and doc["verdict"] == "partial"
+    assert [e["target"] for e in doc["operators"]] == ["tpu", "cpu", "cpu"]
+    assert doc["cut_point"]["index"] == 1 and doc["cut_point"]["op"] == "EXP"
+    assert doc["operators"][2]["rule"] == "cut"
+
+
+def test_unmappable_model_exits_3(tmp_path, capsys):
+    path = write(tmp_path, "m.tflite", chain("EXP", "RELU"))
+    code, doc = run_json(capsys, path)
+    assert code == 3 and doc["verdict"] == "none" and doc["summary"]["tpu_ops"] == 0
+
+
+def test_human_output(tmp_path, capsys):
+    path = write(tmp_path, "m.tflite", chain("RELU", "EXP", "TANH"))
+    code, out, err = run_cli(capsys, path)
+    assert code == 2 and err == ""
+    assert "Verdict: partial" in out
+    assert "Cut point: op 1 (EXP)" in out
+    assert "Operator" in out and "Count" in out and "Status" in out
+    assert "Mapped to Edge TPU" in out and "More than one subgraph is not supported" in out
+    lines = out.splitlines()
+    first_ops = [line.split()[1] for line in lines if line.strip()[:1].isdigit()][:3]
+    assert first_ops == ["RELU", "EXP", "TANH"]
+
+
+def test_runtime_version_changes_the_verdict(tmp_path, capsys):
+    path = write(tmp_path, "m.tflite", chain("RSQRT"))
+    assert run_json(capsys, path)[0] == 0
+    code, doc = run_json(capsys, path, "--runtime-version", "13")
+    assert code == 3 and doc["runtime_version"] == 13
+    assert doc["operators"][0]["rule"] == "runtime-version"
+
+
+def test_float_io_warning_in_json(tmp_path, capsys):
+    b = ModelBuilder()
+    x = b.input("x", [1, 8], np.float32)
+    q = b.tensor("q", [1, 8], np.int8, 0.05, 0)
+    b.op("QUANTIZE", [x], [q])
+    r = b.tensor("r", [1, 8], np.int8, 0.05, 0)
+    b.op("RELU", [q], [r])
+    y = b.tensor("y", [1, 8], np.float32)
+    b.op("DEQUANTIZE", [r], [y])
+    b.output(y)
+    code, doc = run_json(capsys, write(tmp_path, "f.tflite", b.build()))
+    assert code == 0 and doc["summary"]["boundary_ops"] == 2
+    assert any("float I/O" in w for w in doc["warnings"])
+
+
+# ------------------------------------------------------------------ bad input
+def zero_subgraph_bytes() -> bytes:
+    model = schema.ModelT()
+    model.version = 3
+    model.buffers = [schema.BufferT()]
+    model.subgraphs, model.operatorCodes = [], []
+    builder = flatbuffers.Builder(64)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("text.tflite", b"this is not a model at all", "not a TFLite model"),
+    ("empty.tflite", b"", "empty"),
+    ("zero.tflite", None, "no subgraphs"),
+    ("cut.tflite", "truncated", "truncated"),
+])
+def test_unreadable_models_exit_4(tmp_path, capsys, name, data, message):
+    if data is None:
+        data = zero_subgraph_bytes()
+    elif data == "truncated":
+        data = chain("RELU", "TANH")[:60]
+    code, out, err = run_cli(capsys, write(tmp_path, name, data))
+    assert code == 4 and out == ""
+    assert err.startswith("edgetpuctl check: error:") and message in err
+
+
+def test_missing_file_and_folder_exit_4(tmp_path, capsys):
+    code, _, err = run_cli(capsys, str(tmp_path / "missing.tflite"))
+    assert code == 4 and "does not exist" in err
+    code, _, err = run_cli(capsys, str(tmp_path))
+    assert code == 4 and "folder" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "fourteen"])
+def test_bad_runtime_version_exits_4(tmp_path, capsys, value):
+    path = write(tmp_path, "m.tflite", chain("RELU"))
+    with pytest.raises(SystemExit) as exc:
+        cli.main([path, "--runtime-version", value])
+    assert exc.value.code == 4
+    assert "--runtime-version" in capsys.readouterr().err
+
+
+def test_several_subgraphs_checks_the_first_with_a_warning(tmp_path, capsys):
+    b = ModelBuilder()
+    x = b.input("x", [1, 8], np.int8, 0.05, 0)
+    y = b.tensor("y", [1, 8], np.int8, 0.05, 0)
+    b.op("RELU", [x], [y])
+    b.output(y)
+    body = b.add_subgraph("body")
+    b.use_subgraph(body)
+    bx = b.input("bx", [1, 8], np.int8, 0.05, 0)
+    by = b.tensor("by", [1, 8], np.int8, 0.05, 0)
+    b.op("EXP", [bx], [by])
+    b.output(by)
+    code, doc = run_json(capsys, write(tmp_path, "multi.tflite", b.build()))
+    assert code == 0 and doc["subgraphs"] == 2
+    assert [e["op"] for e in doc["operators"]] == ["RELU"]
+    assert any("2 subgraphs" in w for w in doc["warnings"])
+
+
+def test_unknown_builtin_op(tmp_path, capsys):
+    model = TfliteModel.read(chain("RELU"))
+    model.raw.operatorCodes[0].builtinCode = 250
+    code, doc = run_json(capsys, write(tmp_path, "unknown.tflite", model.to_bytes()))
+    assert code == 3
+    assert doc["operators"][0]["op"] == "UNKNOWN_250"
+    assert "code 250" in doc["operators"][0]["reason"]
+
+
+def test_custom_op(tmp_path, capsys):
+    code, doc = run_json(capsys, write(tmp_path, "custom.tflite", chain("RELU", custom_first="MyOp")))
+    assert code == 3
+    assert doc["operators"][0]["op"] == "MyOp" and "custom op 'MyOp'" in doc["operators"][0]["reason"]
+    assert doc["operators"][1]["rule"] == "cut"
+
+
+def test_compiled_model_reports_the_compilers_split(tmp_path, capsys):
+    """A compiled file with a CPU op after the custom op; its twin names what went inside."""
+    write(tmp_path, "m.tflite", chain("RELU", "TANH", "EXP"))
+    b = ModelBuilder()
+    x = b.input("x", [1, 8], np.int8, 0.05, 0)
+    t = b.tensor("tanh_1", [1, 8], np.int8, 0.05, 0)
+    b.custom("edgetpu-custom-op", [x], [t], options=b"\x00")
+    y = b.tensor("exp_2", [1, 8], np.int8, 0.05, 0)
+    b.op("EXP", [t], [y])
+    b.output(y)
+    path = write(tmp_path, "m_edgetpu.tflite", b.build())
+    code, doc = run_json(capsys, path)
+    assert code == 2 and doc["verdict"] == "partial"
+    compiled = doc["compiled"]
+    assert compiled["edgetpu_custom_ops"] == [0]
+    assert compiled["cpu_ops"] == [{"index": 1, "op": "EXP"}]
+    assert compiled["ops_inside"] == {"RELU": 1, "TANH": 1} and compiled["ops_inside_count"] == 2
+    assert doc["operators"][1]["reason"].startswith("left on the CPU by edgetpu_compiler")
+    code, out, _ = run_cli(capsys, path)
+    assert "Inside the edgetpu-custom-op" in out and "RELU x1" in out
+
+
+def test_real_compiled_model(test_data, capsys):
+    code, doc = run_json(capsys, str(test_data / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"))
+    assert code == 0 and doc["verdict"] == "full"
+    assert doc["summary"] == {"tpu_ops": 1, "cpu_ops": 0, "total_ops": 1, "boundary_ops": 0}
+    assert doc["compiled"]["ops_inside_count"] == 31
+
+
+def test_real_invalid_model_is_a_report_not_an_error(test_data, capsys):
+    code, doc = run_json(capsys, str(test_data / "invalid_models" / "model_invoking_error.tflite"))
+    assert code == 3 and doc["operators"][0]["op"] == "fake-op-double"
+
+
+def test_registers_on_edgetpuctl_subparsers(tmp_path, capsys):
+    path = write(tmp_path, "m.tflite", chain("RELU"))
+    parser = argparse.ArgumentParser(prog="edgetpuctl")
+    parser.add_argument("--json", action="store_true")
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    for argv in (["--json", "check", path], ["check", path, "--json"]):
+        args = parser.parse_args(argv)
+        assert args.json is True and args.func is cli.run
+        assert args.func(args) == 0
+        assert json.loads(capsys.readouterr().out)["verdict"] == "full"
+    args = parser.parse_args(["check", path])
+    assert args.json is False and args.runtime_version == 14
