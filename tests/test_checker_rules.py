@@ -736,3 +736,9 @@ def test_check_model_accepts_a_tflite_model_and_rejects_bad_runtime():
     assert check_model(model).verdict == "full"
     with pytest.raises(ValueError):
         check_model(model, runtime_version=0)
+
+
+def test_malformed_parameters_give_a_reason_not_a_traceback():
+    """Paddings with an odd count cannot be read as (before, after) pairs: the op stays on the CPU."""
+    data = single("PAD", [[1, 4, 4, 8]], [1, 6, 6, 8], extra=lambda b: [ints(b, "paddings", [0, 1, 1])])
+    assert_fails(data, "Pad.pads-not-batch", "cannot evaluate this limitation")

@@ -158,7 +158,10 @@ def judge(graph: _Graph, op: Any) -> tuple[list[Failure], list[str]]:
     ]:
         if not lim.applies(graph.runtime):
             continue
-        detail = lim.check(ctx)
+        try:
+            detail = lim.check(ctx)
+        except Exception as exc:  # a malformed op must give a report, not a traceback
+            detail = f"cannot evaluate this limitation on the op's tensors ({type(exc).__name__}: {exc})"
         if detail is None:
             continue
         if lim.advisory:
