@@ -86,7 +86,8 @@ class MockAccelerator:
             raise ValueError("mode is 'dfu' or 'runtime'")
         self.bus, self.ports = bus, tuple(ports)
         self.mode = mode
-        self.boot_mode = boot_mode or mode
+        # Firmware lives in RAM: after a power cycle a real accelerator is in DFU mode again.
+        self.boot_mode = boot_mode or "dfu"
         self.usb2 = usb2
         self.latency_s = latency_s
         self.serial = serial or f"MOCK{bus:02d}{''.join(str(p) for p in ports)}"
@@ -183,7 +184,8 @@ class MockUsbBackend(usb.backend.IBackend):
         accs = []
         for device_id in world.device_ids():
             i = int(device_id.split(":")[1])
-            accs.append(MockAccelerator(ports=(i + 1,), mode="runtime", world_id=device_id))
+            # The world stands in for libedgetpu too: its devices come back with firmware.
+            accs.append(MockAccelerator(ports=(i + 1,), mode="runtime", boot_mode="runtime", world_id=device_id))
         return cls(accs, world=world)
 
     def add(self, acc: MockAccelerator) -> MockAccelerator:
