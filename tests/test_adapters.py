@@ -91,8 +91,24 @@ def test_layout_values_override_position():
 def test_layout_rejects_non_detection_outputs():
     with pytest.raises(ModelError, match="4 outputs"):
         detection_layout([spec("x", [1, 10])])
-    with pytest.raises(ModelError, match="do not look like"):
+    with pytest.raises(ModelError, match="no boxes"):
         detection_layout([spec("a", [1, 3]), spec("b", [1, 3]), spec("c", [1, 3]), spec("d", [1, 3])])
+    with pytest.raises(ModelError, match="do not look like"):
+        detection_layout([spec("a", [1, 3, 4]), spec("b", [1, 3]), spec("c", [1, 3]), spec("d", [1, 3])])
+    with pytest.raises(ModelError, match="must have 3 values"):
+        detection_layout([spec("a", [1, 3, 4]), spec("b", [1, 3]), spec("c", [1, 2]), spec("d", [1])])
+
+
+def test_layout_with_four_or_one_detection():
+    # N = 4: classes and scores [1, 4] also end in 4.
+    four = [spec("a", [1, 4]), spec("b", [1, 4, 4]), spec("c", [1]), spec("d", [1, 4])]
+    layout = detection_layout(four)
+    assert (layout.scores, layout.boxes, layout.count, layout.classes) == (0, 1, 2, 3)
+    # N = 1: classes, scores and count all hold one value; the order decides.
+    tf1 = detection_layout([spec("a", [1, 1, 4]), spec("b", [1, 1]), spec("c", [1, 1]), spec("d", [1])])
+    assert (tf1.boxes, tf1.classes, tf1.scores, tf1.count) == (0, 1, 2, 3)
+    tf2 = detection_layout([spec("a", [1, 1]), spec("b", [1, 1, 4]), spec("c", [1]), spec("d", [1, 1])])
+    assert (tf2.scores, tf2.boxes, tf2.count, tf2.classes) == (0, 1, 2, 3)
 
 
 @pytest.mark.parametrize("order", ["tf1", "tf2"])

@@ -178,14 +178,21 @@ def detection_layout(
         if found is not None:
             return DetectionLayout(**found)
     sizes = [int(np.prod(s.shape)) if s.shape else 1 for s in specs]
-    box_idx = [i for i, s in enumerate(specs) if len(s.shape) >= 2 and s.shape[-1] == 4 and sizes[i] >= 4]
-    count_idx = [i for i in range(4) if sizes[i] == 1]
-    if len(box_idx) != 1 or len(count_idx) != 1:
-        shapes = [list(s.shape) for s in specs]
-        raise ModelError(f"detect: outputs {shapes} do not look like boxes [1,N,4], classes, scores and count [1]")
-    boxes, count = box_idx[0], count_idx[0]
-    first, second = [i for i in range(4) if i not in (boxes, count)]
+    shapes = [list(s.shape) for s in specs]
+    box_idx = [i for i, s in enumerate(specs) if len(s.shape) >= 2 and s.shape[-1] == 4]
+    if not box_idx:
+        raise ModelError(f"detect: outputs {shapes} have no boxes [1,N,4]")
+    # With N = 4, classes and scores [1, 4] also end in 4: the boxes are the higher-rank, larger one.
+    boxes = max(box_idx, key=lambda i: (len(specs[i].shape), sizes[i], -i))
     n = sizes[boxes] // 4
+    count_idx = [i for i in range(4) if i != boxes and sizes[i] == 1]
+    if len(count_idx) == 3 and n == 1:
+        # Everything but the boxes holds one value: only the order can tell (TF1 count last, TF2 count third).
+        count_idx = [3 if boxes == 0 else 2]
+    if len(count_idx) != 1:
+        raise ModelError(f"detect: outputs {shapes} do not look like boxes [1,N,4], classes, scores and count [1]")
+    count = count_idx[0]
+    first, second = [i for i in range(4) if i not in (boxes, count)]
     if sizes[first] != n or sizes[second] != n:
         raise ModelError(f"detect: classes and scores must have {n} values each, like the boxes")
     classes, scores = (first, second) if first > boxes else (second, first)
