@@ -418,7 +418,7 @@ class UnloadModelResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("id", "kind", "index", "path", "state", "temperature_c", "throttle_level", "models", "restarts")
+    __slots__ = ("id", "kind", "index", "path", "state", "temperature_c", "throttle_level", "models", "restarts", "error")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -428,6 +428,7 @@ class Device(_message.Message):
     THROTTLE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     index: int
@@ -437,7 +438,8 @@ class Device(_message.Message):
     throttle_level: int
     models: _containers.RepeatedScalarFieldContainer[str]
     restarts: int
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., index: _Optional[int] = ..., path: _Optional[str] = ..., state: _Optional[str] = ..., temperature_c: _Optional[float] = ..., throttle_level: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., restarts: _Optional[int] = ...) -> None: ...
+    error: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., index: _Optional[int] = ..., path: _Optional[str] = ..., state: _Optional[str] = ..., temperature_c: _Optional[float] = ..., throttle_level: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., restarts: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,233 @@
+"""Protobuf <-> service-core values, field by field.
+
+Kept apart from the servicers so each servicer reads as "convert, call, convert".
+Only malformed messages are rejected here (RequestError); everything about
+whether an image or a tensor suits a model is the service's call.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from edgetpud.daemon import service as core
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
+
+from .status import RequestError
+
+PIXEL_FORMATS = {
+    pb.PIXEL_FORMAT_UNSPECIFIED: "RGB",
+    pb.PIXEL_FORMAT_RGB: "RGB",
+    pb.PIXEL_FORMAT_BGR: "BGR",
+    pb.PIXEL_FORMAT_RGBA: "RGBA",
+    pb.PIXEL_FORMAT_BGRA: "BGRA",
+    pb.PIXEL_FORMAT_GRAY: "GRAY",
+}
+BYTES_PER_PIXEL = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "GRAY": 1}
+TASKS = {
+    pb.TASK_UNSPECIFIED: "classify",
+    pb.TASK_CLASSIFY: "classify",
+    pb.TASK_DETECT: "detect",
+    pb.TASK_EMBED: "embed",
+    pb.TASK_RAW: "raw",
+}
+
+
+# ------------------------------------------------------------------ requests
+
+def image_input(image: pb.Image) -> "core.ImageInput":
+    """An ImageInput from an Image message.
+
+    Raises:
+        RequestError: neither encoded bytes nor a frame were sent, or the pixel format is unknown.
+    """
+    source = image.WhichOneof("source")
+    crop = None
+    if image.HasField("crop"):
+        c = image.crop
+        crop = (int(c.x), int(c.y), int(c.width), int(c.height))
+    if source == "encoded":
+        return core.ImageInput(data=bytes(image.encoded), crop=crop)
+    if source == "frame":
+        f = image.frame
+        if f.pixel_format not in PIXEL_FORMATS:
+            raise RequestError(f"unknown pixel_format {f.pixel_format}; use one of RGB, BGR, RGBA, BGRA, GRAY")
+        fmt = PIXEL_FORMATS[f.pixel_format]
+        stride = int(f.stride) or int(f.width) * BYTES_PER_PIXEL[fmt]
+        frame = core.RawFrame(data=bytes(f.data), width=int(f.width), height=int(f.height),
+                              stride=stride, pixel_format=fmt)
+        return core.ImageInput(frame=frame, crop=crop)
+    raise RequestError("the request has no image: set image.encoded (JPEG/PNG/BMP bytes) or image.frame")
+
+
+def tensor_array(tensor: pb.Tensor) -> np.ndarray:
+    """A numpy array from a Tensor message (a read-only view on its bytes).
+
+    Raises:
+        RequestError: unknown dtype, or the byte count does not match dtype and shape.
+    """
+    try:
+        dtype = np.dtype(tensor.dtype).newbyteorder("<")
+    except TypeError:
+        raise RequestError(f"tensor '{tensor.name}': unknown dtype {tensor.dtype!r} "
+                           "(use numpy names such as uint8, int8, float32)") from None
+    if dtype.kind not in "biuf":
+        raise RequestError(f"tensor '{tensor.name}': dtype {tensor.dtype!r} is not a numeric tensor type")
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise RequestError(f"tensor '{tensor.name}': negative dimension in shape {list(shape)}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(tensor.data) != expected:
+        raise RequestError(f"tensor '{tensor.name}': shape {list(shape)} of {dtype.name} needs "
+                           f"{expected} bytes, got {len(tensor.data)}")
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
+def tensor_inputs(tensors: Sequence[pb.Tensor]) -> Dict[str, np.ndarray]:
+    """Named input arrays; an unnamed tensor is keyed by its position ("0", "1", ...).
+
+    Raises:
+        RequestError: see :func:`tensor_array`.
+    """
+    return {t.name or str(i): tensor_array(t) for i, t in enumerate(tensors)}
+
+
+def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Tensor] = (),
+                      **options: Any) -> "core.InferenceRequest":
+    """An InferenceRequest; options equal to their proto default (0, False) are left out.
+
+    Raises:
+        RequestError: see :func:`image_input` and :func:`tensor_array`.
+    """
+    kept = {k: v for k, v in options.items() if v}
+    if tensors:
+        return core.InferenceRequest(tensors=tensor_inputs(tensors), options=kept)
+    if image is None:
+        raise RequestError("the request has no input: send an image or input tensors")
+    return core.InferenceRequest(image=image_input(image), options=kept)
+
+
+# ------------------------------------------------------------------ results
+
+def tensor(name: str, array: np.ndarray) -> pb.Tensor:
+    array = np.ascontiguousarray(array)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return pb.Tensor(name=name, dtype=array.dtype.name, shape=list(array.shape), data=little.tobytes())
+
+
+def served_by(result: Any) -> pb.ServedBy:
+    timing = dict(getattr(result, "timing", None) or {})
+    return pb.ServedBy(
+        model=str(result.model), version=str(result.version or ""), device=str(result.device or ""),
+        timing=pb.Timing(queue_s=float(timing.get("queue_s", 0.0)),
+                         preprocess_s=float(timing.get("preprocess_s", 0.0)),
+                         invoke_s=float(timing.get("invoke_s", 0.0)),
+                         postprocess_s=float(timing.get("postprocess_s", 0.0))),
+    )
+
+
+def classes(payload: Iterable[Any]) -> List[pb.Class]:
+    out = []
+    for c in payload:
+        msg = pb.Class(id=int(c.id), score=float(c.score))
+        if c.label is not None:
+            msg.label = str(c.label)
+        out.append(msg)
+    return out
+
+
+def _bbox(box: Any) -> pb.BoundingBox:
+    if hasattr(box, "xmin"):
+        return pb.BoundingBox(xmin=box.xmin, ymin=box.ymin, xmax=box.xmax, ymax=box.ymax)
+    xmin, ymin, xmax, ymax = (float(v) for v in box)
+    return pb.BoundingBox(xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax)
+
+
+def objects(payload: Iterable[Any]) -> List[pb.DetectedObject]:
+    out = []
+    for o in payload:
+        msg = pb.DetectedObject(id=int(o.id), score=float(o.score), bbox=_bbox(o.bbox))
+        if o.label is not None:
+            msg.label = str(o.label)
+        out.append(msg)
+    return out
+
+
+def output_tensors(payload: Mapping[str, np.ndarray]) -> List[pb.Tensor]:
+    return [tensor(name, np.asarray(array)) for name, array in payload.items()]
+
+
+# ------------------------------------------------------------------ devices and models
+
+def _as_dict(value: Any) -> Dict[str, Any]:
+    """A plain mapping of a dataclass, an object with to_dict(), or a mapping."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    if hasattr(value, "to_dict"):
+        return dict(value.to_dict())
+    if dataclasses.is_dataclass(value):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return dict(vars(value))
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def device(info: Any) -> pb.Device:
+    d = _as_dict(info)
+    msg = pb.Device(id=_text(d.get("id")), kind=_text(d.get("kind")), index=int(d.get("index") or 0),
+                    path=_text(d.get("path")), state=_text(d.get("state")),
+                    models=[str(m) for m in d.get("models") or []], restarts=int(d.get("restarts") or 0),
+                    error=_text(d.get("error")))
+    if d.get("temperature_c") is not None:
+        msg.temperature_c = float(d["temperature_c"])
+    if d.get("throttle_level") is not None:
+        msg.throttle_level = int(d["throttle_level"])
+    return msg
+
+
+def tensor_info(spec: Any) -> pb.TensorInfo:
+    s = _as_dict(spec)
+    return pb.TensorInfo(name=_text(s.get("name")), dtype=np.dtype(s.get("dtype", "uint8")).name,
+                         shape=[int(x) for x in s.get("shape") or ()], scale=float(s.get("scale") or 0.0),
+                         zero_point=int(s.get("zero_point") or 0))
+
+
+def report(value: Any) -> Optional[pb.CompatibilityReport]:
+    r = _as_dict(value)
+    if not r:
+        return None
+    summary = r.get("summary") or {}
+    msg = pb.CompatibilityReport(verdict=_text(r.get("verdict")),
+                                 tpu_ops=int(summary.get("tpu_ops", r.get("tpu_ops", 0)) or 0),
+                                 cpu_ops=int(summary.get("cpu_ops", r.get("cpu_ops", 0)) or 0))
+    for op in r.get("operators") or []:
+        o = _as_dict(op)
+        item = msg.operators.add(index=int(o.get("index") or 0), op=_text(o.get("op")), target=_text(o.get("target")))
+        if o.get("reason") is not None:
+            item.reason = str(o["reason"])
+    return msg
+
+
+def model(state: Any) -> pb.ModelInfo:
+    m = _as_dict(state)
+    labels = m.get("labels")
+    msg = pb.ModelInfo(
+        name=_text(m.get("name")), version=_text(m.get("version")), task=_text(m.get("task")),
+        state=_text(m.get("state")), path=_text(m.get("path")),
+        devices=[str(d) for d in m.get("devices") or []],
+        inputs=[tensor_info(s) for s in m.get("inputs") or []],
+        outputs=[tensor_info(s) for s in m.get("outputs") or []],
+        error=_text(m.get("error")), edgetpu_compiled=bool(m.get("edgetpu_compiled") or False),
+        label_count=int(m.get("label_count") or (len(labels) if labels else 0)),
+    )
+    checked = report(m.get("report"))
+    if checked is not None:
+        msg.report.CopyFrom(checked)
+    return msg

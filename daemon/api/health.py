@@ -1,0 +1,69 @@
+"""grpc.health.v1: SERVING while at least one device can serve, NOT_SERVING otherwise.
+
+The status is read from the service's device list when asked, so it is never
+stale; Watch re-reads it on every device change the service reports (when it
+offers ``on_change``) and at least every ``poll_s`` seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Iterable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgetpud.daemon.scheduler import USABLE_STATES
+
+from .calls import resolve
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """Health of the whole server ("") and of each registered service name (all the same)."""
+
+    def __init__(self, service: Any, service_names: Iterable[str], poll_s: float = 0.5) -> None:
+        self._svc = service
+        self._names = {"", *service_names}
+        self._poll_s = poll_s
+        self._changed = asyncio.Event()
+        self._loop: "asyncio.AbstractEventLoop | None" = None
+        on_change = getattr(service, "on_change", None)
+        if callable(on_change):
+            on_change(lambda *_: self._wake())
+
+    def _wake(self) -> None:
+        """Wake watchers; safe from any thread (device events come from HAL threads)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._changed.set)
+
+    async def serving_status(self) -> int:
+        """SERVING when any device is in a state that accepts work."""
+        try:
+            devices = await resolve(self._svc.devices())
+        except Exception:  # noqa: BLE001 - a façade that cannot even list devices is not serving
+            return NOT_SERVING
+        states = {str(getattr(getattr(d, "state", ""), "value", getattr(d, "state", ""))) for d in devices}
+        return SERVING if states & USABLE_STATES else NOT_SERVING
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context) -> health_pb2.HealthCheckResponse:
+        if request.service not in self._names:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=await self.serving_status())
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest,
+                    context) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        self._loop = asyncio.get_running_loop()
+        last = None
+        while True:
+            status = await self.serving_status() if request.service in self._names else SERVICE_UNKNOWN
+            if status != last:
+                yield health_pb2.HealthCheckResponse(status=status)
+                last = status
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), self._poll_s)
+            except asyncio.TimeoutError:
+                pass

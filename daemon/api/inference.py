@@ -1,0 +1,132 @@
+"""edgetpud.v1.Inference: classify, detect, embed, invoke and the camera stream."""
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator, Optional
+
+import grpc
+
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
+
+from . import convert
+from .calls import call, deadline_of, observe
+from .status import RequestError, to_status
+from .stream import FramePipeline
+
+#: Frames one stream runs at once when its config leaves max_in_flight at 0.
+DEFAULT_STREAM_IN_FLIGHT = 2
+
+
+def _payload(task: str, result: Any) -> dict:
+    """The StreamResponse / unary-response fields for one task's payload."""
+    if task == "classify":
+        return {"classes": convert.classes(result.payload)}
+    if task == "detect":
+        return {"objects": convert.objects(result.payload)}
+    if task == "embed":
+        return {"embedding": convert.tensor("embedding", result.payload)}
+    return {"outputs": convert.output_tensors(result.payload)}
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):
+    """Translates Inference RPCs to ``service.infer``."""
+
+    def __init__(self, service: Any) -> None:
+        self._svc = service
+
+    async def _infer(self, context: grpc.aio.ServicerContext, model: str, version: str, task: str,
+                     image: Optional[pb.Image], tensors=(), **options: Any) -> Any:
+        async def run() -> Any:
+            request = convert.inference_request(image, tensors, **options)
+            return await self._svc.infer(model, task, request, deadline=deadline_of(context),
+                                         version=version or None)
+        return await call(context, model, run)
+
+    async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
+        result = await self._infer(context, request.model, request.version, "classify", request.image,
+                                   top_k=request.top_k, threshold=request.threshold)
+        return pb.ClassifyResponse(served_by=convert.served_by(result), **_payload("classify", result))
+
+    async def Detect(self, request: pb.DetectRequest, context) -> pb.DetectResponse:
+        result = await self._infer(context, request.model, request.version, "detect", request.image,
+                                   top_k=request.top_k, threshold=request.threshold)
+        return pb.DetectResponse(served_by=convert.served_by(result), **_payload("detect", result))
+
+    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+        result = await self._infer(context, request.model, request.version, "embed", request.image,
+                                   normalize=request.normalize)
+        return pb.EmbedResponse(served_by=convert.served_by(result), **_payload("embed", result))
+
+    async def Invoke(self, request: pb.InvokeRequest, context) -> pb.InvokeResponse:
+        image = request.image if request.HasField("image") else None
+        result = await self._infer(context, request.model, request.version, "raw", image, request.inputs)
+        return pb.InvokeResponse(served_by=convert.served_by(result), **_payload("raw", result))
+
+    async def Stream(self, request_iterator: AsyncIterator[pb.StreamRequest],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
+        """One config message, then frames; one response per frame, in order.
+
+        Raises:
+            grpc.aio.AbortError: the first message is not a config, or a later one is.
+        """
+        messages = request_iterator.__aiter__()
+        config = await self._first_config(messages, context)
+        task = convert.TASKS.get(config.task)
+        if task is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown task {config.task} in StreamConfig")
+        options = {"top_k": config.top_k, "threshold": config.threshold, "normalize": config.normalize}
+        numbering = iter(range(1, 2 ** 63))
+
+        async def frames() -> AsyncIterator[pb.StreamFrame]:
+            async for message in messages:
+                if message.WhichOneof("message") != "frame":
+                    raise RequestError("a Stream takes one StreamConfig, first; later messages must be frames")
+                frame = message.frame
+                if not frame.frame_id:
+                    frame.frame_id = next(numbering)
+                yield frame
+
+        async def process(frame: pb.StreamFrame) -> pb.StreamResponse:
+            start = time.perf_counter()
+            deadline = time.monotonic() + config.frame_timeout_s if config.frame_timeout_s > 0 else None
+            stream_deadline = deadline_of(context)
+            if stream_deadline is not None:
+                deadline = stream_deadline if deadline is None else min(deadline, stream_deadline)
+            try:
+                image = frame.image if frame.HasField("image") else None
+                request = convert.inference_request(image, frame.inputs, **options)
+                result = await self._svc.infer(config.model, task, request, deadline=deadline,
+                                               version=config.version or None)
+            except Exception as exc:  # noqa: BLE001 - a failed frame is answered, the stream goes on
+                code, message = to_status(exc)
+                observe(config.model, "", code, time.perf_counter() - start)
+                return pb.StreamResponse(frame_id=frame.frame_id, status=pb.FRAME_STATUS_FAILED,
+                                         error=pb.FrameError(code=code.value[0], message=message))
+            observe(config.model, str(result.device or ""), grpc.StatusCode.OK, time.perf_counter() - start)
+            return pb.StreamResponse(frame_id=frame.frame_id, status=pb.FRAME_STATUS_OK,
+                                     served_by=convert.served_by(result), **_payload(task, result))
+
+        def dropped(frame: pb.StreamFrame) -> pb.StreamResponse:
+            return pb.StreamResponse(frame_id=frame.frame_id, status=pb.FRAME_STATUS_DROPPED)
+
+        pipeline = FramePipeline(process, dropped, config.max_in_flight or DEFAULT_STREAM_IN_FLIGHT,
+                                 latest_wins=config.frame_policy == pb.FRAME_POLICY_LATEST_WINS)
+        try:
+            async for response in pipeline.run(frames()):
+                yield response
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    @staticmethod
+    async def _first_config(messages: AsyncIterator[pb.StreamRequest],
+                            context: grpc.aio.ServicerContext) -> pb.StreamConfig:
+        try:
+            message = await messages.__anext__()
+        except StopAsyncIteration:
+            message = None
+        if message is not None and message.WhichOneof("message") == "config":
+            return message.config
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            "a Stream must start with a StreamConfig message (model, task, frame policy)")
+        raise AssertionError("unreachable")

@@ -1,0 +1,186 @@
+"""KServe v2 / Open Inference Protocol (``inference.GRPCInferenceService``).
+
+Stock clients (tritonclient.grpc, KServe's own) send raw tensors; this maps
+their datatypes and shapes to numpy, checks them against the model's input
+tensors so a mistake comes back as INVALID_ARGUMENT naming the tensor, and runs
+the model as a ``raw`` task.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+from edgetpud.daemon import service as core
+from edgetpud.daemon.errors import NotFoundError
+from edgetpud.protos.kserve import grpc_predict_v2_pb2 as pb
+from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from . import convert
+from .calls import call, deadline_of, resolve
+from .management import daemon_version
+from .status import RequestError
+
+DATATYPES: Dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+}
+DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
+# Typed-contents field per datatype, for clients that do not send raw bytes.
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
+}
+PLATFORM = "edgetpu_tflite"
+EXTENSIONS = ["model_repository"]
+
+
+def datatype(dtype: Any) -> str:
+    """The OIP datatype name of a numpy dtype ("BYTES" for anything without one)."""
+    return DATATYPE_OF.get(np.dtype(dtype), "BYTES")
+
+
+def input_arrays(request: pb.ModelInferRequest, specs: Sequence[Any]) -> Dict[str, np.ndarray]:
+    """Decode and check the request's inputs against the model's input tensors.
+
+    Raises:
+        RequestError: an unknown or missing input, a datatype or shape that differs from the
+            model's, or contents whose size does not match the shape.
+    """
+    by_name = {s.name: s for s in specs}
+    if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
+        raise RequestError(f"{len(request.inputs)} input(s) described but {len(request.raw_input_contents)} "
+                           "raw_input_contents sent: send one raw entry per input, in order")
+    arrays: Dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        spec = by_name.get(tensor.name)
+        if spec is None:
+            raise RequestError(f"model '{request.model_name}' has no input '{tensor.name}'; "
+                               f"its inputs are {sorted(by_name)}")
+        want_type = datatype(spec.dtype)
+        if tensor.datatype != want_type:
+            raise RequestError(f"input '{tensor.name}' must have datatype {want_type}, got {tensor.datatype}")
+        want_shape = [int(d) for d in spec.shape]
+        if [int(d) for d in tensor.shape] != want_shape:
+            raise RequestError(f"input '{tensor.name}' must have shape {want_shape}, got {list(tensor.shape)}")
+        dtype = DATATYPES[want_type]
+        count = int(np.prod(want_shape, dtype=np.int64))
+        if request.raw_input_contents:
+            raw = request.raw_input_contents[i]
+            if len(raw) != count * dtype.itemsize:
+                raise RequestError(f"input '{tensor.name}': shape {want_shape} of {want_type} needs "
+                                   f"{count * dtype.itemsize} bytes, got {len(raw)}")
+            array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+        else:
+            values = getattr(tensor.contents, CONTENTS_FIELD.get(want_type, "bytes_contents"))
+            if len(values) != count:
+                raise RequestError(f"input '{tensor.name}': shape {want_shape} needs {count} values, "
+                                   f"got {len(values)}")
+            array = np.asarray(values, dtype=dtype)
+        arrays[tensor.name] = array.reshape(want_shape)
+    missing = sorted(set(by_name) - set(arrays))
+    if missing:
+        raise RequestError(f"model '{request.model_name}' also needs input(s) {missing}")
+    return arrays
+
+
+def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[Any]) -> List[str]:
+    """The output names to return: the requested ones, or all of the model's.
+
+    Raises:
+        RequestError: an output was requested that the model does not have.
+    """
+    names = [s.name for s in specs]
+    wanted = [o.name for o in request.outputs] or names
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        raise RequestError(f"model '{request.model_name}' has no output(s) {unknown}; its outputs are {names}")
+    return wanted
+
+
+def infer_response(request: pb.ModelInferRequest, result: Any, wanted: Sequence[str]) -> pb.ModelInferResponse:
+    """The ``wanted`` outputs of ``result`` as raw_output_contents."""
+    outputs: Mapping[str, np.ndarray] = result.payload
+    response = pb.ModelInferResponse(model_name=str(result.model), model_version=str(result.version or ""),
+                                     id=request.id)
+    for name in wanted:
+        array = np.ascontiguousarray(outputs[name])
+        response.outputs.add(name=name, datatype=datatype(array.dtype), shape=list(array.shape))
+        response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    return response
+
+
+class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, service: Any) -> None:
+        self._svc = service
+
+    async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
+        status = await call(context, "", lambda: resolve(self._svc.status()))
+        return pb.ServerReadyResponse(ready=bool(status.get("ready")))
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
+        async def run() -> bool:
+            try:
+                state = await resolve(self._svc.model_info(request.name))
+            except NotFoundError:
+                return False
+            info = convert.model(state)
+            return info.state == "ready" and (not request.version or request.version == info.version)
+        return pb.ModelReadyResponse(ready=await call(context, request.name, run))
+
+    async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="edgetpud", version=daemon_version(), extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
+        async def run() -> Any:
+            info = convert.model(await resolve(self._svc.model_info(request.name)))
+            inputs, outputs = await resolve(self._svc.model_specs(request.name))
+            return info, inputs, outputs
+        info, inputs, outputs = await call(context, request.name, run)
+
+        def meta(spec: Any) -> pb.ModelMetadataResponse.TensorMetadata:
+            return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=datatype(spec.dtype),
+                                                           shape=[int(d) for d in spec.shape])
+        return pb.ModelMetadataResponse(name=info.name or request.name, versions=[info.version] if info.version else [],
+                                        platform=PLATFORM, inputs=[meta(s) for s in inputs],
+                                        outputs=[meta(s) for s in outputs])
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        wanted: List[str] = []
+
+        async def run() -> Any:
+            inputs, outputs = await resolve(self._svc.model_specs(request.model_name))
+            tensors = input_arrays(request, inputs)
+            wanted.extend(requested_outputs(request, outputs))
+            return await self._svc.infer(request.model_name, "raw", core.InferenceRequest(tensors=tensors),
+                                         deadline=deadline_of(context), version=request.model_version or None)
+        result = await call(context, request.model_name, run)
+        return infer_response(request, result, wanted)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
+        models = [convert.model(m) for m in await call(context, "", lambda: resolve(self._svc.models()))]
+        return pb.RepositoryIndexResponse(models=[
+            pb.RepositoryIndexResponse.ModelIndex(name=m.name, version=m.version, state=m.state.upper(),
+                                                  reason=m.error)
+            for m in models if not request.ready or m.state == "ready"])
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context):
+        async def run() -> None:
+            params = request.parameters
+            if "file:path" in params or "path" in params:
+                path = (params.get("file:path") or params["path"]).string_param
+                await resolve(self._svc.load_model(request.model_name, path=path))
+            else:
+                await resolve(self._svc.load_model(request.model_name))
+        await call(context, request.model_name, run)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context):
+        await call(context, request.model_name, lambda: resolve(self._svc.unload_model(request.model_name)))
+        return pb.RepositoryModelUnloadResponse()

@@ -1,0 +1,125 @@
+"""edgetpud.v1 Models, Devices and Daemon services: thin translations of the façade."""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import grpc
+
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
+
+from . import convert
+from .calls import call, resolve
+from .status import RequestError
+
+#: Largest model accepted through Upload; a compiled Edge TPU model is at most a few tens of MB.
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+def daemon_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("edgetpud")
+    except Exception:  # noqa: BLE001 - not installed as a distribution (running from a tree)
+        return "unknown"
+
+
+class ModelsServicer(pb_grpc.ModelsServicer):
+    def __init__(self, service: Any) -> None:
+        self._svc = service
+
+    async def List(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        models = await call(context, "", lambda: resolve(self._svc.models()))
+        return pb.ListModelsResponse(models=[convert.model(m) for m in models])
+
+    async def Info(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfo:
+        state = await call(context, request.name, lambda: resolve(self._svc.model_info(request.name)))
+        return convert.model(state)
+
+    async def Load(self, request: pb.LoadModelRequest, context) -> pb.ModelInfo:
+        async def run() -> Any:
+            if not request.name or not request.path:
+                raise RequestError("Load needs a model name and a path (a bundle folder or a .tflite file)")
+            await resolve(self._svc.load_model(request.name, path=request.path))
+            return await resolve(self._svc.model_info(request.name))
+        return convert.model(await call(context, request.name, run))
+
+    async def Upload(self, request_iterator: AsyncIterator[pb.UploadModelChunk], context) -> pb.ModelInfo:
+        name = ""
+
+        async def run() -> Any:
+            nonlocal name
+            data = bytearray()
+            async for chunk in request_iterator:
+                kind = chunk.WhichOneof("chunk")
+                if kind == "name" and not name and not data:
+                    name = chunk.name
+                elif kind == "data" and name:
+                    data += chunk.data
+                    if len(data) > MAX_UPLOAD_BYTES:
+                        raise RequestError(f"upload is larger than {MAX_UPLOAD_BYTES} bytes")
+                else:
+                    raise RequestError("Upload takes one chunk with the model name, then its data chunks")
+            if not name or not data:
+                raise RequestError("Upload needs a model name and at least one data chunk")
+            await resolve(self._svc.load_model(name, data=bytes(data)))
+            return await resolve(self._svc.model_info(name))
+        return convert.model(await call(context, name, run))
+
+    async def Unload(self, request: pb.UnloadModelRequest, context) -> pb.UnloadModelResponse:
+        await call(context, request.name, lambda: resolve(self._svc.unload_model(request.name)))
+        return pb.UnloadModelResponse()
+
+
+class DevicesServicer(pb_grpc.DevicesServicer):
+    def __init__(self, service: Any) -> None:
+        self._svc = service
+
+    async def List(self, request: pb.ListDevicesRequest, context) -> pb.ListDevicesResponse:
+        devices = await call(context, "", lambda: resolve(self._svc.devices()))
+        return pb.ListDevicesResponse(devices=[convert.device(d) for d in devices])
+
+
+class DaemonServicer(pb_grpc.DaemonServicer):
+    def __init__(self, service: Any) -> None:
+        self._svc = service
+
+    async def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
+        async def run() -> Any:
+            status = await resolve(self._svc.status())
+            return status, await resolve(self._svc.devices()), await resolve(self._svc.models())
+        status, devices, models = await call(context, "", run)
+        return pb.StatusResponse(ready=bool(status.get("ready")), devices=[convert.device(d) for d in devices],
+                                 models=[convert.model(m) for m in models], version=daemon_version())
+
+
+class MockControlServicer(pb_grpc.MockControlServicer):
+    """Fault injection: forwards to ``service.mock_control`` (mock_device.control.MockControl)."""
+
+    def __init__(self, service: Any) -> None:
+        self._svc = service
+
+    async def _control(self, context, device: str, method: str, *args: Any) -> pb.MockReply:
+        async def run() -> Any:
+            control = self._svc.mock_control
+            if control is None:
+                raise RequestError("fault injection needs the daemon to run with --device mock")
+            await resolve(getattr(control, method)(device, *args))
+            return await resolve(self._svc.devices())
+        devices = await call(context, "", run)
+        return pb.MockReply(devices=[convert.device(d) for d in devices])
+
+    async def InjectFault(self, request: pb.InjectFaultRequest, context) -> pb.MockReply:
+        return await self._control(context, request.device, "inject_fault", request.fault, request.count or 1)
+
+    async def Unplug(self, request: pb.MockDeviceRequest, context) -> pb.MockReply:
+        return await self._control(context, request.device, "unplug")
+
+    async def Replug(self, request: pb.MockDeviceRequest, context) -> pb.MockReply:
+        return await self._control(context, request.device, "replug")
+
+    async def SetTemperature(self, request: pb.SetTemperatureRequest, context) -> pb.MockReply:
+        return await self._control(context, request.device, "set_temperature", request.celsius)
+
+    async def SetLatency(self, request: pb.SetLatencyRequest, context) -> pb.MockReply:
+        return await self._control(context, request.device, "set_latency", request.latency_s)

@@ -1,0 +1,176 @@
+"""Put every servicer on every listener: ``build_server(service, config)``.
+
+Listeners: unix sockets (mode and group from the config, so only members of the
+group can talk to the TPUs) and TCP, with TLS when a certificate is configured
+and client-certificate checking when a client CA is. Two daemons must never
+share an address silently: TCP ports are bound without SO_REUSEPORT, and a unix
+socket that another process still answers on is refused instead of replaced.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, List, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from edgetpud.daemon.errors import PreconditionError
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
+from edgetpud.protos.kserve import grpc_predict_v2_pb2 as kserve_pb
+from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
+
+from .health import HealthServicer
+from .inference import InferenceServicer
+from .kserve import KServeServicer
+from .management import DaemonServicer, DevicesServicer, MockControlServicer, ModelsServicer
+
+log = logging.getLogger(__name__)
+
+UNIX_PREFIX = "unix:"
+
+
+def service_names(mock: bool) -> List[str]:
+    """Full names of the services served (what reflection lists)."""
+    names = [pb.DESCRIPTOR.services_by_name[n].full_name for n in ("Inference", "Models", "Devices", "Daemon")]
+    if mock:
+        names.append(pb.DESCRIPTOR.services_by_name["MockControl"].full_name)
+    names.append(kserve_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name)
+    return names
+
+
+def server_options(config: Any) -> List[tuple]:
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", int(config.max_message_bytes)),
+        ("grpc.max_send_message_length", int(config.max_message_bytes)),
+    ]
+
+
+def build_server(service: Any, config: Any) -> grpc.aio.Server:
+    """A grpc.aio server with every service registered and every listener bound (not started).
+
+    Raises:
+        PreconditionError: a listener cannot be bound (in use, no permission, bad TLS files,
+            unknown socket group), with the address and what to do.
+    """
+    server = grpc.aio.server(options=server_options(config),
+                             maximum_concurrent_rpcs=int(config.max_concurrent_requests))
+    mock = getattr(service, "mock_control", None) is not None
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(service), server)
+    pb_grpc.add_ModelsServicer_to_server(ModelsServicer(service), server)
+    pb_grpc.add_DevicesServicer_to_server(DevicesServicer(service), server)
+    pb_grpc.add_DaemonServicer_to_server(DaemonServicer(service), server)
+    if mock:
+        pb_grpc.add_MockControlServicer_to_server(MockControlServicer(service), server)
+    kserve_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(service), server)
+    names = service_names(mock)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service, names), server)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
+    for address in config.listen:
+        if address.startswith(UNIX_PREFIX):
+            bind_unix(server, address[len(UNIX_PREFIX):], config)
+        else:
+            bind_tcp(server, address, config)
+    return server
+
+
+def _add_port(server: grpc.aio.Server, address: str, credentials: Any = None) -> int:
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise PreconditionError(f"cannot listen on {address}: the address is in use or not available "
+                                f"(is another edgetpud running?) [{str(exc).splitlines()[0]}]") from None
+    if not port:
+        raise PreconditionError(f"cannot listen on {address}: the address is in use or not available")
+    return port
+
+
+def _answers(path: Path) -> bool:
+    """Whether a process accepts connections on the unix socket at ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError as exc:
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        probe.close()
+
+
+def bind_unix(server: grpc.aio.Server, path_text: str, config: Any) -> None:
+    """Bind a unix socket, then set its mode and group.
+
+    Raises:
+        PreconditionError: another process serves on the path, the folder cannot be
+            created, or the mode or group cannot be applied.
+    """
+    path = Path(path_text)
+    if path.exists() or path.is_symlink():
+        if _answers(path):
+            raise PreconditionError(f"cannot listen on unix:{path}: another process (another edgetpud?) "
+                                    "is serving on it; stop it or choose another --listen path")
+        log.info("removing stale socket %s", path)
+        path.unlink()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PreconditionError(f"cannot create the socket folder {path.parent}: {exc.strerror}") from None
+    _add_port(server, f"{UNIX_PREFIX}{path}")
+    try:
+        os.chmod(path, config.socket_mode)
+        if config.socket_group:
+            shutil.chown(path, group=config.socket_group)
+    except LookupError:
+        raise PreconditionError(f"socket_group '{config.socket_group}' does not exist: create it "
+                                "(systemd-sysusers does) or change socket_group") from None
+    except OSError as exc:
+        raise PreconditionError(f"cannot set mode/group of {path}: {exc.strerror}; the daemon needs to own "
+                                "the socket or be a member of socket_group") from None
+    log.info("listening on unix:%s (mode %o, group %s)", path, config.socket_mode, config.socket_group or "-")
+
+
+def _read(path: Any, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise PreconditionError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def tls_credentials(config: Any) -> grpc.ServerCredentials:
+    """Server credentials; with ``tls_client_ca`` clients must present a certificate it signed.
+
+    Raises:
+        PreconditionError: a certificate, key or CA file cannot be read.
+    """
+    key = _read(config.tls_key, "TLS key")
+    cert = _read(config.tls_cert, "TLS certificate")
+    client_ca = _read(config.tls_client_ca, "client CA") if config.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
+def bind_tcp(server: grpc.aio.Server, address: str, config: Any) -> int:
+    """Bind HOST:PORT, with TLS when configured; returns the bound port (useful with port 0).
+
+    Raises:
+        PreconditionError: the port is in use or the TLS files cannot be read.
+    """
+    if config.tls_cert:
+        port = _add_port(server, address, tls_credentials(config))
+        log.info("listening on %s (TLS%s)", address, ", client certificates required" if config.tls_client_ca else "")
+    else:
+        port = _add_port(server, address)
+        log.warning("listening on %s WITHOUT TLS: anyone who can reach the port can use the TPUs", address)
+    return port

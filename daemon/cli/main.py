@@ -1,0 +1,290 @@
+"""edgetpuctl: talk to a running edgetpud (status, devices, models, inference, mock faults).
+
+Everything goes through ``edgetpud.daemon.client``. ``--json`` prints exactly one
+JSON document on stdout; errors always go to stderr with a non-zero exit code:
+1 when the daemon refused or failed the request (or is not ready, for
+``status``), 2 for a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+
+from edgetpud.daemon.client import Client, ClientError, default_address
+
+from . import output
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class Context:
+    """What a command needs: the parsed args, a client and where to print."""
+
+    def __init__(self, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> None:
+        self.args = args
+        self.stdout = stdout
+        self.stderr = stderr
+        self.client = Client(args.address, timeout=args.timeout)
+
+    @property
+    def json(self) -> bool:
+        return bool(self.args.json)
+
+    def emit(self, document: Dict[str, Any], text: str) -> None:
+        if self.json:
+            output.write_json(document, self.stdout)
+        else:
+            self.stdout.write(text)
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_status(ctx: Context) -> int:
+    status = ctx.client.status()
+    document = {"ready": status.ready, "version": status.version,
+                "devices": [output.plain(d) for d in status.devices],
+                "models": [output.plain(m) for m in status.models]}
+    text = (f"edgetpud {status.version} at {ctx.client.address}: {'READY' if status.ready else 'NOT READY'}\n\n"
+            + output.devices_table(status.devices) + "\n" + output.models_table(status.models))
+    ctx.emit(document, text)
+    if not status.ready:
+        print("edgetpuctl: the daemon is not ready (see the device and model states above, or its log)",
+              file=ctx.stderr)
+    return EXIT_OK if status.ready else EXIT_FAILED
+
+
+def cmd_devices(ctx: Context) -> int:
+    devices = ctx.client.devices()
+    ctx.emit({"devices": [output.plain(d) for d in devices]}, output.devices_table(devices))
+    return EXIT_OK
+
+
+def cmd_models_list(ctx: Context) -> int:
+    models = ctx.client.models()
+    ctx.emit({"models": [output.plain(m) for m in models]}, output.models_table(models))
+    return EXIT_OK
+
+
+def cmd_models_info(ctx: Context) -> int:
+    model = ctx.client.model_info(ctx.args.name)
+    ctx.emit(output.plain(model), output.model_text(model))
+    return EXIT_OK
+
+
+def cmd_models_load(ctx: Context) -> int:
+    args = ctx.args
+    if args.upload:
+        model = ctx.client.load_model(args.name, data=Path(args.path).read_bytes())
+    else:
+        model = ctx.client.load_model(args.name, path=str(Path(args.path).resolve()))
+    ctx.emit(output.plain(model), f"loaded {model.name} version {model.version or '-'}: {model.state}\n")
+    return EXIT_OK
+
+
+def cmd_models_unload(ctx: Context) -> int:
+    ctx.client.unload_model(ctx.args.name)
+    ctx.emit({"unloaded": ctx.args.name}, f"unloaded {ctx.args.name}\n")
+    return EXIT_OK
+
+
+def _model_for(ctx: Context, task: str) -> str:
+    """--model, or the one ready model of this task when there is exactly one.
+
+    Raises:
+        ClientError: no --model and not exactly one candidate.
+    """
+    if ctx.args.model:
+        return ctx.args.model
+    candidates = [m.name for m in ctx.client.models() if m.task == task and m.state == "ready"]
+    if len(candidates) == 1:
+        return candidates[0]
+    import grpc
+    raise ClientError(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"say which model to use with --model (ready {task} models: {', '.join(candidates) or 'none'})")
+
+
+def _crop(text: Optional[str]) -> Optional[tuple]:
+    return tuple(int(v) for v in text.split(",")) if text else None
+
+
+def cmd_classify(ctx: Context) -> int:
+    args = ctx.args
+    model = _model_for(ctx, "classify")
+    results = []
+    for image in args.images:
+        r = ctx.client.classify(model, Path(image), top_k=args.top_k, threshold=args.threshold, crop=_crop(args.crop))
+        results.append({"image": image, "model": r.model, "version": r.version, "device": r.device,
+                        "classes": output.plain(r.classes), "timing": output.plain(r.timing)})
+    ctx.emit({"results": results}, output.results_rows(results, "classes"))
+    return EXIT_OK
+
+
+def cmd_detect(ctx: Context) -> int:
+    args = ctx.args
+    model = _model_for(ctx, "detect")
+    results = []
+    for image in args.images:
+        r = ctx.client.detect(model, Path(image), top_k=args.top_k, threshold=args.threshold, crop=_crop(args.crop))
+        results.append({"image": image, "model": r.model, "version": r.version, "device": r.device,
+                        "objects": output.plain(r.objects), "timing": output.plain(r.timing)})
+    ctx.emit({"results": results}, output.results_rows(results, "objects"))
+    return EXIT_OK
+
+
+def cmd_embed(ctx: Context) -> int:
+    args = ctx.args
+    model = _model_for(ctx, "embed")
+    results = []
+    for image in args.images:
+        r = ctx.client.embed(model, Path(image), normalize=args.normalize, crop=_crop(args.crop))
+        results.append({"image": image, "model": r.model, "version": r.version, "device": r.device,
+                        "embedding": r.embedding.ravel().tolist(), "timing": output.plain(r.timing)})
+    ctx.emit({"results": results}, output.results_rows(results, "embedding"))
+    return EXIT_OK
+
+
+def _mock(action: Callable[[Context], List[Any]]) -> Callable[[Context], int]:
+    def run(ctx: Context) -> int:
+        devices = action(ctx)
+        ctx.emit({"devices": [output.plain(d) for d in devices]}, output.devices_table(devices))
+        return EXIT_OK
+    return run
+
+
+cmd_mock_fault = _mock(lambda ctx: ctx.client.mock.inject_fault(ctx.args.device, ctx.args.fault, ctx.args.count))
+cmd_mock_unplug = _mock(lambda ctx: ctx.client.mock.unplug(ctx.args.device))
+cmd_mock_replug = _mock(lambda ctx: ctx.client.mock.replug(ctx.args.device))
+cmd_mock_temperature = _mock(lambda ctx: ctx.client.mock.set_temperature(ctx.args.device, ctx.args.celsius))
+cmd_mock_latency = _mock(lambda ctx: ctx.client.mock.set_latency(ctx.args.device, ctx.args.ms / 1000.0))
+
+
+# ---------------------------------------------------------------- parser
+
+def _inference_args(parser: argparse.ArgumentParser, top_k: bool = True) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG or BMP files")
+    parser.add_argument("-m", "--model", help="model name (default: the only ready model for this task)")
+    parser.add_argument("--crop", metavar="X,Y,W,H", help="run on this region of each image")
+    if top_k:
+        parser.add_argument("-k", "--top-k", type=int, default=0, help="at most K results (default: the model's)")
+        parser.add_argument("-t", "--threshold", type=float, default=0.0, help="minimum score")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgetpuctl", description="Control and query a running edgetpud.")
+    parser.add_argument("--address", default=default_address(),
+                        help="unix:PATH or HOST:PORT (default: $EDGETPUD_ADDRESS or %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("status", help="daemon readiness, devices and models (exit 0 only when ready)") \
+        .set_defaults(func=cmd_status)
+    sub.add_parser("devices", help="Edge TPUs with state, temperature and models").set_defaults(func=cmd_devices)
+
+    models = sub.add_parser("models", help="list, inspect, load or unload models")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    msub.add_parser("list", help="loaded models and their state").set_defaults(func=cmd_models_list)
+    p = msub.add_parser("info", help="one model: tensors, devices, Edge TPU compatibility report")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_models_info)
+    p = msub.add_parser("load", help="load or replace a model from a bundle folder or .tflite file")
+    p.add_argument("name")
+    p.add_argument("path", help="bundle folder or .tflite file (a path on the daemon's host unless --upload)")
+    p.add_argument("--upload", action="store_true", help="send the .tflite file's bytes instead of its path")
+    p.set_defaults(func=cmd_models_load)
+    p = msub.add_parser("unload", help="unload a model")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_models_unload)
+
+    p = sub.add_parser("classify", help="classify images")
+    _inference_args(p)
+    p.set_defaults(func=cmd_classify)
+    p = sub.add_parser("detect", help="detect objects in images")
+    _inference_args(p)
+    p.set_defaults(func=cmd_detect)
+    p = sub.add_parser("embed", help="embedding vectors of images")
+    _inference_args(p, top_k=False)
+    p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+    p.set_defaults(func=cmd_embed)
+
+    try:
+        from . import check
+    except ImportError:  # the checker is optional for a client-only install
+        check = None
+    if check is not None:
+        check.add_parser(sub)
+
+    mock = sub.add_parser("mock", help="fault injection (daemon started with --device mock only)")
+    ksub = mock.add_subparsers(dest="mock_command", metavar="ACTION", required=True)
+    p = ksub.add_parser("fault", help="inject a fault into a mock device")
+    p.add_argument("device")
+    p.add_argument("fault", help="fault name (see docs/api.md)")
+    p.add_argument("--count", type=int, default=1, help="how many times it fires")
+    p.set_defaults(func=cmd_mock_fault)
+    for name, func, text in (("unplug", cmd_mock_unplug, "unplug a mock device"),
+                             ("replug", cmd_mock_replug, "plug a mock device back in")):
+        p = ksub.add_parser(name, help=text)
+        p.add_argument("device")
+        p.set_defaults(func=func)
+    p = ksub.add_parser("temperature", help="set a mock device's temperature")
+    p.add_argument("device")
+    p.add_argument("celsius", type=float)
+    p.set_defaults(func=cmd_mock_temperature)
+    p = ksub.add_parser("latency", help="set a mock device's simulated invoke latency")
+    p.add_argument("device")
+    p.add_argument("ms", type=float, help="milliseconds")
+    p.set_defaults(func=cmd_mock_latency)
+    for leaf in _leaves(parser):
+        if leaf.prog.split()[-1] != "check":
+            # SUPPRESS keeps `edgetpuctl --json CMD` working as well as `edgetpuctl CMD --json`.
+            leaf.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                              help="print one JSON document on stdout")
+    return parser
+
+
+def _leaves(parser: argparse.ArgumentParser) -> List[argparse.ArgumentParser]:
+    """Parsers that take no further subcommand."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for action in subs for child in action.choices.values() for leaf in _leaves(child)]
+
+
+def _explain(exc: ClientError, address: str) -> str:
+    import grpc
+    if exc.code == grpc.StatusCode.UNAVAILABLE and ("connect" in exc.message or "No such file" in exc.message):
+        return (f"cannot reach edgetpud at {address}: is it running? "
+                f"(use --address or $EDGETPUD_ADDRESS) [{exc.message}]")
+    return f"{exc.code.name}: {exc.message}"
+
+
+def main(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
+         stderr: Optional[TextIO] = None) -> int:
+    """Parse, run one command, return the exit code (console script: sys.exit(main()))."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return args.func(args)
+    ctx: Optional[Context] = None
+    try:
+        ctx = Context(args, stdout, stderr)
+        return args.func(ctx)
+    except ClientError as exc:
+        print(f"edgetpuctl {args.command}: error: {_explain(exc, args.address)}", file=stderr)
+        return EXIT_FAILED
+    except (OSError, ValueError) as exc:
+        print(f"edgetpuctl {args.command}: error: {exc}", file=stderr)
+        return EXIT_FAILED
+    finally:
+        if ctx is not None:
+            ctx.client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""edgetpud's client library: what camera apps import.
+
+    from edgetpud.daemon.client import Client
+    with Client() as tpu:                      # unix:/run/edgetpud/edgetpud.sock
+        best = tpu.classify("mobilenet", "cat.jpg").classes[0]
+
+Every call returns plain dataclasses (``types.py``) and raises
+:class:`ClientError` carrying the gRPC status code and the daemon's message.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
+
+import grpc
+import numpy as np
+
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
+
+from . import _convert as convert
+from ._convert import Crop, ImageLike
+from .types import (Class, ClassifyResult, ClientError, DetectedObject, DetectResult, Device, EmbedResult, Frame,
+                    InvokeResult, Model, Result, Status, StreamResult, TensorInfo, Timing)
+
+__all__ = [
+    "Client", "ClientError", "Frame", "Class", "DetectedObject", "Timing", "Result", "ClassifyResult",
+    "DetectResult", "EmbedResult", "InvokeResult", "StreamResult", "Device", "Model", "TensorInfo", "Status",
+    "DEFAULT_ADDRESS", "default_address",
+]
+
+DEFAULT_ADDRESS = "unix:/run/edgetpud/edgetpud.sock"
+ADDRESS_ENV = "EDGETPUD_ADDRESS"
+#: Large enough for a 4K RGBA frame.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+_STATUS = {pb.FRAME_STATUS_OK: "ok", pb.FRAME_STATUS_DROPPED: "dropped", pb.FRAME_STATUS_FAILED: "failed"}
+
+T = TypeVar("T")
+
+
+def default_address() -> str:
+    """$EDGETPUD_ADDRESS, or the system daemon's socket."""
+    return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+def normalize_address(address: str) -> str:
+    """A gRPC target: a bare filesystem path becomes ``unix:PATH``."""
+    if address.startswith(("/", "./", "../")):
+        return f"unix:{os.path.abspath(address)}"
+    return address
+
+
+def _wrap_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn grpc.RpcError into ClientError with the code and the daemon's message."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except grpc.RpcError as exc:
+            raise _client_error(exc) from None
+    return wrapper
+
+
+def _client_error(exc: grpc.RpcError) -> ClientError:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return ClientError(code or grpc.StatusCode.UNKNOWN, details or "no message")
+
+
+class MockControl:
+    """Fault injection into a daemon running with ``--device mock``; each call returns the devices."""
+
+    def __init__(self, stub: pb_grpc.MockControlStub, timeout: Optional[float]) -> None:
+        self._stub = stub
+        self._timeout = timeout
+
+    @_wrap_errors
+    def inject_fault(self, device: str, fault: str, count: int = 1) -> List[Device]:
+        reply = self._stub.InjectFault(pb.InjectFaultRequest(device=device, fault=fault, count=count),
+                                       timeout=self._timeout)
+        return [convert.device(d) for d in reply.devices]
+
+    @_wrap_errors
+    def unplug(self, device: str) -> List[Device]:
+        reply = self._stub.Unplug(pb.MockDeviceRequest(device=device), timeout=self._timeout)
+        return [convert.device(d) for d in reply.devices]
+
+    @_wrap_errors
+    def replug(self, device: str) -> List[Device]:
+        reply = self._stub.Replug(pb.MockDeviceRequest(device=device), timeout=self._timeout)
+        return [convert.device(d) for d in reply.devices]
+
+    @_wrap_errors
+    def set_temperature(self, device: str, celsius: float) -> List[Device]:
+        reply = self._stub.SetTemperature(pb.SetTemperatureRequest(device=device, celsius=celsius),
+                                          timeout=self._timeout)
+        return [convert.device(d) for d in reply.devices]
+
+    @_wrap_errors
+    def set_latency(self, device: str, latency_s: float) -> List[Device]:
+        reply = self._stub.SetLatency(pb.SetLatencyRequest(device=device, latency_s=latency_s),
+                                      timeout=self._timeout)
+        return [convert.device(d) for d in reply.devices]
+
+
+class Client:
+    """A connection to one edgetpud daemon. Thread-safe; close it (or use ``with``) when done.
+
+    ``timeout`` is the default per-call deadline in seconds (None: no deadline).
+    TCP with TLS: pass ``tls_ca`` (PEM bytes or path), and ``tls_cert``/``tls_key`` when the
+    daemon checks client certificates.
+    """
+
+    def __init__(self, address: Optional[str] = None, timeout: Optional[float] = 30.0,
+                 tls_ca: Union[bytes, str, Path, None] = None, tls_cert: Union[bytes, str, Path, None] = None,
+                 tls_key: Union[bytes, str, Path, None] = None) -> None:
+        self.address = normalize_address(address or default_address())
+        self.timeout = timeout
+        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        if tls_ca is not None or tls_cert is not None:
+            credentials = grpc.ssl_channel_credentials(_pem(tls_ca), _pem(tls_key), _pem(tls_cert))
+            self._channel = grpc.secure_channel(self.address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(self.address, options=options)
+        self._inference = pb_grpc.InferenceStub(self._channel)
+        self._models = pb_grpc.ModelsStub(self._channel)
+        self._devices = pb_grpc.DevicesStub(self._channel)
+        self._daemon = pb_grpc.DaemonStub(self._channel)
+        self.mock = MockControl(pb_grpc.MockControlStub(self._channel), timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _timeout(self, timeout: Optional[float]) -> Optional[float]:
+        return self.timeout if timeout is None else timeout
+
+    # ------------------------------------------------------------ inference
+
+    @_wrap_errors
+    def classify(self, model: str, image: ImageLike, top_k: int = 0, threshold: float = 0.0,
+                 crop: Optional[Crop] = None, version: str = "", timeout: Optional[float] = None) -> ClassifyResult:
+        """Top classes of ``image`` (encoded bytes, a path, a Frame or an HxWxC uint8 RGB array).
+
+        Raises:
+            ClientError: INVALID_ARGUMENT (bad image), NOT_FOUND (model), UNAVAILABLE, ...
+        """
+        request = pb.ClassifyRequest(model=model, version=version, image=convert.image(image, crop),
+                                     top_k=top_k, threshold=threshold)
+        return convert.classify_result(self._inference.Classify(request, timeout=self._timeout(timeout)))
+
+    @_wrap_errors
+    def detect(self, model: str, image: ImageLike, top_k: int = 0, threshold: float = 0.0,
+               crop: Optional[Crop] = None, version: str = "", timeout: Optional[float] = None) -> DetectResult:
+        """Objects in ``image``. Raises: ClientError."""
+        request = pb.DetectRequest(model=model, version=version, image=convert.image(image, crop),
+                                   top_k=top_k, threshold=threshold)
+        return convert.detect_result(self._inference.Detect(request, timeout=self._timeout(timeout)))
+
+    @_wrap_errors
+    def embed(self, model: str, image: ImageLike, normalize: bool = False, crop: Optional[Crop] = None,
+              version: str = "", timeout: Optional[float] = None) -> EmbedResult:
+        """The embedding vector of ``image``. Raises: ClientError."""
+        request = pb.EmbedRequest(model=model, version=version, image=convert.image(image, crop),
+                                  normalize=normalize)
+        return convert.embed_result(self._inference.Embed(request, timeout=self._timeout(timeout)))
+
+    @_wrap_errors
+    def invoke(self, model: str, inputs: Union[Dict[str, np.ndarray], Sequence[np.ndarray], None] = None,
+               image: Optional[ImageLike] = None, version: str = "",
+               timeout: Optional[float] = None) -> InvokeResult:
+        """Raw output tensors for raw ``inputs`` (by name or in order), or for an image.
+
+        Raises:
+            ClientError: INVALID_ARGUMENT when a tensor's shape or dtype does not fit, ...
+        """
+        request = pb.InvokeRequest(model=model, version=version, inputs=convert.tensors(inputs or []))
+        if image is not None:
+            request.image.CopyFrom(convert.image(image))
+        return convert.invoke_result(self._inference.Invoke(request, timeout=self._timeout(timeout)))
+
+    def stream(self, model: str, frames: Iterable[Union[ImageLike, Tuple[int, ImageLike]]], task: str = "classify",
+               latest_frame_wins: bool = False, max_in_flight: int = 0, top_k: int = 0, threshold: float = 0.0,
+               normalize: bool = False, frame_timeout_s: float = 0.0, version: str = "",
+               timeout: Optional[float] = None) -> Iterator[StreamResult]:
+        """Serve a sequence of frames; yields one StreamResult per frame, in frame order.
+
+        ``frames`` yields images, or ``(frame_id, image)`` pairs to choose the ids (else 1, 2, ...).
+        With ``latest_frame_wins`` a frame still waiting when a newer one arrives is answered
+        ``status="dropped"``. Closing the returned iterator cancels the frames still queued.
+        ``timeout`` bounds the whole stream (default: none).
+
+        Raises:
+            ClientError: the stream itself failed (bad config, unknown model, daemon gone).
+                A single frame's failure is a StreamResult with status "failed" instead.
+        """
+        if task not in convert.TASKS:
+            raise ValueError(f"unknown task {task!r}; use one of {sorted(convert.TASKS)}")
+        config = pb.StreamConfig(model=model, version=version, task=convert.TASKS[task], top_k=top_k,
+                                 threshold=threshold, normalize=normalize, max_in_flight=max_in_flight,
+                                 frame_timeout_s=frame_timeout_s,
+                                 frame_policy=pb.FRAME_POLICY_LATEST_WINS if latest_frame_wins
+                                 else pb.FRAME_POLICY_KEEP_ALL)
+
+        def requests() -> Iterator[pb.StreamRequest]:
+            yield pb.StreamRequest(config=config)
+            for item in frames:
+                frame_id, value = item if isinstance(item, tuple) else (0, item)
+                if task == "raw" and not isinstance(value, (bytes, str, Path, Frame)):
+                    frame = pb.StreamFrame(frame_id=frame_id, inputs=convert.tensors(value))
+                else:
+                    frame = pb.StreamFrame(frame_id=frame_id, image=convert.image(value))
+                yield pb.StreamRequest(frame=frame)
+
+        return self._stream_results(task, self._inference.Stream(requests(), timeout=timeout))
+
+    @staticmethod
+    def _stream_results(task: str, call: Any) -> Iterator[StreamResult]:
+        try:
+            for msg in call:
+                status = _STATUS.get(msg.status, "failed")
+                if status == "ok":
+                    yield StreamResult(msg.frame_id, status, result=convert.stream_payload(task, msg))
+                elif status == "dropped":
+                    yield StreamResult(msg.frame_id, status)
+                else:
+                    error = ClientError(_code(msg.error.code), msg.error.message)
+                    yield StreamResult(msg.frame_id, status, error=error)
+        except grpc.RpcError as exc:
+            raise _client_error(exc) from None
+        finally:
+            call.cancel()
+
+    # ------------------------------------------------------------ models, devices, status
+
+    @_wrap_errors
+    def models(self, timeout: Optional[float] = None) -> List[Model]:
+        reply = self._models.List(pb.ListModelsRequest(), timeout=self._timeout(timeout))
+        return [convert.model(m) for m in reply.models]
+
+    @_wrap_errors
+    def model_info(self, name: str, timeout: Optional[float] = None) -> Model:
+        """The model's state, tensors and Edge TPU compatibility report. Raises: ClientError (NOT_FOUND)."""
+        return convert.model(self._models.Info(pb.ModelInfoRequest(name=name), timeout=self._timeout(timeout)))
+
+    @_wrap_errors
+    def load_model(self, name: str, path: Union[str, Path, None] = None, data: Optional[bytes] = None,
+                   timeout: Optional[float] = None) -> Model:
+        """Load or replace a model from a path on the daemon's host, or upload ``data`` (.tflite bytes).
+
+        Raises:
+            ClientError: FAILED_PRECONDITION when the model cannot be loaded, with the reason.
+        """
+        if data is None:
+            if path is None:
+                raise ValueError("load_model needs a path (on the daemon's host) or data to upload")
+            request = pb.LoadModelRequest(name=name, path=str(path))
+            return convert.model(self._models.Load(request, timeout=self._timeout(timeout)))
+
+        def chunks() -> Iterator[pb.UploadModelChunk]:
+            yield pb.UploadModelChunk(name=name)
+            for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
+                yield pb.UploadModelChunk(data=data[start:start + UPLOAD_CHUNK_BYTES])
+        return convert.model(self._models.Upload(chunks(), timeout=self._timeout(timeout)))
+
+    @_wrap_errors
+    def unload_model(self, name: str, timeout: Optional[float] = None) -> None:
+        self._models.Unload(pb.UnloadModelRequest(name=name), timeout=self._timeout(timeout))
+
+    @_wrap_errors
+    def devices(self, timeout: Optional[float] = None) -> List[Device]:
+        reply = self._devices.List(pb.ListDevicesRequest(), timeout=self._timeout(timeout))
+        return [convert.device(d) for d in reply.devices]
+
+    @_wrap_errors
+    def status(self, timeout: Optional[float] = None) -> Status:
+        return convert.status(self._daemon.Status(pb.StatusRequest(), timeout=self._timeout(timeout)))
+
+    @_wrap_errors
+    def wait_ready(self, timeout: float = 30.0) -> Status:
+        """Block until the daemon answers and reports ready.
+
+        Raises:
+            ClientError: DEADLINE_EXCEEDED when it is not ready within ``timeout``.
+        """
+        import time
+        end = time.monotonic() + timeout
+        last: Optional[str] = None
+        while True:
+            remaining = end - time.monotonic()
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=max(0.01, remaining))
+                status = convert.status(self._daemon.Status(pb.StatusRequest(), timeout=max(0.01, remaining)))
+                if status.ready:
+                    return status
+                last = "the daemon answers but is not ready"
+            except (grpc.FutureTimeoutError, grpc.RpcError) as exc:
+                last = str(getattr(exc, "details", lambda: "")() or "no answer")
+            if time.monotonic() >= end:
+                raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  f"daemon at {self.address} not ready after {timeout:.0f} s ({last})")
+            time.sleep(0.1)
+
+
+def _code(value: int) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def _pem(value: Union[bytes, str, Path, None]) -> Optional[bytes]:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()

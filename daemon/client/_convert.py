@@ -1,0 +1,142 @@
+"""Protobuf messages <-> the client's plain values."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
+
+from .types import (Class, ClassifyResult, DetectedObject, DetectResult, Device, EmbedResult, Frame,
+                    InvokeResult, Model, Result, Status, TensorInfo, Timing)
+
+ImageLike = Union[bytes, str, Path, Frame, np.ndarray]
+Crop = Tuple[int, int, int, int]
+
+PIXEL_FORMATS = {"RGB": pb.PIXEL_FORMAT_RGB, "BGR": pb.PIXEL_FORMAT_BGR, "RGBA": pb.PIXEL_FORMAT_RGBA,
+                 "BGRA": pb.PIXEL_FORMAT_BGRA, "GRAY": pb.PIXEL_FORMAT_GRAY}
+TASKS = {"classify": pb.TASK_CLASSIFY, "detect": pb.TASK_DETECT, "embed": pb.TASK_EMBED, "raw": pb.TASK_RAW}
+_ARRAY_FORMATS = {1: "GRAY", 3: "RGB", 4: "RGBA"}
+
+
+def image(value: ImageLike, crop: Optional[Crop] = None) -> pb.Image:
+    """An Image message from encoded bytes, a file path, a Frame or an HxW[xC] uint8 array.
+
+    Raises:
+        ValueError: an array that is not uint8 HxW, HxWx1, HxWx3 or HxWx4, or an unknown pixel format.
+        OSError: a path that cannot be read.
+    """
+    msg = pb.Image()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        msg.encoded = bytes(value)
+    elif isinstance(value, (str, Path)):
+        msg.encoded = Path(value).read_bytes()
+    elif isinstance(value, Frame):
+        if value.pixel_format.upper() not in PIXEL_FORMATS:
+            raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")
+        msg.frame.CopyFrom(pb.RawFrame(data=bytes(value.data), width=value.width, height=value.height,
+                                       stride=value.stride, pixel_format=PIXEL_FORMATS[value.pixel_format.upper()]))
+    elif isinstance(value, np.ndarray):
+        channels = 1 if value.ndim == 2 else (value.shape[2] if value.ndim == 3 else 0)
+        if value.dtype != np.uint8 or channels not in _ARRAY_FORMATS:
+            raise ValueError(f"an image array must be uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA), "
+                             f"got {value.dtype} {list(value.shape)}")
+        array = np.ascontiguousarray(value)
+        msg.frame.CopyFrom(pb.RawFrame(data=array.tobytes(), width=array.shape[1], height=array.shape[0],
+                                       stride=array.strides[0], pixel_format=PIXEL_FORMATS[_ARRAY_FORMATS[channels]]))
+    else:
+        raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame or an array")
+    if crop is not None:
+        x, y, w, h = crop
+        msg.crop.CopyFrom(pb.Crop(x=x, y=y, width=w, height=h))
+    return msg
+
+
+def tensor(name: str, array: np.ndarray) -> pb.Tensor:
+    array = np.ascontiguousarray(array)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return pb.Tensor(name=name, dtype=array.dtype.name, shape=list(array.shape), data=little.tobytes())
+
+
+def tensors(values: Union[Dict[str, np.ndarray], Sequence[np.ndarray]]) -> list:
+    items = values.items() if isinstance(values, dict) else (("", v) for v in values)
+    return [tensor(name, np.asarray(v)) for name, v in items]
+
+
+def array(msg: pb.Tensor) -> np.ndarray:
+    dtype = np.dtype(msg.dtype)
+    return np.frombuffer(msg.data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(tuple(msg.shape))
+
+
+def _served(msg: pb.ServedBy) -> Dict[str, Any]:
+    t = msg.timing
+    return {"model": msg.model, "version": msg.version, "device": msg.device,
+            "timing": Timing(t.queue_s, t.preprocess_s, t.invoke_s, t.postprocess_s)}
+
+
+def _label(msg: Any) -> Optional[str]:
+    return msg.label if msg.HasField("label") else None
+
+
+def classes(items: Sequence[pb.Class]) -> list:
+    return [Class(c.id, _label(c), c.score) for c in items]
+
+
+def objects(items: Sequence[pb.DetectedObject]) -> list:
+    return [DetectedObject(o.id, _label(o), o.score, (o.bbox.xmin, o.bbox.ymin, o.bbox.xmax, o.bbox.ymax))
+            for o in items]
+
+
+def classify_result(msg: Any) -> ClassifyResult:
+    return ClassifyResult(**_served(msg.served_by), classes=classes(msg.classes))
+
+
+def detect_result(msg: Any) -> DetectResult:
+    return DetectResult(**_served(msg.served_by), objects=objects(msg.objects))
+
+
+def embed_result(msg: Any) -> EmbedResult:
+    return EmbedResult(**_served(msg.served_by), embedding=array(msg.embedding))
+
+
+def invoke_result(msg: Any) -> InvokeResult:
+    return InvokeResult(**_served(msg.served_by), outputs={t.name: array(t) for t in msg.outputs})
+
+
+def stream_payload(task: str, msg: pb.StreamResponse) -> Result:
+    return {"classify": classify_result, "detect": detect_result, "embed": embed_result,
+            "raw": invoke_result}[task](msg)
+
+
+def device(msg: pb.Device) -> Device:
+    return Device(id=msg.id, kind=msg.kind, index=msg.index, path=msg.path, state=msg.state,
+                  temperature_c=msg.temperature_c if msg.HasField("temperature_c") else None,
+                  throttle_level=msg.throttle_level if msg.HasField("throttle_level") else None,
+                  models=list(msg.models), restarts=msg.restarts, error=msg.error)
+
+
+def _tensor_info(msg: pb.TensorInfo) -> TensorInfo:
+    return TensorInfo(msg.name, msg.dtype, tuple(msg.shape), msg.scale, msg.zero_point)
+
+
+def _report(msg: pb.ModelInfo) -> Optional[Dict[str, Any]]:
+    if not msg.HasField("report"):
+        return None
+    r = msg.report
+    return {"verdict": r.verdict,
+            "operators": [{"index": o.index, "op": o.op, "target": o.target,
+                           "reason": o.reason if o.HasField("reason") else None} for o in r.operators],
+            "summary": {"tpu_ops": r.tpu_ops, "cpu_ops": r.cpu_ops}}
+
+
+def model(msg: pb.ModelInfo) -> Model:
+    return Model(name=msg.name, version=msg.version, task=msg.task, state=msg.state, path=msg.path,
+                 devices=list(msg.devices), inputs=[_tensor_info(t) for t in msg.inputs],
+                 outputs=[_tensor_info(t) for t in msg.outputs], report=_report(msg), error=msg.error,
+                 edgetpu_compiled=msg.edgetpu_compiled, label_count=msg.label_count)
+
+
+def status(msg: pb.StatusResponse) -> Status:
+    return Status(ready=msg.ready, devices=[device(d) for d in msg.devices],
+                  models=[model(m) for m in msg.models], version=msg.version)

@@ -1,0 +1,146 @@
+"""Plain values the client returns: no protobuf leaks into camera apps."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import grpc
+import numpy as np
+
+
+class ClientError(Exception):
+    """A call failed; ``code`` is the gRPC status code and ``message`` says what to do."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def code_name(self) -> str:
+        return self.code.name
+
+
+@dataclass(frozen=True)
+class Frame:
+    """An uncompressed frame: ``height`` rows of ``stride`` bytes (0: tightly packed)."""
+
+    data: bytes
+    width: int
+    height: int
+    stride: int = 0
+    pixel_format: str = "RGB"
+
+
+@dataclass(frozen=True)
+class Timing:
+    queue_s: float = 0.0
+    preprocess_s: float = 0.0
+    invoke_s: float = 0.0
+    postprocess_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Class:
+    id: int
+    label: Optional[str]
+    score: float
+
+
+@dataclass(frozen=True)
+class DetectedObject:
+    id: int
+    label: Optional[str]
+    score: float
+    bbox: Tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
+
+
+@dataclass(frozen=True)
+class Result:
+    """Who served a request and how the time split."""
+
+    model: str
+    version: str
+    device: str
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class ClassifyResult(Result):
+    classes: List[Class] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DetectResult(Result):
+    objects: List[DetectedObject] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EmbedResult(Result):
+    embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+@dataclass(frozen=True)
+class InvokeResult(Result):
+    outputs: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """The answer for one streamed frame: ``status`` is "ok", "dropped" or "failed"."""
+
+    frame_id: int
+    status: str
+    result: Optional[Result] = None
+    error: Optional[ClientError] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: Tuple[int, ...]
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    kind: str
+    index: int
+    path: str
+    state: str
+    temperature_c: Optional[float]
+    throttle_level: Optional[int]
+    models: List[str]
+    restarts: int
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    version: str
+    task: str
+    state: str
+    path: str
+    devices: List[str]
+    inputs: List[TensorInfo]
+    outputs: List[TensorInfo]
+    report: Optional[Dict[str, Any]]
+    error: str
+    edgetpu_compiled: bool
+    label_count: int
+
+
+@dataclass(frozen=True)
+class Status:
+    ready: bool
+    devices: List[Device]
+    models: List[Model]
+    version: str

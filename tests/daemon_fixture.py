@@ -1,0 +1,238 @@
+"""Shared fixtures for the API tests.
+
+Two ways to stand up the gRPC layer:
+
+- ``InProcessServer`` runs ``build_server`` on a ``FakeService`` in a background
+  event loop: fast, deterministic, lets a test decide what the service does.
+- ``RealDaemon`` starts the real ``edgetpud`` process with ``--device mock`` on a
+  temporary unix socket and the Coral test models laid out as bundles.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from edgetpud.daemon.errors import ImageError, NotFoundError
+from edgetpud.hal.device import DeviceInfo
+from edgetpud.hal.executor import TensorSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ----------------------------------------------------------------- fake service
+
+
+@dataclass
+class FakeClass:
+    id: int
+    label: Optional[str]
+    score: float
+
+
+@dataclass
+class FakeObject:
+    id: int
+    label: Optional[str]
+    score: float
+    bbox: tuple
+
+
+@dataclass
+class FakeResult:
+    model: str
+    version: str
+    device: str
+    timing: Dict[str, float]
+    payload: Any
+
+
+@dataclass
+class FakeModelState:
+    name: str
+    version: str = "1"
+    task: str = "classify"
+    state: str = "ready"
+    path: str = ""
+    devices: List[str] = field(default_factory=lambda: ["mock:0"])
+    inputs: List[TensorSpec] = field(default_factory=list)
+    outputs: List[TensorSpec] = field(default_factory=list)
+    report: Optional[dict] = None
+    error: Optional[str] = None
+    edgetpu_compiled: bool = True
+
+
+RAW_IN = TensorSpec("input", 0, (1, 4), np.dtype(np.uint8), 0.5, 3)
+RAW_OUT = TensorSpec("output", 1, (1, 4), np.dtype(np.float32))
+REPORT = {"verdict": "full", "operators": [{"index": 0, "op": "edgetpu-custom-op", "target": "tpu", "reason": None}],
+          "summary": {"tpu_ops": 1, "cpu_ops": 0}}
+
+
+class FakeMockControl:
+    def __init__(self) -> None:
+        self.calls: List[tuple] = []
+
+    def inject_fault(self, device: str, fault: str, count: int) -> None:
+        self.calls.append(("inject_fault", device, fault, count))
+
+    def unplug(self, device: str) -> None:
+        self.calls.append(("unplug", device))
+
+    def replug(self, device: str) -> None:
+        self.calls.append(("replug", device))
+
+    def set_temperature(self, device: str, celsius: float) -> None:
+        self.calls.append(("set_temperature", device, celsius))
+
+    def set_latency(self, device: str, latency_s: float) -> None:
+        self.calls.append(("set_latency", device, latency_s))
+
+
+class FakeService:
+    """Answers like the Service façade; a test steers it through its attributes.
+
+    ``fail``: raise this from infer. ``gate``: an asyncio.Event infer waits on (open it
+    with ``open_gate``). An encoded image ``b"delay:S"`` makes infer sleep S seconds and
+    ``b"bad"`` raises ImageError.
+    """
+
+    def __init__(self) -> None:
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.requests: List[tuple] = []
+        self.fail: Optional[BaseException] = None
+        self.gate: Optional[asyncio.Event] = None
+        self.started = 0
+        self.cancelled = 0
+        self.device_list = [DeviceInfo(id="mock:0", kind="mock", index=0, state="ready", temperature_c=41.5,
+                                       throttle_level=0, models=["cls"])]
+        self.mock_control: Optional[FakeMockControl] = FakeMockControl()
+        self.model_states = {
+            "cls": FakeModelState("cls", inputs=[TensorSpec("in", 0, (1, 8, 8, 3), np.dtype(np.uint8))],
+                                  report=REPORT),
+            "raw": FakeModelState("raw", task="raw", inputs=[RAW_IN], outputs=[RAW_OUT]),
+        }
+        self.loads: List[tuple] = []
+        self.unloads: List[str] = []
+
+    # a test thread steers the server loop through these
+    def close_gate(self) -> None:
+        async def make() -> None:
+            self.gate = asyncio.Event()
+        asyncio.run_coroutine_threadsafe(make(), self.loop).result(5)
+
+    def open_gate(self) -> None:
+        gate = self.gate
+        if gate is not None:
+            self.loop.call_soon_threadsafe(gate.set)
+
+    async def infer(self, model: str, task: str, request: Any, deadline: Optional[float] = None,
+                    version: Optional[str] = None) -> FakeResult:
+        self.requests.append((model, task, request, deadline, version))
+        if self.fail is not None:
+            raise self.fail
+        if model not in self.model_states:
+            raise NotFoundError(f"model '{model}' is not loaded; loaded models: {sorted(self.model_states)}")
+        image = request.image
+        if image is not None and image.data is not None:
+            if image.data == b"bad":
+                raise ImageError("cannot decode the image: not a JPEG, PNG or BMP file")
+            if image.data.startswith(b"delay:"):
+                await asyncio.sleep(float(image.data[6:]))
+        self.started += 1
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        timing = {"queue_s": 0.001, "preprocess_s": 0.002, "invoke_s": 0.003, "postprocess_s": 0.004}
+        if task == "classify":
+            payload = [FakeClass(283, "tiger cat", 0.5), FakeClass(7, None, 0.25)]
+        elif task == "detect":
+            payload = [FakeObject(1, "person", 0.9, (1.0, 2.0, 30.0, 40.0))]
+        elif task == "embed":
+            payload = np.arange(4, dtype=np.float32)
+        else:
+            tensors = request.tensors or {}
+            payload = {"output": np.asarray(next(iter(tensors.values()))).astype(np.float32) * 2}
+        return FakeResult(model, "1", "mock:0", timing, payload)
+
+    def status(self) -> dict:
+        ready = any(d.state in ("ready", "busy", "throttled") for d in self.device_list)
+        return {"ready": ready, "devices": [d.to_dict() for d in self.device_list],
+                "models": list(self.model_states)}
+
+    def devices(self) -> List[DeviceInfo]:
+        return list(self.device_list)
+
+    def models(self) -> List[FakeModelState]:
+        return list(self.model_states.values())
+
+    def model_info(self, name: str) -> FakeModelState:
+        if name not in self.model_states:
+            raise NotFoundError(f"model '{name}' is not loaded")
+        return self.model_states[name]
+
+    def model_specs(self, name: str) -> tuple:
+        state = self.model_info(name)
+        return state.inputs, state.outputs
+
+    async def load_model(self, name: str, path: Optional[str] = None, data: Optional[bytes] = None) -> None:
+        self.loads.append((name, path, data))
+        self.model_states[name] = FakeModelState(name, path=path or "")
+
+    async def unload_model(self, name: str) -> None:
+        self.model_info(name)
+        self.unloads.append(name)
+        del self.model_states[name]
+
+
+class InProcessServer:
+    """``build_server(service, config)`` served from a daemon thread's event loop."""
+
+    def __init__(self, service: Any, config: Any) -> None:
+        self.service = service
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="grpc-test-loop", daemon=True)
+        self.server: Any = None
+
+    def run(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> "InProcessServer":
+        from edgetpud.daemon.api.server import build_server
+
+        self.thread.start()
+        self.service.loop = self.loop
+
+        async def start() -> None:
+            self.server = build_server(self.service, self.config)
+            await self.server.start()
+        self.run(start())
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.run(self.server.stop(None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds (a hang guard, not a timing check)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
