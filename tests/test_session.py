@@ -136,6 +136,26 @@ def test_split_preprocess_and_postprocess_without_executor(test_data: Path, smal
     assert ends._executor is None
 
 
+def test_mock_device_runs_the_cpu_twin(test_data: Path):
+    with load_model(test_data / f"{MEDIUM}_edgetpu.tflite", device="mock:0") as session:
+        assert type(session.executor).__name__ == "MockTpuExecutor"
+        assert session.classify(test_data / "cat.bmp")[0].id == 286
+    with pytest.raises(ModelError, match="unknown device kind"):
+        load_model(test_data / f"{MEDIUM}.tflite", device="tpu")
+
+
+def test_edgetpu_device_without_libedgetpu_is_a_hal_error(test_data: Path):
+    import ctypes.util
+
+    from edgetpud.hal.errors import HalError
+
+    if ctypes.util.find_library("edgetpu"):
+        pytest.skip("libedgetpu is installed here: an attached Edge TPU would load")
+
+    with pytest.raises(HalError):  # RuntimeMissingError here; DelegateLoadError where the library exists
+        load_model(test_data / f"{SMALL}.tflite", device="usb:0")
+
+
 def test_public_exports():
     assert TfliteModel.__name__ == "TfliteModel"
 

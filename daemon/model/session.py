@@ -252,8 +252,8 @@ def _given(**options: Any) -> Dict[str, Any]:
 def open_executor(bundle: ModelBundle, device: str = "cpu") -> Executor:
     """Open the bundle's right file on ``device`` (cpu, mock, usb[:N], pci[:N]).
 
-    ``mock`` runs the CPU twin in-process (the mock device's own executor lives in
-    the device worker). ``usb``/``pci`` load the Edge TPU delegate.
+    ``mock`` runs the CPU twin through the mock device's executor (imported only
+    then); ``usb``/``pci`` load the Edge TPU delegate for the compiled file.
 
     Raises:
         ModelError: the runtime refuses the model, or the device spec is unknown.
@@ -261,13 +261,18 @@ def open_executor(bundle: ModelBundle, device: str = "cpu") -> Executor:
     """
     kind = device.split(":", 1)[0].lower()
     path = bundle.file_for(kind)
-    delegates = None
-    if kind in ("usb", "pci"):
-        from edgetpud.hal.runtime import load_edgetpu_delegate
-
-        delegates = [load_edgetpu_delegate(device if ":" in device else kind)]
     try:
-        executor = TfliteExecutor(path, delegates=delegates)
+        if kind == "mock":
+            from edgetpud.mock_device.executor import MockTpuExecutor
+
+            executor: Executor = MockTpuExecutor(path, device_id=device if ":" in device else "mock:0")
+        elif kind in ("usb", "pci"):
+            from edgetpud.hal.runtime import load_edgetpu_delegate
+
+            delegate = load_edgetpu_delegate(device if ":" in device else kind)
+            executor = TfliteExecutor(path, delegates=[delegate])
+        else:
+            executor = TfliteExecutor(path)
     except ModelRuntimeError as exc:
         raise ModelError(f"bundle {bundle.name}: {exc}") from exc
     _check_executor(bundle, executor, path)
