@@ -192,6 +192,14 @@ def test_unreadable_labels(test_data: Path, tmp_path: Path):
         ModelBundle.load(folder)
 
 
+def test_toml_names_the_labels_file_and_the_bundle(test_data: Path, tmp_path: Path):
+    folder = make_bundle(test_data, tmp_path, labels=False, toml='name = "tiny"\nlabels = "classes.txt"\n')
+    (folder / "classes.txt").write_text("0: zero\n1: one\n")
+    bundle = ModelBundle.load(folder)
+    assert bundle.name == "tiny" and bundle.labels == {0: "zero", 1: "one"}
+    assert bundle.labels_path == folder / "classes.txt"
+
+
 def test_unknown_top_level_key_only_warns(test_data: Path, tmp_path: Path, caplog):
     bundle = ModelBundle.load(make_bundle(test_data, tmp_path, toml='task = "classify"\n[learn]\nx = 1\n'))
     assert bundle.task == "classify"

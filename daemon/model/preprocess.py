@@ -70,8 +70,7 @@ def decode_image(
                     f"{what} is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}"
                 )
             img.load()
-            upright = ImageOps.exif_transpose(img)
-            return _to_rgb_array(upright if upright is not None else img)
+            return _to_rgb_array(_upright(img, what))
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -83,6 +82,16 @@ def decode_image(
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
         # Pillow reports truncated or corrupt data through all of these.
         raise ImageError(f"{what} is corrupt or truncated: {exc}") from exc
+
+
+def _upright(img: Image.Image, what: str) -> Image.Image:
+    """Apply the EXIF orientation; a damaged EXIF block costs the rotation, not the image."""
+    try:
+        upright = ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - Pillow's EXIF parser raises struct/key/value/type errors
+        log.warning("%s: ignoring unreadable EXIF orientation (%s)", what, exc)
+        return img
+    return upright if upright is not None else img
 
 
 def _read_source(source: ImageSource, max_bytes: int) -> bytes:
