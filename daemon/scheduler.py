@@ -86,9 +86,8 @@ class Scheduler:
     def set_devices(self, usable: Iterable[str]) -> None:
         """Declare which devices accept work now; requests queued on a device that left are moved."""
         usable = set(usable)
-        for device in sorted(set(self._queues) | self._usable):
-            if device not in usable:
-                self.device_lost(device)
+        for device in sorted(self._usable - usable):
+            self.device_lost(device, permanent=False)
         for device in usable:
             self._queues.setdefault(device, deque())
             self._inflight.setdefault(device, 0)
@@ -96,18 +95,25 @@ class Scheduler:
         for device in sorted(usable):
             self._dispatch(device)
 
-    def device_lost(self, device: str) -> None:
-        """Forget what ``device`` held and re-queue its waiting requests elsewhere.
+    def device_lost(self, device: str, permanent: bool = True) -> None:
+        """Stop sending work to ``device``; move its waiting requests to other devices.
 
-        Its in-flight requests fail through their futures (DeviceUnavailableError), and are retried there.
+        The pool reloads a device's models when its worker restarts, so placements are
+        kept. When no other device can take them, waiting requests stay queued for a
+        restarting device (``permanent=False``, their deadlines still apply) and fail
+        with DeviceUnavailableError for a lost one. In-flight requests fail through
+        their futures and are retried elsewhere when possible.
         """
         self._usable.discard(device)
-        self.forget_device_models(device)
-        waiting = list(self._queues.get(device, ()))
-        if device in self._queues:
-            self._queues[device].clear()
-        if waiting:
-            log.warning("device %s lost with %d queued request(s): moving them", device, len(waiting))
+        queue = self._queues.get(device)
+        if not queue:
+            return
+        if not permanent and not self._usable:
+            log.warning("device %s is restarting: %d queued request(s) wait for it", device, len(queue))
+            return
+        waiting = list(queue)
+        queue.clear()
+        log.warning("device %s left with %d queued request(s): moving them", device, len(waiting))
         for req in waiting:
             req.queued_on = None
             req.excluded.add(device)

@@ -257,3 +257,37 @@ def test_close_fails_queued_and_refuses_new():
         pool.finish()
         await running
     asyncio.run(main())
+
+
+def test_waiting_requests_stay_for_a_restarting_only_device():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        running = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        queued = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        sched.device_lost("mock:0", permanent=False)
+        pool.fail(DeviceUnavailableError("worker died"))
+        with pytest.raises(DeviceUnavailableError):
+            await asyncio.wait_for(running, 2)
+        assert sched.queue_depths() == {"mock:0": 1} and not queued.done()
+        sched.set_devices(["mock:0"])  # the worker is back
+        await settle()
+        pool.finish(device="mock:0")
+        assert (await asyncio.wait_for(queued, 2)).device == "mock:0"
+    asyncio.run(main())
+
+
+def test_waiting_requests_fail_when_the_only_device_is_lost():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        running = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        queued = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        sched.device_lost("mock:0", permanent=True)
+        pool.fail(DeviceUnavailableError("unplugged"))
+        for task in (running, queued):
+            with pytest.raises(DeviceUnavailableError):
+                await asyncio.wait_for(task, 2)
+    asyncio.run(main())
