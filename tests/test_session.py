@@ -95,6 +95,14 @@ def test_letterbox_and_roi_options(small: ModelSession, cat: np.ndarray):
     assert inputs[0][0, 90:].max() == 0  # the padding below the 512x341 image
     inputs, context = small.preprocess(cat, "classify", roi=(100, 50, 200, 200))
     assert context.transform.region_x == 100 and context.transform.region_width == 200
+    with pytest.raises(ImageError, match="roi must be"):
+        small.preprocess(cat, "classify", roi=(1, 2, 3))
+    with pytest.raises(ImageError, match="outside"):
+        small.preprocess(cat, "classify", roi=(500, 0, 100, 100))
+    with pytest.raises(ImageError, match="fill"):
+        small.preprocess(cat, "classify", resize="letterbox", fill=300)
+    with pytest.raises(ImageError, match="unknown resize"):
+        small.preprocess(cat, "classify", resize="area")
     with pytest.raises(ValueError, match="unknown preprocess option"):
         small.preprocess(cat, "classify", colour="blue")
     with pytest.raises(ValueError, match="unknown classify option"):

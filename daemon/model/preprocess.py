@@ -395,6 +395,8 @@ def letterbox(
         ImageError: a bad image or size.
     """
     src = _check_resize_args(image, height, width)
+    if not _is_int(fill) or not 0 <= fill <= 255:
+        raise ImageError(f"letterbox fill must be an integer 0..255, got {fill!r}")
     in_h, in_w = src.shape[:2]
     scale = min(width / in_w, height / in_h)
     new_w = min(width, max(1, int(round(in_w * scale))))

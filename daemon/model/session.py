@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgetpud.daemon.errors import ModelError
+from edgetpud.daemon.errors import ImageError, ModelError
 from edgetpud.hal.errors import ModelRuntimeError
 from edgetpud.hal.executor import Executor, TensorSpec, TfliteExecutor
 
@@ -105,6 +105,8 @@ class ModelSession:
         region = (0, 0, source_w, source_h)
         roi = options.get("roi")
         if roi is not None:
+            if not isinstance(roi, (tuple, list)) or len(roi) != 4:
+                raise ImageError(f"roi must be (x, y, width, height), got {roi!r}")
             region = tuple(roi)  # type: ignore[assignment]
             pixels = crop(pixels, *region)
         height, width = input_size(spec)
