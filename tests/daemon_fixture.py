@@ -81,8 +81,15 @@ class FakeMockControl:
     def __init__(self) -> None:
         self.calls: List[tuple] = []
 
-    def inject_fault(self, device: str, fault: str, count: int) -> None:
-        self.calls.append(("inject_fault", device, fault, count))
+    def inject(self, device: str, fault: str, count: int = 1, **params: Any) -> None:
+        if fault not in ("abort", "hang", "error", "timeout"):
+            raise ValueError(f"unknown fault {fault!r}")
+        if device != "mock:0":
+            raise KeyError(f"no mock device {device!r}")
+        self.calls.append(("inject", device, fault, count, params))
+
+    def clear_faults(self, device: str) -> None:
+        self.calls.append(("clear_faults", device))
 
     def unplug(self, device: str) -> None:
         self.calls.append(("unplug", device))
@@ -236,3 +243,101 @@ def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> 
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+# ----------------------------------------------------------------- the real daemon
+
+#: Bundles the end-to-end tests serve: name -> (CPU twin, compiled twin, labels, task).
+BUNDLES = {
+    "mobilenet_v1_0.25_128_quant": ("mobilenet_v1_0.25_128_quant.tflite",
+                                    "mobilenet_v1_0.25_128_quant_edgetpu.tflite", "imagenet_labels.txt", None),
+    "mobilenet_v1_0.5_160_quant": ("mobilenet_v1_0.5_160_quant.tflite",
+                                   "mobilenet_v1_0.5_160_quant_edgetpu.tflite", "imagenet_labels.txt", None),
+    "embedding_extractor": ("mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
+                            "mobilenet_v1_1.0_224_quant_embedding_extractor_edgetpu.tflite", None, "embed"),
+}
+
+
+def lay_out_bundles(test_data: Path, models_dir: Path, names: Optional[List[str]] = None) -> Path:
+    """Copy Coral test models into ``models_dir`` as bundle folders."""
+    for name in names or list(BUNDLES):
+        cpu, compiled, labels, task = BUNDLES[name]
+        folder = models_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(test_data / cpu, folder / "model.tflite")
+        shutil.copyfile(test_data / compiled, folder / "model_edgetpu.tflite")
+        if labels:
+            shutil.copyfile(test_data / labels, folder / "labels.txt")
+        if task:
+            (folder / "model.toml").write_text(f'task = "{task}"\n')
+    return models_dir
+
+
+def ctl(*args: str, address: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run edgetpuctl as a user would (a separate process)."""
+    return subprocess.run([sys.executable, "-m", "edgetpud.daemon.cli.main", "--address", address, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class RealDaemon:
+    """``python -m edgetpud.daemon.main`` with ``--device mock`` on a temporary unix socket."""
+
+    def __init__(self, workdir: Path, test_data: Path, devices: str = "mock:1",
+                 mock_latency_s: Optional[float] = None, extra_listen: Optional[str] = None,
+                 bundles: Optional[List[str]] = None) -> None:
+        self.workdir = workdir
+        self.socket = workdir / "edgetpud.sock"
+        self.address = f"unix:{self.socket}"
+        self.models_dir = lay_out_bundles(test_data, workdir / "models", bundles)
+        listen = [self.address] + ([extra_listen] if extra_listen else [])
+        lines = [
+            f"devices = [{devices!r}]".replace("'", '"'),
+            f'models_dir = "{self.models_dir}"',
+            f'state_dir = "{workdir / "state"}"',
+            "listen = [" + ", ".join(f'"{a}"' for a in listen) + "]",
+            "grace_s = 5.0",
+            'log_level = "info"',
+        ]
+        if mock_latency_s is not None:
+            lines.append(f"mock_latency_s = {mock_latency_s}")
+        self.config = workdir / "edgetpud.toml"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log = workdir / "edgetpud.log"
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 90.0) -> "RealDaemon":
+        """Start and wait until ``edgetpuctl status`` says ready.
+
+        Raises:
+            RuntimeError: the daemon exited or was not ready in time (with its log).
+        """
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "edgetpud.daemon.main", "--config",
+                                             str(self.config)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            cwd=self.workdir)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"edgetpud exited with {self.process.returncode}:\n{self.log_text()}")
+            if self.socket.exists() and ctl("status", address=self.address, timeout=30).returncode == 0:
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"edgetpud not ready after {timeout} s:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL if it does not exit; returns its exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode

@@ -148,11 +148,21 @@ def test_models_devices_status_and_mock(fake, client):
     status = client.status()
     assert status.ready and status.devices[0].id == "mock:0"
     client.mock.unplug("mock:0")
-    client.mock.inject_fault("mock:0", "usb_timeout", 2)
+    client.mock.inject_fault("mock:0", "timeout", 2, seconds=0.5)
     client.mock.set_temperature("mock:0", 91.0)
     client.mock.set_latency("mock:0", 0.02)
-    assert fake.mock_control.calls[-4:] == [("unplug", "mock:0"), ("inject_fault", "mock:0", "usb_timeout", 2),
-                                            ("set_temperature", "mock:0", 91.0), ("set_latency", "mock:0", 0.02)]
+    client.mock.set_latency("mock:0", None)
+    client.mock.clear_faults("mock:0")
+    assert fake.mock_control.calls[-6:] == [
+        ("unplug", "mock:0"), ("inject", "mock:0", "timeout", 2, {"seconds": 0.5}),
+        ("set_temperature", "mock:0", 91.0), ("set_latency", "mock:0", 0.02), ("set_latency", "mock:0", None),
+        ("clear_faults", "mock:0")]
+    with pytest.raises(ClientError) as info:
+        client.mock.inject_fault("mock:0", "melt")
+    assert info.value.code == Code.INVALID_ARGUMENT and "melt" in info.value.message
+    with pytest.raises(ClientError) as info:
+        client.mock.inject_fault("mock:9", "abort")
+    assert info.value.code == Code.NOT_FOUND and "mock:9" in info.value.message
 
 
 def test_stream_answers_in_frame_order_even_when_frames_finish_out_of_order(fake, client):

@@ -217,7 +217,6 @@ def report(value: Any) -> Optional[pb.CompatibilityReport]:
 
 def model(state: Any) -> pb.ModelInfo:
     m = _as_dict(state)
-    labels = m.get("labels")
     msg = pb.ModelInfo(
         name=_text(m.get("name")), version=_text(m.get("version")), task=_text(m.get("task")),
         state=_text(m.get("state")), path=_text(m.get("path")),
@@ -225,7 +224,9 @@ def model(state: Any) -> pb.ModelInfo:
         inputs=[tensor_info(s) for s in m.get("inputs") or []],
         outputs=[tensor_info(s) for s in m.get("outputs") or []],
         error=_text(m.get("error")), edgetpu_compiled=bool(m.get("edgetpu_compiled") or False),
-        label_count=int(m.get("label_count") or (len(labels) if labels else 0)),
+        label_count=int(m.get("label_count") or 0),
+        versions=[_text(v) for v in m.get("versions") or []], description=_text(m.get("description")),
+        problems=[str(p) for p in m.get("problems") or []],
     )
     checked = report(m.get("report"))
     if checked is not None:

@@ -147,7 +147,8 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         def meta(spec: Any) -> pb.ModelMetadataResponse.TensorMetadata:
             return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=datatype(spec.dtype),
                                                            shape=[int(d) for d in spec.shape])
-        return pb.ModelMetadataResponse(name=info.name or request.name, versions=[info.version] if info.version else [],
+        versions = list(info.versions) or ([info.version] if info.version else [])
+        return pb.ModelMetadataResponse(name=info.name or request.name, versions=versions,
                                         platform=PLATFORM, inputs=[meta(s) for s in inputs],
                                         outputs=[meta(s) for s in outputs])
 

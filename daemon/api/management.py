@@ -10,6 +10,8 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import convert
 from .calls import call, resolve
+from edgetpud.daemon.errors import NotFoundError, PreconditionError
+
 from .status import RequestError
 
 #: Largest model accepted through Upload; a compiled Edge TPU model is at most a few tens of MB.
@@ -99,18 +101,28 @@ class MockControlServicer(pb_grpc.MockControlServicer):
     def __init__(self, service: Any) -> None:
         self._svc = service
 
-    async def _control(self, context, device: str, method: str, *args: Any) -> pb.MockReply:
+    async def _control(self, context, device: str, method: str, *args: Any, **kwargs: Any) -> pb.MockReply:
         async def run() -> Any:
             control = self._svc.mock_control
             if control is None:
-                raise RequestError("fault injection needs the daemon to run with --device mock")
-            await resolve(getattr(control, method)(device, *args))
+                raise PreconditionError("fault injection needs the daemon to run with --device mock")
+            try:
+                await resolve(getattr(control, method)(device, *args, **kwargs))
+            except KeyError as exc:
+                raise NotFoundError(str(exc.args[0]) if exc.args else f"no mock device {device!r}") from None
+            except ValueError as exc:
+                raise RequestError(str(exc)) from None
             return await resolve(self._svc.devices())
         devices = await call(context, "", run)
         return pb.MockReply(devices=[convert.device(d) for d in devices])
 
     async def InjectFault(self, request: pb.InjectFaultRequest, context) -> pb.MockReply:
-        return await self._control(context, request.device, "inject_fault", request.fault, request.count or 1)
+        params = {k: v for k, v in (("seconds", request.seconds), ("message", request.message),
+                                    ("after_s", request.after_s)) if v}
+        return await self._control(context, request.device, "inject", request.fault, request.count or 1, **params)
+
+    async def ClearFaults(self, request: pb.MockDeviceRequest, context) -> pb.MockReply:
+        return await self._control(context, request.device, "clear_faults")
 
     async def Unplug(self, request: pb.MockDeviceRequest, context) -> pb.MockReply:
         return await self._control(context, request.device, "unplug")
@@ -122,4 +134,5 @@ class MockControlServicer(pb_grpc.MockControlServicer):
         return await self._control(context, request.device, "set_temperature", request.celsius)
 
     async def SetLatency(self, request: pb.SetLatencyRequest, context) -> pb.MockReply:
-        return await self._control(context, request.device, "set_latency", request.latency_s)
+        latency = request.latency_s if request.HasField("latency_s") else None
+        return await self._control(context, request.device, "set_latency", latency)

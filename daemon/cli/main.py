@@ -155,11 +155,15 @@ def _mock(action: Callable[[Context], List[Any]]) -> Callable[[Context], int]:
     return run
 
 
-cmd_mock_fault = _mock(lambda ctx: ctx.client.mock.inject_fault(ctx.args.device, ctx.args.fault, ctx.args.count))
+cmd_mock_fault = _mock(lambda ctx: ctx.client.mock.inject_fault(
+    ctx.args.device, ctx.args.fault, ctx.args.count, seconds=ctx.args.seconds, message=ctx.args.message,
+    after_s=ctx.args.after))
+cmd_mock_clear = _mock(lambda ctx: ctx.client.mock.clear_faults(ctx.args.device))
 cmd_mock_unplug = _mock(lambda ctx: ctx.client.mock.unplug(ctx.args.device))
 cmd_mock_replug = _mock(lambda ctx: ctx.client.mock.replug(ctx.args.device))
 cmd_mock_temperature = _mock(lambda ctx: ctx.client.mock.set_temperature(ctx.args.device, ctx.args.celsius))
-cmd_mock_latency = _mock(lambda ctx: ctx.client.mock.set_latency(ctx.args.device, ctx.args.ms / 1000.0))
+cmd_mock_latency = _mock(lambda ctx: ctx.client.mock.set_latency(
+    ctx.args.device, None if ctx.args.ms < 0 else ctx.args.ms / 1000.0))
 
 
 # ---------------------------------------------------------------- parser
@@ -222,10 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = mock.add_subparsers(dest="mock_command", metavar="ACTION", required=True)
     p = ksub.add_parser("fault", help="inject a fault into a mock device")
     p.add_argument("device")
-    p.add_argument("fault", help="fault name (see docs/api.md)")
-    p.add_argument("--count", type=int, default=1, help="how many times it fires")
+    p.add_argument("fault", choices=["abort", "hang", "error", "timeout"], help="what the next invocations do")
+    p.add_argument("--count", type=int, default=1, help="how many invocations it hits (default 1)")
+    p.add_argument("--seconds", type=float, default=0.0, help="hang/timeout: how long")
+    p.add_argument("--message", default="", help="error: the device error message")
+    p.add_argument("--after", type=float, default=0.0, help="abort: seconds into the invocation")
     p.set_defaults(func=cmd_mock_fault)
-    for name, func, text in (("unplug", cmd_mock_unplug, "unplug a mock device"),
+    for name, func, text in (("clear", cmd_mock_clear, "drop the faults still queued on a mock device"),
+                             ("unplug", cmd_mock_unplug, "unplug a mock device"),
                              ("replug", cmd_mock_replug, "plug a mock device back in")):
         p = ksub.add_parser(name, help=text)
         p.add_argument("device")
@@ -236,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_mock_temperature)
     p = ksub.add_parser("latency", help="set a mock device's simulated invoke latency")
     p.add_argument("device")
-    p.add_argument("ms", type=float, help="milliseconds")
+    p.add_argument("ms", type=float, help="milliseconds (negative: back to the configured latency)")
     p.set_defaults(func=cmd_mock_latency)
     for leaf in _leaves(parser):
         if leaf.prog.split()[-1] != "check":

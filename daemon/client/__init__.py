@@ -78,9 +78,16 @@ class MockControl:
         self._timeout = timeout
 
     @_wrap_errors
-    def inject_fault(self, device: str, fault: str, count: int = 1) -> List[Device]:
-        reply = self._stub.InjectFault(pb.InjectFaultRequest(device=device, fault=fault, count=count),
-                                       timeout=self._timeout)
+    def inject_fault(self, device: str, fault: str, count: int = 1, seconds: float = 0.0, message: str = "",
+                     after_s: float = 0.0) -> List[Device]:
+        """Queue ``count`` faults (abort, hang, error, timeout) for the device's next invocations."""
+        request = pb.InjectFaultRequest(device=device, fault=fault, count=count, seconds=seconds,
+                                        message=message, after_s=after_s)
+        return [convert.device(d) for d in self._stub.InjectFault(request, timeout=self._timeout).devices]
+
+    @_wrap_errors
+    def clear_faults(self, device: str) -> List[Device]:
+        reply = self._stub.ClearFaults(pb.MockDeviceRequest(device=device), timeout=self._timeout)
         return [convert.device(d) for d in reply.devices]
 
     @_wrap_errors
@@ -100,9 +107,12 @@ class MockControl:
         return [convert.device(d) for d in reply.devices]
 
     @_wrap_errors
-    def set_latency(self, device: str, latency_s: float) -> List[Device]:
-        reply = self._stub.SetLatency(pb.SetLatencyRequest(device=device, latency_s=latency_s),
-                                      timeout=self._timeout)
+    def set_latency(self, device: str, latency_s: Optional[float]) -> List[Device]:
+        """Fixed invoke time in seconds; None returns to the daemon's configured mock latency."""
+        request = pb.SetLatencyRequest(device=device)
+        if latency_s is not None:
+            request.latency_s = latency_s
+        reply = self._stub.SetLatency(request, timeout=self._timeout)
         return [convert.device(d) for d in reply.devices]
 
 

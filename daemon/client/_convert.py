@@ -134,7 +134,8 @@ def model(msg: pb.ModelInfo) -> Model:
     return Model(name=msg.name, version=msg.version, task=msg.task, state=msg.state, path=msg.path,
                  devices=list(msg.devices), inputs=[_tensor_info(t) for t in msg.inputs],
                  outputs=[_tensor_info(t) for t in msg.outputs], report=_report(msg), error=msg.error,
-                 edgetpu_compiled=msg.edgetpu_compiled, label_count=msg.label_count)
+                 edgetpu_compiled=msg.edgetpu_compiled, label_count=msg.label_count,
+                 versions=list(msg.versions), description=msg.description, problems=list(msg.problems))
 
 
 def status(msg: pb.StatusResponse) -> Status:

@@ -136,6 +136,9 @@ class Model:
     error: str
     edgetpu_compiled: bool
     label_count: int
+    versions: List[str] = field(default_factory=list)
+    description: str = ""
+    problems: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

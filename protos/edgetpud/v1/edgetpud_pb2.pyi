@@ -348,7 +348,7 @@ class CompatibilityReport(_message.Message):
     def __init__(self, verdict: _Optional[str] = ..., operators: _Optional[_Iterable[_Union[OperatorReport, _Mapping]]] = ..., tpu_ops: _Optional[int] = ..., cpu_ops: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "task", "state", "path", "devices", "inputs", "outputs", "report", "error", "edgetpu_compiled", "label_count")
+    __slots__ = ("name", "version", "task", "state", "path", "devices", "inputs", "outputs", "report", "error", "edgetpu_compiled", "label_count", "versions", "description", "problems")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -361,6 +361,9 @@ class ModelInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EDGETPU_COMPILED_FIELD_NUMBER: _ClassVar[int]
     LABEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     task: str
@@ -373,7 +376,10 @@ class ModelInfo(_message.Message):
     error: str
     edgetpu_compiled: bool
     label_count: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., state: _Optional[str] = ..., path: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., report: _Optional[_Union[CompatibilityReport, _Mapping]] = ..., error: _Optional[str] = ..., edgetpu_compiled: _Optional[bool] = ..., label_count: _Optional[int] = ...) -> None: ...
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., state: _Optional[str] = ..., path: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., report: _Optional[_Union[CompatibilityReport, _Mapping]] = ..., error: _Optional[str] = ..., edgetpu_compiled: _Optional[bool] = ..., label_count: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -474,14 +480,20 @@ class MockDeviceRequest(_message.Message):
     def __init__(self, device: _Optional[str] = ...) -> None: ...
 
 class InjectFaultRequest(_message.Message):
-    __slots__ = ("device", "fault", "count")
+    __slots__ = ("device", "fault", "count", "seconds", "message", "after_s")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_S_FIELD_NUMBER: _ClassVar[int]
     device: str
     fault: str
     count: int
-    def __init__(self, device: _Optional[str] = ..., fault: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+    seconds: float
+    message: str
+    after_s: float
+    def __init__(self, device: _Optional[str] = ..., fault: _Optional[str] = ..., count: _Optional[int] = ..., seconds: _Optional[float] = ..., message: _Optional[str] = ..., after_s: _Optional[float] = ...) -> None: ...
 
 class SetTemperatureRequest(_message.Message):
     __slots__ = ("device", "celsius")

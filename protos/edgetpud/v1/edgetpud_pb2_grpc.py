@@ -705,6 +705,11 @@ class MockControlStub:
                 request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.InjectFaultRequest.SerializeToString,
                 response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.MockReply.FromString,
                 _registered_method=True)
+        self.ClearFaults = channel.unary_unary(
+                '/edgetpud.v1.MockControl/ClearFaults',
+                request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.MockDeviceRequest.SerializeToString,
+                response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.MockReply.FromString,
+                _registered_method=True)
         self.Unplug = channel.unary_unary(
                 '/edgetpud.v1.MockControl/Unplug',
                 request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.MockDeviceRequest.SerializeToString,
@@ -740,6 +745,12 @@ class MockControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClearFaults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Unplug(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -770,6 +781,11 @@ def add_MockControlServicer_to_server(servicer, server):
             'InjectFault': grpc.unary_unary_rpc_method_handler(
                     servicer.InjectFault,
                     request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.InjectFaultRequest.FromString,
+                    response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.MockReply.SerializeToString,
+            ),
+            'ClearFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearFaults,
+                    request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.MockDeviceRequest.FromString,
                     response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.MockReply.SerializeToString,
             ),
             'Unplug': grpc.unary_unary_rpc_method_handler(
@@ -823,6 +839,33 @@ class MockControl:
             target,
             '/edgetpud.v1.MockControl/InjectFault',
             edgetpud_dot_v1_dot_edgetpud__pb2.InjectFaultRequest.SerializeToString,
+            edgetpud_dot_v1_dot_edgetpud__pb2.MockReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetpud.v1.MockControl/ClearFaults',
+            edgetpud_dot_v1_dot_edgetpud__pb2.MockDeviceRequest.SerializeToString,
             edgetpud_dot_v1_dot_edgetpud__pb2.MockReply.FromString,
             options,
             channel_credentials,
