@@ -19,6 +19,10 @@ class ImageError(EdgetpudError, ValueError):
     """An image or raw frame cannot be decoded or does not fit the model's input."""
 
 
+class InvalidArgumentError(EdgetpudError, ValueError):
+    """A request option is unknown or out of range (top_k, threshold, task, ...)."""
+
+
 class NotFoundError(EdgetpudError, LookupError):
     """A named model, version, device or class does not exist."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetpud.daemon.errors import ImageError, ModelError
+from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError
 from edgetpud.daemon.model.adapters import (
     Class,
     DetectedObject,
@@ -44,7 +44,7 @@ def test_classify_threshold_and_top_k():
     assert [c.id for c in classify([out], [SCORES_U8], threshold=100 / 256, top_k=10)] == [1, 3]
     assert [c.id for c in classify([out], [SCORES_U8], top_k=1)] == [1]
     assert len(classify([out], [SCORES_U8], top_k=99)) == 5
-    with pytest.raises(ValueError, match="top_k"):
+    with pytest.raises(InvalidArgumentError, match="top_k"):
         classify([out], [SCORES_U8], top_k=0)
 
 

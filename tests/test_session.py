@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetpud.daemon.errors import ImageError, ModelError
+from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError
 from edgetpud.daemon.model import Class, ModelBundle, ModelSession, TfliteModel, load_model
 from edgetpud.daemon.model.preprocess import decode_image
 
@@ -103,9 +103,9 @@ def test_letterbox_and_roi_options(small: ModelSession, cat: np.ndarray):
         small.preprocess(cat, "classify", resize="letterbox", fill=300)
     with pytest.raises(ImageError, match="unknown resize"):
         small.preprocess(cat, "classify", resize="area")
-    with pytest.raises(ValueError, match="unknown preprocess option"):
+    with pytest.raises(InvalidArgumentError, match="unknown preprocess option"):
         small.preprocess(cat, "classify", colour="blue")
-    with pytest.raises(ValueError, match="unknown classify option"):
+    with pytest.raises(InvalidArgumentError, match="unknown classify option"):
         small.classify(cat, normalize=True)
 
 

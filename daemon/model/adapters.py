@@ -13,7 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgetpud.daemon.errors import ImageError, ModelError
+from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError
 from edgetpud.hal.executor import TensorSpec
 
 from .preprocess import ImageTransform
@@ -54,9 +54,9 @@ def dequantize(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 def _check_top_k(top_k: int, threshold: float) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        raise InvalidArgumentError(f"top_k must be a positive integer, got {top_k!r}")
     if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        raise InvalidArgumentError(f"threshold must be a finite number, got {threshold!r}")
 
 
 def _check_outputs(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec], task: str) -> None:

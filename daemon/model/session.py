@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgetpud.daemon.errors import ImageError, ModelError
+from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError
 from edgetpud.hal.errors import ModelRuntimeError
 from edgetpud.hal.executor import Executor, TensorSpec, TfliteExecutor
 
@@ -95,7 +95,7 @@ class ModelSession:
         task = self._task(task)
         unknown = sorted(set(options) - set(_PREPROCESS_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown preprocess option(s) {unknown}; allowed: {', '.join(_PREPROCESS_OPTIONS)}")
+            raise InvalidArgumentError(f"unknown preprocess option(s) {unknown}; allowed: {', '.join(_PREPROCESS_OPTIONS)}")
         if task == "raw":
             return adapters.raw_inputs(image, self.inputs), PreprocessContext(task)
         spec = self.inputs[0]
@@ -233,14 +233,14 @@ class ModelSession:
     def _task(self, task: Optional[str]) -> str:
         chosen = task or self.bundle.task
         if chosen not in TASKS:
-            raise ValueError(f"unknown task {chosen!r}; expected one of {', '.join(TASKS)}")
+            raise InvalidArgumentError(f"unknown task {chosen!r}; expected one of {', '.join(TASKS)}")
         return chosen
 
     def _options(self, task: str, given: Mapping[str, Any]) -> Dict[str, Any]:
         allowed = DEFAULTS[task]
         unknown = sorted(set(given) - set(allowed))
         if unknown:
-            raise ValueError(f"unknown {task} option(s) {unknown}; allowed: {', '.join(allowed) or 'none'}")
+            raise InvalidArgumentError(f"unknown {task} option(s) {unknown}; allowed: {', '.join(allowed) or 'none'}")
         merged = dict(allowed)
         merged.update(self.bundle.options_for(task))
         merged.update({k: v for k, v in given.items() if v is not None})
