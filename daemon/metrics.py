@@ -1,0 +1,133 @@
+"""Prometheus metrics: request counts and latencies, queue depth, device telemetry, worker restarts.
+
+Each Service owns one ``Metrics`` with its own ``CollectorRegistry`` (the process-wide
+default registry is never touched, so tests and several services do not mix).
+Device figures are read at scrape time from the pool and the scheduler, so nothing
+has to push them. The endpoint is off unless ``metrics_listen`` is set.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .errors import PreconditionError
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DEVICE_STATES = ("needs_firmware", "ready", "busy", "throttled", "lost", "failed")
+
+# Metrics objects of running services, for the module-level observe_request() the API layer calls.
+_active: "weakref.WeakSet[Metrics]" = weakref.WeakSet()
+_active_lock = threading.Lock()
+
+
+class _DeviceCollector(Collector):
+    """Reads devices and queues when Prometheus scrapes."""
+
+    def __init__(self, devices: Callable[[], Iterable[Any]], queue_depths: Callable[[], Dict[str, int]]) -> None:
+        self._devices = devices
+        self._queue_depths = queue_depths
+
+    def collect(self) -> Iterable[Any]:
+        queue = GaugeMetricFamily("edgetpud_queue_depth", "Requests waiting in a device's queue", labels=["device"])
+        temp = GaugeMetricFamily("edgetpud_device_temperature_celsius", "Device temperature", labels=["device"])
+        throttle = GaugeMetricFamily("edgetpud_device_throttle_level", "Thermal throttle level (0: none)",
+                                     labels=["device"])
+        state = GaugeMetricFamily("edgetpud_device_state", "1 for the device's current state", labels=["device", "state"])
+        inflight = GaugeMetricFamily("edgetpud_device_inflight", "Invocations the device's worker holds", labels=["device"])
+        restarts = CounterMetricFamily("edgetpud_worker_restarts", "Device worker restarts", labels=["device"])
+        try:
+            devices = list(self._devices())
+            depths = dict(self._queue_depths())
+        except Exception as exc:  # a scrape must never take the daemon down
+            log.warning("metrics scrape failed: %s", exc)
+            devices, depths = [], {}
+        for d in devices:
+            if d.temperature_c is not None:
+                temp.add_metric([d.id], float(d.temperature_c))
+            throttle.add_metric([d.id], float(d.throttle_level or 0))
+            for name in DEVICE_STATES:
+                state.add_metric([d.id, name], 1.0 if d.state == name else 0.0)
+            inflight.add_metric([d.id], float(getattr(d, "inflight", 0) or 0))
+            restarts.add_metric([d.id], float(d.restarts))
+        for device, depth in sorted(depths.items()):
+            queue.add_metric([device], float(depth))
+        return [queue, temp, throttle, state, inflight, restarts]
+
+
+class Metrics:
+    """The metrics of one service, and its optional HTTP endpoint."""
+
+    def __init__(self, devices: Callable[[], Iterable[Any]] = list,
+                 queue_depths: Callable[[], Dict[str, int]] = dict) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("edgetpud_requests", "Requests served, by model, device and status code",
+                                ["model", "device", "code"], registry=self.registry)
+        self.latency = Histogram("edgetpud_request_seconds", "Request latency, by model, device and status code",
+                                 ["model", "device", "code"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.registry.register(_DeviceCollector(devices, queue_depths))
+        self._server: Optional[Tuple[Any, Any]] = None
+
+    def observe_request(self, model: str, device: str, code: str, seconds: float) -> None:
+        """Count one finished request and its latency."""
+        labels = (model or "", device or "", code or "")
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(max(0.0, float(seconds)))
+
+    def activate(self) -> None:
+        """Receive the module-level observe_request() calls (while the service runs)."""
+        with _active_lock:
+            _active.add(self)
+
+    def deactivate(self) -> None:
+        with _active_lock:
+            _active.discard(self)
+
+    def serve(self, address: str) -> int:
+        """Start the HTTP endpoint on ``HOST:PORT`` (port 0 picks one); return the port.
+
+        Raises:
+            PreconditionError: the address cannot be bound.
+        """
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        try:
+            result = start_http_server(int(port), addr=host, registry=self.registry)
+        except OSError as exc:
+            raise PreconditionError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+        if isinstance(result, tuple):
+            self._server = result
+            bound = int(result[0].server_address[1])
+        else:  # old prometheus-client: no handle to stop it
+            bound = int(port)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    def close(self) -> None:
+        """Stop the HTTP endpoint, if any."""
+        self.deactivate()
+        if self._server is not None:
+            httpd, thread = self._server
+            self._server = None
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(5.0)
+
+    def sample(self, name: str, labels: Optional[Dict[str, str]] = None) -> Optional[float]:
+        """One sample's value (for tests and status output)."""
+        return self.registry.get_sample_value(name, labels or {})
+
+
+def observe_request(model: str, device: str, code: str, seconds: float) -> None:
+    """Record a finished request in every running service's metrics (the API layer calls this)."""
+    with _active_lock:
+        targets: List[Metrics] = list(_active)
+    for metrics in targets:
+        metrics.observe_request(model, device, code, seconds)

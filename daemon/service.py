@@ -1,0 +1,418 @@
+"""The service core under the gRPC layer: devices, models and inference behind one façade.
+
+``Service`` owns the DevicePool (workers start before any gRPC server exists), the
+Registry and the Scheduler. ``infer`` preprocesses in the main process (on a small
+thread pool, so the event loop stays responsive), runs the invocation on a device
+through the scheduler, and postprocesses. Nothing accepted is dropped: ``stop``
+refuses new requests, waits for accepted ones within the grace period, and only
+then stops the workers.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from edgetpud.hal.device import DeviceInfo
+from edgetpud.hal.executor import TensorSpec
+
+from .config import Config
+from .errors import ImageError, ModelError, NotFoundError, PreconditionError
+from .metrics import Metrics
+from .model.bundle import TASKS
+from .model.preprocess import frame_to_rgb
+from .model.session import _PREPROCESS_OPTIONS, DEFAULTS
+from .registry import ModelState, ModelVersion, Registry
+from .scheduler import USABLE_STATES, Scheduler
+
+log = logging.getLogger(__name__)
+
+CPU_THREADS = 2
+
+
+class InvalidRequestError(ImageError):
+    """A request option or field is invalid (an ImageError, so it maps to INVALID_ARGUMENT)."""
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    """One uncompressed camera frame: rows of ``stride`` bytes."""
+
+    data: bytes
+    width: int
+    height: int
+    stride: int
+    pixel_format: str = "RGB"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An encoded image or a raw frame, with an optional crop (x, y, w, h) applied first."""
+
+    data: Optional[bytes] = None
+    frame: Optional[RawFrame] = None
+    crop: Optional[Tuple[int, int, int, int]] = None
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """What to infer on: an image (classify/detect/embed) or named tensors (raw); options such as top_k."""
+
+    image: Optional[ImageInput] = None
+    tensors: Optional[Dict[str, np.ndarray]] = None
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """The answer, which version and device served it, and where the time went."""
+
+    model: str
+    version: int
+    device: str
+    timing: Dict[str, float]
+    payload: Any
+
+
+class Service:
+    """DevicePool + Registry + Scheduler, and the façade the API layer calls."""
+
+    def __init__(self, config: Config, pool: Any = None) -> None:
+        self.config = config
+        if pool is None:
+            from edgetpud.hal import DevicePool
+
+            pool = DevicePool(specs=list(config.devices), mock_latency_s=config.mock_latency_s)
+        self.pool = pool
+        self._cpu: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place)
+        self.registry = Registry(pool, self.scheduler, config.state_dir, self._blocking)
+        self.metrics = Metrics(devices=self._devices_quietly, queue_depths=self.scheduler.queue_depths)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._started = False
+        self._accepting = False
+        self._stopped = False
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._device_tasks: "set[asyncio.Task[Any]]" = set()
+
+    # ---- life cycle ----
+
+    async def start(self) -> None:
+        """Start the device workers, then load every bundle under ``models_dir``.
+
+        Raises:
+            PreconditionError: the metrics endpoint cannot be bound.
+        """
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._cpu = concurrent.futures.ThreadPoolExecutor(CPU_THREADS, thread_name_prefix="edgetpud-cpu")
+        started = time.monotonic()
+        await self._blocking(self.pool.start)
+        self.pool.on_change(self._on_device_change)
+        self.scheduler.set_devices(d.id for d in self.pool.devices() if d.state in USABLE_STATES)
+        log.info("devices up in %.2f s: %s", time.monotonic() - started,
+                 ", ".join(f"{d.id}={d.state}" for d in self.pool.devices()) or "none")
+        self._started = True
+        self._accepting = True
+        outcome = await self.registry.load_folder(self.config.models_dir)
+        failed = {n: p for n, p in outcome.items() if p}
+        log.info("serving %d model(s) from %s%s", len(self.registry.names()), self.config.models_dir,
+                 f"; {len(failed)} bundle(s) skipped" if failed else "")
+        self.metrics.activate()
+        if self.config.metrics_listen:
+            self.metrics.serve(self.config.metrics_listen)
+
+    async def stop(self, grace_s: Optional[float] = None) -> None:
+        """Refuse new requests, let accepted ones finish within ``grace_s``, then stop the workers."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._accepting = False
+        grace = self.config.grace_s if grace_s is None else grace_s
+        if self._active:
+            log.info("draining %d in-flight request(s) (up to %.1f s)", self._active, grace)
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except asyncio.TimeoutError:
+                log.warning("%d request(s) still running after the %.1f s grace period", self._active, grace)
+        self.scheduler.close()
+        for task in list(self._device_tasks):
+            task.cancel()
+        self.metrics.close()
+        if self._started:
+            await self._blocking(self.pool.stop)
+        if self._cpu is not None:
+            self._cpu.shutdown(wait=True)
+        log.info("service stopped")
+
+    async def reload(self, config: Config) -> Dict[str, Optional[str]]:
+        """Apply a new configuration (SIGHUP): rescan the models folder; some keys need a restart."""
+        needs_restart = [k for k in ("devices", "listen", "socket_mode", "socket_group", "tls_cert", "tls_key",
+                                     "tls_client_ca", "max_message_bytes", "max_concurrent_requests",
+                                     "metrics_listen", "mock_latency_s", "state_dir", "queue_depth")
+                         if getattr(config, k) != getattr(self.config, k)]
+        if needs_restart:
+            log.warning("configuration changes that take effect after a restart: %s", ", ".join(needs_restart))
+        self.config = self.config.replace(models_dir=config.models_dir, grace_s=config.grace_s,
+                                          log_level=config.log_level)
+        return await self.registry.load_folder(self.config.models_dir)
+
+    @property
+    def ready(self) -> bool:
+        """Accepting requests with at least one device in service."""
+        return self._accepting and any(d.state in USABLE_STATES for d in self._devices_quietly())
+
+    def healthy(self) -> bool:
+        """Whether the systemd watchdog should be fed: started, not stopping, pool answering."""
+        if not self._accepting:
+            return False
+        try:
+            self.pool.devices()
+        except Exception:
+            return False
+        return True
+
+    # ---- queries ----
+
+    def status(self) -> Dict[str, Any]:
+        devices = self._devices_quietly()
+        return {
+            "ready": self._accepting and any(d.state in USABLE_STATES for d in devices),
+            "devices": [d.to_dict() for d in devices],
+            "models": [m.to_dict() for m in self.registry.states()],
+            "in_flight": self._active,
+            "queue_depth": self.scheduler.queue_depths(),
+        }
+
+    def devices(self) -> List[DeviceInfo]:
+        return self._devices_quietly()
+
+    def models(self) -> List[ModelState]:
+        return self.registry.states()
+
+    def model_info(self, name: str) -> ModelState:
+        """Raises: NotFoundError: no such model."""
+        return self.registry.state(name)
+
+    def model_specs(self, name: str) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+        """Input and output tensor specs of the served version (KServe metadata).
+
+        Raises:
+            NotFoundError: no such model.
+        """
+        mv = self.registry.current(name)
+        return list(mv.bundle.inputs), list(mv.bundle.outputs)
+
+    @property
+    def mock_control(self) -> Any:
+        """Fault injection into the mock devices (None unless running on --device mock)."""
+        return getattr(self.pool, "mock_control", None)
+
+    # ---- model management ----
+
+    async def load_model(self, name: str, path: Union[str, Path, None] = None,
+                         data: Optional[bytes] = None) -> ModelState:
+        """Load (or replace, availability-preserving) a model from a path or uploaded bytes.
+
+        With neither, the bundle ``models_dir/name`` is (re)loaded.
+
+        Raises:
+            ModelError: bad name or bundle. NotFoundError: the path does not exist.
+            PreconditionError: the daemon is stopping.
+        """
+        self._check_accepting()
+        if path is None and data is None:
+            path = self.config.models_dir / name
+        if path is not None and not data:
+            path = Path(path)
+            if not path.exists():
+                raise NotFoundError(f"model path {path} does not exist")
+        return await self.registry.load(name, path=None if data else path, data=data or None)
+
+    async def unload_model(self, name: str) -> None:
+        """Raises: NotFoundError: no such model."""
+        await self.registry.unload(name)
+
+    # ---- inference ----
+
+    async def infer(self, model: str, task: Optional[str], request: InferenceRequest,
+                    deadline: Optional[float] = None, version: Union[int, str, None] = None) -> InferenceResult:
+        """Run one inference request end to end.
+
+        ``deadline`` is an absolute ``time.monotonic()``; ``task`` is classify, detect,
+        embed or raw (None: the model's own task).
+
+        Raises:
+            NotFoundError: unknown model or version. ImageError: bad image, frame, tensors or options.
+            ModelError: the task does not fit the model. DeadlineExceededError, ResourceExhaustedError,
+            DeviceUnavailableError, PreconditionError (stopping): from scheduling.
+        """
+        self._check_accepting()
+        self._enter()
+        try:
+            mv = self.registry.acquire(model, _version(model, version))
+            try:
+                return await self._infer(mv, task, request, deadline)
+            finally:
+                self.registry.release(mv)
+        finally:
+            self._leave()
+
+    async def _infer(self, mv: ModelVersion, task: Optional[str], request: InferenceRequest,
+                     deadline: Optional[float]) -> InferenceResult:
+        task = task or mv.bundle.task
+        if task not in TASKS:
+            raise InvalidRequestError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        if task not in (mv.bundle.task, "raw"):
+            raise ModelError(f"model {mv.name} serves {mv.bundle.task}, not {task} (raw tensors work for any model)")
+        pre, post = _split_options(task, request.options)
+        t0 = time.monotonic()
+        inputs, context = await self._on_cpu(_preprocess, mv, task, request, pre)
+        t1 = time.monotonic()
+        result = await self.scheduler.run(mv.key, inputs, deadline)
+        t2 = time.monotonic()
+        payload = await self._on_cpu(_postprocess, mv, task, result.outputs, context, post)
+        t3 = time.monotonic()
+        timing = {"queue_s": result.queue_s, "preprocess_s": t1 - t0, "invoke_s": result.invoke_s,
+                  "postprocess_s": t3 - t2, "total_s": t3 - t0}
+        return InferenceResult(model=mv.name, version=mv.version, device=result.device, timing=timing,
+                               payload=payload)
+
+    # ---- helpers ----
+
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise PreconditionError("the daemon is not serving (starting or shutting down)")
+
+    def _enter(self) -> None:
+        self._active += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
+
+    async def _on_cpu(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._cpu, functools.partial(fn, *args))
+
+    async def _blocking(self, fn: Any, *args: Any) -> Any:
+        """Run blocking setup work (file reads, pool calls) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._cpu, functools.partial(fn, *args))
+
+    async def _place(self, device: str, key: str) -> None:
+        await self.registry.place(device, key)
+
+    def _devices_quietly(self) -> List[DeviceInfo]:
+        try:
+            return list(self.pool.devices())
+        except Exception as exc:
+            log.warning("cannot read devices: %s", exc)
+            return []
+
+    def _on_device_change(self, info: DeviceInfo, event: str) -> None:
+        """Pool callback (on a HAL thread): hand over to the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._device_changed, info, event)
+        except RuntimeError:
+            pass
+
+    def _device_changed(self, info: DeviceInfo, event: str) -> None:
+        log.info("device %s %s (state %s)", info.id, event, info.state)
+        usable = {d.id for d in self._devices_quietly() if d.state in USABLE_STATES}
+        if event in ("lost", "failed"):
+            usable.discard(info.id)
+            self.scheduler.device_lost(info.id, permanent=(event == "lost"))
+        self.scheduler.set_devices(usable)
+        if event == "added" and info.id in usable and self._accepting:
+            task = asyncio.ensure_future(self.registry.place_all(info.id))
+            self._device_tasks.add(task)
+            task.add_done_callback(self._device_tasks.discard)
+
+
+def _version(model: str, version: Union[int, str, None]) -> Optional[int]:
+    if version in (None, "", 0):
+        return None
+    try:
+        return int(version)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise NotFoundError(f"model {model} has no version {version!r} (versions are numbers)") from None
+
+
+def _split_options(task: str, options: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Preprocess and postprocess options; unset ones (None, False, 0) meant for another task are ignored.
+
+    Raises:
+        InvalidRequestError: an option no task knows, or one set for a task that does not take it.
+    """
+    pre: Dict[str, Any] = {}
+    post: Dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if value is None:
+            continue
+        if key in _PREPROCESS_OPTIONS:
+            pre[key] = value
+        elif key in DEFAULTS[task]:
+            post[key] = value
+        elif any(key in opts for opts in DEFAULTS.values()):
+            if value:
+                raise InvalidRequestError(f"option {key!r} does not apply to task {task}")
+        else:
+            raise InvalidRequestError(f"unknown option {key!r}")
+    return pre, post
+
+
+def _image_of(request: InferenceRequest) -> Any:
+    image = request.image
+    if image is None:
+        raise InvalidRequestError("the request has no image")
+    if (image.data is None) == (image.frame is None):
+        raise InvalidRequestError("an image is either encoded bytes or a raw frame")
+    if image.frame is not None:
+        f = image.frame
+        return frame_to_rgb(f.data, f.width, f.height, f.stride or None, f.pixel_format or "RGB")
+    if not image.data:
+        raise ImageError("the image is empty")
+    return image.data
+
+
+def _preprocess(mv: ModelVersion, task: str, request: InferenceRequest, options: Dict[str, Any]) -> Any:
+    """Image or tensors -> input tensors (runs on the CPU pool)."""
+    try:
+        if task == "raw":
+            if request.tensors is None:
+                raise InvalidRequestError("task raw needs input tensors")
+            return mv.session.preprocess(request.tensors, "raw")
+        if request.image is not None and request.image.crop is not None:
+            options = {**options, "roi": tuple(int(v) for v in request.image.crop)}
+        return mv.session.preprocess(_image_of(request), task, **options)
+    except (ImageError, ModelError):
+        raise
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+
+
+def _postprocess(mv: ModelVersion, task: str, outputs: List[np.ndarray], context: Any, options: Dict[str, Any]) -> Any:
+    """Output tensors -> the task's answer (runs on the CPU pool)."""
+    try:
+        return mv.session.postprocess(task, outputs, context, **options)
+    except (ImageError, ModelError):
+        raise
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc)) from exc
