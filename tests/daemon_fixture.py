@@ -28,6 +28,8 @@ from edgetpud.hal.device import DeviceInfo
 from edgetpud.hal.executor import TensorSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Set to a command (e.g. "edgetpud") to test an installed daemon instead of ``python -m edgetpud.daemon.main``.
+DAEMON_COMMAND_ENV = "EDGETPUD_TEST_DAEMON"
 
 # ----------------------------------------------------------------- fake service
 
@@ -312,10 +314,10 @@ class RealDaemon:
             RuntimeError: the daemon exited or was not ready in time (with its log).
         """
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        command = os.environ.get(DAEMON_COMMAND_ENV, "").split() or [sys.executable, "-m", "edgetpud.daemon.main"]
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "edgetpud.daemon.main", "--config",
-                                             str(self.config)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            cwd=self.workdir)
+            self.process = subprocess.Popen([*command, "--config", str(self.config)], stdout=log,
+                                            stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.process.poll() is not None:

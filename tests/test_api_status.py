@@ -5,7 +5,7 @@ import grpc
 import pytest
 
 from edgetpud.daemon.api.status import RequestError, to_status
-from edgetpud.daemon.errors import ImageError, ModelError, NotFoundError, PreconditionError, ResourceExhaustedError
+from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError, ResourceExhaustedError
 from edgetpud.daemon.scheduler import DeadlineExceededError
 from edgetpud.hal import errors as hal
 
@@ -14,6 +14,7 @@ Code = grpc.StatusCode
 
 @pytest.mark.parametrize("error, code", [
     (RequestError("no image"), Code.INVALID_ARGUMENT),
+    (InvalidArgumentError("top_k must be >= 1"), Code.INVALID_ARGUMENT),
     (ImageError("frame of 10 bytes does not match stride 12 x height 2"), Code.INVALID_ARGUMENT),
     (hal.ModelRuntimeError("bad input"), Code.INVALID_ARGUMENT),
     (NotFoundError("model 'x' is not loaded"), Code.NOT_FOUND),

@@ -84,17 +84,25 @@ def tensor_array(tensor: pb.Tensor) -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
-def tensor_inputs(tensors: Sequence[pb.Tensor]) -> Dict[str, np.ndarray]:
-    """Named input arrays; an unnamed tensor is keyed by its position ("0", "1", ...).
+def tensor_inputs(tensors: Sequence[pb.Tensor], input_names: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+    """Named input arrays; an unnamed tensor takes the name of the model input at its position.
 
     Raises:
-        RequestError: see :func:`tensor_array`.
+        RequestError: see :func:`tensor_array`; or an unnamed tensor beyond the model's inputs.
     """
-    return {t.name or str(i): tensor_array(t) for i, t in enumerate(tensors)}
+    arrays: Dict[str, np.ndarray] = {}
+    for i, t in enumerate(tensors):
+        name = t.name
+        if not name:
+            if i >= len(input_names):
+                raise RequestError(f"unnamed input tensor #{i}: the model has {len(input_names)} input(s)")
+            name = input_names[i]
+        arrays[name] = tensor_array(t)
+    return arrays
 
 
 def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Tensor] = (),
-                      **options: Any) -> "core.InferenceRequest":
+                      input_names: Sequence[str] = (), **options: Any) -> "core.InferenceRequest":
     """An InferenceRequest; options equal to their proto default (0, False) are left out.
 
     Raises:
@@ -102,7 +110,7 @@ def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Ten
     """
     kept = {k: v for k, v in options.items() if v}
     if tensors:
-        return core.InferenceRequest(tensors=tensor_inputs(tensors), options=kept)
+        return core.InferenceRequest(tensors=tensor_inputs(tensors, input_names), options=kept)
     if image is None:
         raise RequestError("the request has no input: send an image or input tensors")
     return core.InferenceRequest(image=image_input(image), options=kept)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, List, Optional
 
 import grpc
 
@@ -10,7 +10,7 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import convert
-from .calls import call, deadline_of, observe
+from .calls import call, deadline_of, observe, resolve
 from .status import RequestError, to_status
 from .stream import FramePipeline
 
@@ -38,10 +38,18 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def _infer(self, context: grpc.aio.ServicerContext, model: str, version: str, task: str,
                      image: Optional[pb.Image], tensors=(), **options: Any) -> Any:
         async def run() -> Any:
-            request = convert.inference_request(image, tensors, **options)
+            names = await self._input_names(model, tensors)
+            request = convert.inference_request(image, tensors, names, **options)
             return await self._svc.infer(model, task, request, deadline=deadline_of(context),
                                          version=version or None)
         return await call(context, model, run)
+
+    async def _input_names(self, model: str, tensors: Any) -> List[str]:
+        """The model's input names, needed only when some tensor was sent without a name."""
+        if not any(not t.name for t in tensors):
+            return []
+        inputs, _ = await resolve(self._svc.model_specs(model))
+        return [spec.name for spec in inputs]
 
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
         result = await self._infer(context, request.model, request.version, "classify", request.image,
@@ -95,7 +103,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 deadline = stream_deadline if deadline is None else min(deadline, stream_deadline)
             try:
                 image = frame.image if frame.HasField("image") else None
-                request = convert.inference_request(image, frame.inputs, **options)
+                names = await self._input_names(config.model, frame.inputs)
+                request = convert.inference_request(image, frame.inputs, names, **options)
                 result = await self._svc.infer(config.model, task, request, deadline=deadline,
                                                version=config.version or None)
             except Exception as exc:  # noqa: BLE001 - a failed frame is answered, the stream goes on

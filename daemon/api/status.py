@@ -19,13 +19,13 @@ from edgetpud.hal import errors as hal_errors
 log = logging.getLogger(__name__)
 
 
-class RequestError(errors.EdgetpudError, ValueError):
+class RequestError(errors.InvalidArgumentError):
     """The request message itself is malformed (a field missing, an unknown enum, bad tensor bytes)."""
 
 
 # Most specific first: the first isinstance match wins.
 _CODES: Tuple[Tuple[Type[BaseException], grpc.StatusCode], ...] = (
-    (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ImageError, grpc.StatusCode.INVALID_ARGUMENT),
     (hal_errors.ModelRuntimeError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
