@@ -76,6 +76,7 @@ class Scheduler:
         self._queues: Dict[str, Deque[_Request]] = {}
         self._inflight: Dict[str, int] = {}
         self._usable: Set[str] = set()
+        self._restarting: Set[str] = set()
         self._holders: Dict[str, Set[str]] = {}
         self._loading: Dict[Tuple[str, str], "asyncio.Future[None]"] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -92,6 +93,7 @@ class Scheduler:
             self._queues.setdefault(device, deque())
             self._inflight.setdefault(device, 0)
         self._usable = usable
+        self._restarting -= usable
         for device in sorted(usable):
             self._dispatch(device)
 
@@ -105,6 +107,10 @@ class Scheduler:
         their futures and are retried elsewhere when possible.
         """
         self._usable.discard(device)
+        if permanent:
+            self._restarting.discard(device)
+        else:
+            self._restarting.add(device)
         queue = self._queues.get(device)
         if not queue:
             return
@@ -319,18 +325,30 @@ class Scheduler:
         if isinstance(exc, DeviceUnavailableError) and not self._closed:
             req.attempts += 1
             req.excluded.add(device)
-            if req.attempts < self._max_attempts and self._usable - req.excluded:
+            if req.attempts < self._max_attempts and (self._usable | self._restarting) - req.excluded:
                 log.warning("retrying a request for %s elsewhere: %s", req.model_key, exc)
                 self._spawn(self._requeue(req, original=exc))
                 return
         req.future.set_exception(exc)
 
     async def _requeue(self, req: _Request, original: Optional[BaseException] = None) -> None:
-        """Put an accepted request at the front of another device's queue (it is never dropped for space)."""
+        """Put an accepted request at the front of another device's queue (it is never dropped for space).
+
+        With no other usable device, a request that had not started waits for a restarting
+        device (even its own); one that was running (``original`` set) only for another one.
+        """
         if req.future.done():
             return
         try:
             self._check_deadline(req.deadline, time.monotonic())
+            if not (self._usable - req.excluded):
+                waiting = sorted(self._restarting - (req.excluded if original is not None else set()))
+                if waiting:
+                    holders = [d for d in waiting if d in self._holders.get(req.model_key, ())]
+                    device = (holders or waiting)[0]
+                    log.info("a request for %s waits for %s to restart", req.model_key, device)
+                    self._enqueue(req, device, front=True)
+                    return
             device = await self._choose(req.model_key, req.excluded, req.deadline)
         except (DeadlineExceededError, DeviceUnavailableError) as exc:
             if not req.future.done():

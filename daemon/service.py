@@ -24,7 +24,7 @@ from edgetpud.hal.device import DeviceInfo
 from edgetpud.hal.executor import TensorSpec
 
 from .config import Config
-from .errors import ImageError, ModelError, NotFoundError, PreconditionError
+from .errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError
 from .metrics import Metrics
 from .model.bundle import TASKS
 from .model.preprocess import frame_to_rgb
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 CPU_THREADS = 2
 
 
-class InvalidRequestError(ImageError):
-    """A request option or field is invalid (an ImageError, so it maps to INVALID_ARGUMENT)."""
+class InvalidRequestError(InvalidArgumentError):
+    """A request lacks what its task needs, or has an option that does not apply."""
 
 
 @dataclass(frozen=True)
@@ -402,7 +402,7 @@ def _preprocess(mv: ModelVersion, task: str, request: InferenceRequest, options:
         if request.image is not None and request.image.crop is not None:
             options = {**options, "roi": tuple(int(v) for v in request.image.crop)}
         return mv.session.preprocess(_image_of(request), task, **options)
-    except (ImageError, ModelError):
+    except (ImageError, ModelError, InvalidArgumentError):
         raise
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from exc
@@ -412,7 +412,7 @@ def _postprocess(mv: ModelVersion, task: str, outputs: List[np.ndarray], context
     """Output tensors -> the task's answer (runs on the CPU pool)."""
     try:
         return mv.session.postprocess(task, outputs, context, **options)
-    except (ImageError, ModelError):
+    except (ImageError, ModelError, InvalidArgumentError):
         raise
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from exc

@@ -1,0 +1,252 @@
+"""The Service façade on real Coral models and the HAL's mock devices (real worker processes)."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+
+from edgetpud.daemon.config import build_config
+from edgetpud.daemon.errors import InvalidArgumentError, ModelError, NotFoundError, PreconditionError
+from edgetpud.daemon.scheduler import DeadlineExceededError
+from edgetpud.daemon.service import ImageInput, InferenceRequest, RawFrame, Service
+
+SMALL = "mobilenet_v1_0.25_128_quant"
+LARGE = "mobilenet_v1_0.5_160_quant"
+
+
+def bundle(models: Path, test_data: Path, model: str, name: str | None = None) -> Path:
+    folder = models / (name or model)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
+    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
+    return folder
+
+
+@pytest.fixture
+def models_dir(tmp_path, test_data) -> Path:
+    models = tmp_path / "models"
+    bundle(models, test_data, SMALL)
+    bundle(models, test_data, LARGE)
+    (models / "broken").mkdir()
+    (models / "broken" / "model.tflite").write_bytes(b"not a model at all")
+    return models
+
+
+def make_service(tmp_path: Path, models: Path, devices: str = "mock:1", **extra) -> Service:
+    config = build_config({"devices": [devices], "models_dir": str(models), "state_dir": str(tmp_path / "state"),
+                           "grace_s": 5, **extra})
+    return Service(config)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def cat(test_data: Path) -> InferenceRequest:
+    return InferenceRequest(image=ImageInput(data=(test_data / "cat.bmp").read_bytes()))
+
+
+def top3(payload) -> dict:
+    return {c.id: c.score for c in payload[:3]}
+
+
+def test_classification_expectations_and_status(tmp_path, models_dir, test_data):
+    async def main():
+        svc = make_service(tmp_path, models_dir)
+        await svc.start()
+        try:
+            status = svc.status()
+            assert status["ready"] is True
+            states = {m["name"]: m for m in status["models"]}
+            assert states["broken"]["state"] == "failed" and states["broken"]["problems"]
+            assert states[SMALL]["state"] == "ready" and states[SMALL]["devices"] == ["mock:0"]
+            assert states[SMALL]["labels"] == 1001 and states[SMALL]["task"] == "classify"
+            assert states[SMALL]["compatibility"]["verdict"] == "full"
+            assert states[SMALL]["inputs"][0]["shape"] == [1, 128, 128, 3]
+
+            small = await svc.infer(SMALL, "classify", cat(test_data))
+            assert top3(small.payload).get(283, 0) >= 0.25
+            assert small.device == "mock:0" and small.version == 1 and small.model == SMALL
+            assert set(small.timing) >= {"queue_s", "preprocess_s", "invoke_s", "postprocess_s"}
+            large = await svc.infer(LARGE, None, cat(test_data))
+            assert top3(large.payload).get(286, 0) >= 0.51
+            assert large.payload[0].label == "Egyptian cat"
+
+            inputs, outputs = svc.model_specs(LARGE)
+            assert inputs[0].shape == (1, 160, 160, 3) and outputs[0].shape == (1, 1001)
+            with pytest.raises(NotFoundError, match="broken"):
+                await svc.infer("broken", "classify", cat(test_data))
+            with pytest.raises(NotFoundError):
+                await svc.infer("nope", "classify", cat(test_data))
+        finally:
+            await svc.stop()
+    run(main())
+
+
+def test_frames_crops_raw_tensors_and_bad_requests(tmp_path, models_dir, test_data):
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(test_data / "cat.bmp").convert("RGB"))
+    h, w = rgb.shape[:2]
+    bgr_padded = np.zeros((h, w * 3 + 8), np.uint8)
+    bgr_padded[:, : w * 3] = rgb[:, :, ::-1].reshape(h, w * 3)
+
+    async def main():
+        svc = make_service(tmp_path, models_dir)
+        await svc.start()
+        try:
+            frame = RawFrame(bgr_padded.tobytes(), w, h, w * 3 + 8, "BGR")
+            result = await svc.infer(LARGE, "classify", InferenceRequest(image=ImageInput(frame=frame),
+                                                                           options={"top_k": 1}))
+            assert [c.id for c in result.payload] == [286]
+            cropped = await svc.infer(LARGE, "classify", InferenceRequest(
+                image=ImageInput(data=(test_data / "cat.bmp").read_bytes(), crop=(0, 0, w, h))))
+            assert cropped.payload[0].id == 286
+
+            zeros = {"input": np.zeros((1, 128, 128, 3), np.uint8)}
+            name = svc.model_specs(SMALL)[0][0].name
+            raw = await svc.infer(SMALL, "raw", InferenceRequest(tensors={name: zeros["input"]}))
+            (out,) = raw.payload.values()
+            assert out.shape == (1, 1001)
+
+            bad = [
+                (InferenceRequest(image=ImageInput(data=b"not an image")), Exception),
+                (InferenceRequest(image=ImageInput(frame=RawFrame(b"\0" * 10, w, h, w * 3))), Exception),
+                (InferenceRequest(tensors={name: np.zeros((1, 2), np.uint8)}), Exception),
+                (InferenceRequest(image=ImageInput(data=b"x"), options={"bogus": 1}), InvalidArgumentError),
+            ]
+            for request, error in bad:
+                task = "raw" if request.tensors is not None else "classify"
+                with pytest.raises(error) as info:
+                    await svc.infer(SMALL, task, request)
+                assert isinstance(info.value, (InvalidArgumentError, ValueError)), info.value
+            with pytest.raises(ModelError, match="serves classify"):
+                await svc.infer(SMALL, "detect", cat(test_data))
+            with pytest.raises(DeadlineExceededError):
+                await svc.infer(SMALL, "classify", cat(test_data), deadline=time.monotonic() - 0.01)
+            ok = await svc.infer(SMALL, "classify", cat(test_data))  # still serving after the errors
+            assert ok.payload
+        finally:
+            await svc.stop()
+    run(main())
+
+
+def test_replace_under_continuous_load_fails_nothing(tmp_path, models_dir, test_data):
+    """Two replacements while 4 clients keep classifying: zero failures, each request on one version."""
+    async def main():
+        svc = make_service(tmp_path, models_dir, devices="mock:2")
+        await svc.start()
+        request = cat(test_data)
+        versions: List[int] = []
+        failures: List[BaseException] = []
+        stop = asyncio.Event()
+
+        async def client() -> None:
+            while not stop.is_set():
+                try:
+                    result = await svc.infer("cls", "classify", request)
+                    versions.append(result.version)
+                except Exception as exc:  # noqa: BLE001 - counted, asserted zero
+                    failures.append(exc)
+
+        try:
+            await svc.load_model("cls", path=models_dir / SMALL)
+            clients = [asyncio.ensure_future(client()) for _ in range(4)]
+            await asyncio.sleep(0.2)
+            state = await svc.load_model("cls", path=models_dir / LARGE)
+            assert state.version == 2 and sorted(state.devices) == ["mock:0", "mock:1"]
+            await asyncio.sleep(0.2)
+            state = await svc.load_model("cls", path=models_dir / SMALL)
+            assert state.version == 3
+            await asyncio.sleep(0.2)
+            stop.set()
+            await asyncio.gather(*clients)
+            assert failures == []
+            assert {1, 2, 3} <= set(versions)
+            assert versions.index(3) > versions.index(2)
+            for _ in range(100):  # old versions are released once their last request ends
+                if svc.model_info("cls").versions == [3]:
+                    break
+                await asyncio.sleep(0.02)
+            assert svc.model_info("cls").versions == [3]
+            devices = {d.id: d.models for d in svc.devices()}
+            assert all("cls@1" not in m and "cls@2" not in m and "cls@3" in m for m in devices.values())
+        finally:
+            stop.set()
+            await svc.stop()
+    run(main())
+
+
+def test_upload_unload_and_explicit_version(tmp_path, models_dir, test_data):
+    async def main():
+        svc = make_service(tmp_path, tmp_path / "empty-models")
+        await svc.start()
+        try:
+            assert svc.models() == []
+            data = (test_data / f"{SMALL}.tflite").read_bytes()
+            state = await svc.load_model("uploaded", data=data)
+            assert state.version == 1 and state.state == "ready"
+            assert list((tmp_path / "state" / "uploads" / "uploaded").rglob("*.tflite"))
+            result = await svc.infer("uploaded", "classify", cat(test_data), version="1")
+            assert result.version == 1
+            with pytest.raises(NotFoundError):
+                await svc.infer("uploaded", "classify", cat(test_data), version=7)
+            with pytest.raises(ModelError):
+                await svc.load_model("bad name!", data=data)
+            with pytest.raises(ModelError):
+                await svc.load_model("junk", data=b"0123456789abcdef")
+            await svc.unload_model("uploaded")
+            with pytest.raises(NotFoundError):
+                await svc.infer("uploaded", "classify", cat(test_data))
+            with pytest.raises(NotFoundError):
+                await svc.unload_model("uploaded")
+            state = await svc.load_model("uploaded", data=data)
+            assert state.version == 2  # versions never repeat for a name
+        finally:
+            await svc.stop()
+    run(main())
+
+
+def test_stop_drains_accepted_requests_and_refuses_new(tmp_path, models_dir, test_data):
+    async def main():
+        svc = make_service(tmp_path, models_dir, mock_latency_s=0.02)
+        await svc.start()
+        request = cat(test_data)
+        accepted = [asyncio.ensure_future(svc.infer(SMALL, "classify", request)) for _ in range(8)]
+        await asyncio.sleep(0)
+        await svc.stop(grace_s=20)
+        results = await asyncio.gather(*accepted, return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        with pytest.raises(PreconditionError):
+            await svc.infer(SMALL, "classify", request)
+    run(main())
+
+
+def test_worker_death_is_retried_on_the_other_device(tmp_path, models_dir, test_data):
+    async def main():
+        svc = make_service(tmp_path, models_dir, devices="mock:2")
+        await svc.start()
+        try:
+            control = svc.mock_control
+            assert control is not None
+            control.inject("mock:0", "abort")
+            request = cat(test_data)
+            results = await asyncio.gather(*(svc.infer(SMALL, "classify", request) for _ in range(8)),
+                                           return_exceptions=True)
+            # requests held by the dying worker are retried on mock:1, queued ones moved there
+            assert [r for r in results if isinstance(r, BaseException)] == []
+            for _ in range(200):
+                if all(d.state == "ready" for d in svc.devices()):
+                    break
+                await asyncio.sleep(0.05)
+            assert {d.id: d.restarts for d in svc.devices()} == {"mock:0": 1, "mock:1": 0}
+            after = await svc.infer(SMALL, "classify", request)
+            assert top3(after.payload).get(283, 0) >= 0.25
+        finally:
+            await svc.stop()
+    run(main())
