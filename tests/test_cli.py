@@ -1,0 +1,119 @@
+"""edgetpuctl against the real daemon: the --json contract, exit codes, errors on stderr, tables."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from daemon_fixture import RealDaemon, ctl
+from edgetpud.daemon.cli.main import main
+
+SMALL = "mobilenet_v1_0.25_128_quant"
+LARGE = "mobilenet_v1_0.5_160_quant"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, test_data):
+    d = RealDaemon(tmp_path_factory.mktemp("cli"), test_data, bundles=[SMALL, LARGE]).start()
+    yield d
+    d.stop()
+
+
+def run(daemon, *args):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--address", daemon.address, *args], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_json(daemon, *args):
+    code, out, err = run(daemon, "--json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_status_json_and_exit_code_as_a_separate_process(daemon):
+    result = ctl("--json", "status", address=daemon.address)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["ready"] is True
+    assert [d["id"] for d in document["devices"]] == ["mock:0"]
+    assert {m["name"] for m in document["models"]} == {SMALL, LARGE}
+
+
+def test_status_of_an_absent_daemon_fails_on_stderr(tmp_path):
+    result = ctl("--json", "--timeout", "3", "status", address=f"unix:{tmp_path / 'none.sock'}")
+    assert result.returncode != 0 and result.stdout == ""
+    assert "cannot reach edgetpud" in result.stderr
+
+
+def test_devices_json_keys(daemon):
+    device = run_json(daemon, "devices")["devices"][0]
+    assert {"id", "kind", "state", "temperature_c"} <= set(device)
+    assert (device["id"], device["kind"], device["state"]) == ("mock:0", "mock", "ready")
+
+
+@pytest.mark.parametrize("model, expected, min_score", [(SMALL, 283, 0.25), (LARGE, 286, 0.51)])
+def test_classify_json_contract(daemon, test_data, model, expected, min_score):
+    image = str(test_data / "cat.bmp")
+    document = run_json(daemon, "classify", "-m", model, "-k", "3", image)
+    [result] = document["results"]
+    assert result["image"] == image and result["model"] == model and result["device"] == "mock:0"
+    assert all(set(c) == {"id", "label", "score"} for c in result["classes"])
+    assert any(c["id"] == expected and c["score"] >= min_score for c in result["classes"])
+
+
+def test_classify_several_images_with_json_after_the_command(daemon, test_data):
+    images = [str(test_data / "cat.bmp"), str(test_data / "bird.bmp")]
+    code, out, err = run(daemon, "classify", "--model", SMALL, *images, "--json")
+    assert code == 0, err
+    assert [r["image"] for r in json.loads(out)["results"]] == images
+
+
+def test_classify_human_table(daemon, test_data):
+    code, out, _ = run(daemon, "classify", "-m", SMALL, "-k", "2", str(test_data / "cat.bmp"))
+    assert code == 0
+    header = out.splitlines()[1].split()
+    assert header == ["ID", "LABEL", "SCORE"] and len(out.splitlines()) == 4
+
+
+def test_models_list_info_load_unload(daemon):
+    assert {m["name"] for m in run_json(daemon, "models", "list")["models"]} == {SMALL, LARGE}
+    info = run_json(daemon, "models", "info", SMALL)
+    assert info["name"] == SMALL and info["state"] == "ready" and info["report"]["verdict"]
+    assert info["inputs"][0]["shape"] == [1, 128, 128, 3]
+    loaded = run_json(daemon, "models", "load", "again", str(daemon.models_dir / SMALL))
+    assert loaded["name"] == "again" and loaded["state"] == "ready"
+    assert run_json(daemon, "models", "unload", "again") == {"unloaded": "again"}
+    code, out, err = run(daemon, "--json", "models", "info", "again")
+    assert code == 1 and out == "" and "NOT_FOUND" in err
+
+
+def test_errors_go_to_stderr_with_nonzero_exit(daemon, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    code, out, err = run(daemon, "--json", "classify", "-m", SMALL, str(bad))
+    assert code == 1 and out == "" and "INVALID_ARGUMENT" in err
+    code, out, err = run(daemon, "classify", "-m", SMALL, str(tmp_path / "missing.jpg"))
+    assert code == 1 and "missing.jpg" in err
+
+
+def test_classify_without_model_picks_the_only_candidate_or_asks(daemon, test_data):
+    code, _, err = run(daemon, "classify", str(test_data / "cat.bmp"))
+    assert code == 1 and "--model" in err  # two classifiers are loaded
+
+
+def test_mock_commands(daemon):
+    document = run_json(daemon, "mock", "temperature", "mock:0", "50")
+    assert document["devices"][0]["id"] == "mock:0"
+    run_json(daemon, "mock", "latency", "mock:0", "-1")
+    code, _, err = run(daemon, "mock", "unplug", "mock:7")
+    assert code == 1 and "NOT_FOUND" in err
+
+
+def test_check_runs_without_a_daemon(test_data):
+    out, err = io.StringIO(), io.StringIO()
+    import contextlib
+    with contextlib.redirect_stdout(out):
+        code = main(["--json", "check", str(test_data / f"{SMALL}_edgetpu.tflite")], stdout=out, stderr=err)
+    assert code == 0 and json.loads(out.getvalue())["verdict"] == "full"

@@ -1,0 +1,103 @@
+"""edgetpud.daemon.client against the real daemon: inputs it accepts, values it returns, errors it raises."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemon_fixture import RealDaemon
+from edgetpud.daemon.client import (ClassifyResult, Client, ClientError, EmbedResult, Frame, default_address,
+                                    normalize_address)
+from edgetpud.daemon.model import load_model
+
+SMALL = "mobilenet_v1_0.25_128_quant"
+EMBED = "embedding_extractor"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, test_data):
+    d = RealDaemon(tmp_path_factory.mktemp("client"), test_data, bundles=[SMALL, EMBED]).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def client(daemon):
+    with Client(daemon.address, timeout=60) as c:
+        yield c
+
+
+def test_addresses(monkeypatch):
+    monkeypatch.delenv("EDGETPUD_ADDRESS", raising=False)
+    assert default_address() == "unix:/run/edgetpud/edgetpud.sock"
+    monkeypatch.setenv("EDGETPUD_ADDRESS", "unix:/tmp/other.sock")
+    assert default_address() == "unix:/tmp/other.sock"
+    assert normalize_address("/run/x.sock") == "unix:/run/x.sock"
+    assert normalize_address("localhost:50051") == "localhost:50051"
+
+
+def test_image_inputs_path_bytes_array_and_frame_agree(client, test_data):
+    path = test_data / "cat.bmp"
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    answers = [client.classify(SMALL, value, top_k=3) for value in
+               (path, str(path), path.read_bytes(), rgb,
+                Frame(np.ascontiguousarray(rgb[..., ::-1]).tobytes(), rgb.shape[1], rgb.shape[0], pixel_format="BGR"))]
+    assert all(isinstance(a, ClassifyResult) for a in answers)
+    assert len({tuple(c.id for c in a.classes) for a in answers}) == 1
+
+
+def test_results_match_the_in_process_library(client, test_data):
+    local = load_model(str(test_data / f"{SMALL}.tflite"), labels=str(test_data / "imagenet_labels.txt"))
+    try:
+        expected = local.classify(str(test_data / "cat.bmp"), top_k=3)
+    finally:
+        local.close()
+    remote = client.classify(SMALL, test_data / "cat.bmp", top_k=3).classes
+    assert [(c.id, c.label) for c in remote] == [(c.id, c.label) for c in expected]
+    assert [c.score for c in remote] == pytest.approx([c.score for c in expected])
+
+
+def test_crop_changes_what_the_model_sees(client, test_data):
+    whole = client.classify(SMALL, test_data / "cat.bmp", top_k=1).classes
+    corner = client.classify(SMALL, test_data / "cat.bmp", top_k=1, crop=(0, 0, 40, 40)).classes
+    assert whole[0].id != corner[0].id or whole[0].score != corner[0].score
+
+
+def test_embed_returns_the_vector(client, test_data):
+    result = client.embed(EMBED, test_data / "cat.bmp")
+    assert isinstance(result, EmbedResult) and result.embedding.size == 1024
+    normalized = client.embed(EMBED, test_data / "cat.bmp", normalize=True).embedding
+    assert np.linalg.norm(normalized.ravel()) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_invoke_by_name_and_by_position(client):
+    info = client.model_info(SMALL)
+    data = np.full(info.inputs[0].shape, 128, np.uint8)
+    by_name = client.invoke(SMALL, {info.inputs[0].name: data}).outputs
+    by_position = client.invoke(SMALL, [data]).outputs
+    assert by_name.keys() == by_position.keys()
+    for name in by_name:
+        np.testing.assert_array_equal(by_name[name], by_position[name])
+
+
+def test_errors_carry_code_and_message(client):
+    with pytest.raises(ClientError) as info:
+        client.classify("nope", b"x")
+    assert info.value.code_name == "NOT_FOUND" and "nope" in info.value.message
+    with pytest.raises(ValueError, match="uint8"):
+        client.classify(SMALL, np.zeros((4, 4, 3), np.float32))
+
+
+def test_wait_ready_and_unreachable_daemon(client, tmp_path):
+    assert client.wait_ready(timeout=30).ready
+    with Client(f"unix:{tmp_path / 'absent.sock'}", timeout=2) as absent:
+        with pytest.raises(ClientError) as info:
+            absent.status()
+        assert info.value.code_name == "UNAVAILABLE"
+
+
+def test_stream_of_arrays(client, test_data):
+    rgb = np.asarray(Image.open(test_data / "cat.bmp").convert("RGB"))
+    results = list(client.stream(SMALL, [rgb] * 3, top_k=1))
+    assert [r.frame_id for r in results] == [1, 2, 3] and all(r.ok for r in results)
+    assert len({r.result.classes[0].id for r in results}) == 1
