@@ -1,0 +1,191 @@
+"""``edgetpud``: the daemon's entry point and process life.
+
+Order matters: the device workers are spawned (Service.start) before the gRPC
+server exists, so no gRPC thread is ever forked. READY=1 goes to systemd only
+once devices, models and listeners are up. SIGTERM drains accepted requests
+within ``grace_s`` before the workers stop; SIGHUP re-reads the configuration
+and rescans the models folder.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .config import LOG_LEVELS, Config, ConfigError, load_config
+from .errors import EdgetpudError
+from .notify import Notifier
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class OneLineFormatter(logging.Formatter):
+    """One line per event (tracebacks folded), with a syslog priority prefix under journald."""
+
+    def __init__(self, journald: bool) -> None:
+        fmt = "%(levelname)s %(name)s: %(message)s" if journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        super().__init__(fmt)
+        self._journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", " | ")
+        if self._journald:
+            level = max((lvl for lvl in _SYSLOG_PRIORITY if lvl <= record.levelno), default=logging.DEBUG)
+            return f"<{_SYSLOG_PRIORITY[level]}>{text}"
+        return text
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr (journald keeps it under systemd)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(journald=bool(os.environ.get("JOURNAL_STREAM"))))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="edgetpud", description="Serve Coral Edge TPUs over gRPC.",
+        epilog="Options override the configuration file (default /etc/edgetpud/edgetpud.toml).")
+    parser.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
+    parser.add_argument("--device", action="append", metavar="SPEC",
+                        help="auto, mock[:N], cpu, usb[:N] or pci[:N]; repeatable")
+    parser.add_argument("--models", metavar="DIR", type=Path, help="folder of model bundles")
+    parser.add_argument("--state-dir", metavar="DIR", type=Path, help="uploads, retrained heads and samples")
+    parser.add_argument("--listen", action="append", metavar="ADDR", help="unix:PATH or HOST:PORT; repeatable")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower)
+    parser.add_argument("--mock-latency-ms", type=float, metavar="MS", help="simulated invoke time of mock devices")
+    return parser.parse_args(argv)
+
+
+def overrides_from(args: argparse.Namespace) -> Dict[str, Any]:
+    """Command-line options as config keys (None: not given, the file decides)."""
+    return {
+        "devices": args.device, "models_dir": args.models, "state_dir": args.state_dir, "listen": args.listen,
+        "metrics_listen": args.metrics_listen, "log_level": args.log_level,
+        "mock_latency_s": None if args.mock_latency_ms is None else args.mock_latency_ms / 1000.0,
+    }
+
+
+def _build_server(service: Any, config: Config) -> Any:
+    """The gRPC server (daemon/api/server.py), or None when the API layer is not installed."""
+    try:
+        from edgetpud.daemon.api.server import build_server
+    except ImportError as exc:
+        log.warning("gRPC API not available (%s): running the service without listeners", exc)
+        return None
+    return build_server(service, config)
+
+
+def _status_line(service: Any) -> str:
+    status = service.status()
+    devices = [d for d in status["devices"] if d["state"] in ("ready", "busy", "throttled")]
+    models = [m for m in status["models"] if m["state"] == "ready"]
+    failed = [m["name"] for m in status["models"] if m["state"] == "failed"]
+    text = f"serving {len(models)} model(s) on {len(devices)}/{len(status['devices'])} device(s)"
+    return text + (f"; failed: {', '.join(failed)}" if failed else "")
+
+
+class Daemon:
+    """The asyncio life of one daemon process."""
+
+    def __init__(self, config: Config, config_path: Optional[Path], overrides: Dict[str, Any]) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._overrides = overrides
+        self._notifier = Notifier()
+        self._stop = asyncio.Event()
+        self._hup = asyncio.Event()
+
+    async def run(self) -> int:
+        from .service import Service
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._hup.set)
+        self._notifier.status("starting devices")
+        service = Service(self.config)
+        server = None
+        try:
+            await service.start()
+            server = _build_server(service, self.config)
+            if server is not None:
+                await server.start()
+        except (EdgetpudError, OSError) as exc:
+            log.critical("cannot start: %s", exc)
+            self._notifier.stopping(f"failed: {exc}")
+            await service.stop(0)
+            return EXIT_FAILURE
+        listening = ", ".join(self.config.listen) if server is not None else "no listener"
+        log.info("ready: %s; %s", listening, _status_line(service))
+        self._notifier.ready(_status_line(service))
+        watchdog = asyncio.ensure_future(self._notifier.watchdog_loop(service.healthy))
+        try:
+            while not self._stop.is_set():
+                hup = asyncio.ensure_future(self._hup.wait())
+                stop = asyncio.ensure_future(self._stop.wait())
+                await asyncio.wait({hup, stop}, return_when=asyncio.FIRST_COMPLETED)
+                hup.cancel()
+                stop.cancel()
+                if self._hup.is_set() and not self._stop.is_set():
+                    self._hup.clear()
+                    await self._reload(service)
+        finally:
+            watchdog.cancel()
+        grace = self.config.grace_s
+        log.info("stopping: draining requests for up to %.1f s", grace)
+        self._notifier.stopping("draining requests")
+        if server is not None:
+            await server.stop(grace)  # stops accepting at once, waits for running RPCs up to grace
+        await service.stop(grace)
+        log.info("stopped")
+        return EXIT_OK
+
+    async def _reload(self, service: Any) -> None:
+        self._notifier.reloading()
+        log.info("SIGHUP: reloading the configuration and rescanning the models folder")
+        try:
+            config = load_config(self._config_path, self._overrides)
+            logging.getLogger().setLevel(config.log_level.upper())
+            outcome = await service.reload(config)
+            self.config = service.config
+            changed = ", ".join(f"{name}" + (f" ({problem})" if problem else "") for name, problem in outcome.items())
+            log.info("reload done%s", f": {changed}" if changed else ": nothing changed")
+        except (ConfigError, EdgetpudError) as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+        self._notifier.send("READY=1", f"STATUS={_status_line(service)}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console script ``edgetpud``; returns the exit code."""
+    args = parse_args(argv)
+    overrides = overrides_from(args)
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"edgetpud: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(config.log_level)
+    log.info("edgetpud starting (pid %d): devices %s, models %s", os.getpid(), ",".join(config.devices),
+             config.models_dir)
+    try:
+        return asyncio.run(Daemon(config, args.config, overrides).run())
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The real ``edgetpud`` process: READY=1 through a fake NOTIFY_SOCKET, SIGTERM under load, SIGHUP, one socket owner."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import pytest
+
+SMALL = "mobilenet_v1_0.25_128_quant"
+LARGE = "mobilenet_v1_0.5_160_quant"
+START_TIMEOUT_S = 90.0
+
+
+def add_bundle(models: Path, test_data: Path, model: str, name: str) -> None:
+    folder = models / name
+    folder.mkdir(parents=True)
+    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
+    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
+
+
+class NotifyListener:
+    """A fake systemd: a datagram socket that collects sd_notify messages."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: List[str] = []
+
+    def wait_for(self, line: str, timeout: float, proc: Optional[subprocess.Popen] = None) -> List[str]:
+        """Messages up to the first containing ``line``; fails on timeout or when the daemon exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(0.2)
+            try:
+                message = self.sock.recv(65536).decode()
+            except socket.timeout:
+                if proc is not None and proc.poll() is not None:
+                    pytest.fail(f"edgetpud exited with {proc.returncode} before {line}: {read_log(proc)}")
+                continue
+            self.messages.append(message)
+            if line in message.split("\n"):
+                return list(self.messages)
+        pytest.fail(f"no {line} within {timeout} s; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def read_log(proc: subprocess.Popen) -> str:
+    path = getattr(proc, "log_path", None)
+    return Path(path).read_text()[-3000:] if path else ""
+
+
+@pytest.fixture
+def daemon_env(tmp_path, test_data):
+    models = tmp_path / "models"
+    models.mkdir()
+    add_bundle(models, test_data, SMALL, "small")
+    notify = NotifyListener(tmp_path / "notify.sock")
+    procs: List[subprocess.Popen] = []
+
+    def start(*extra: str, listen: Optional[str] = None, name: str = "daemon") -> subprocess.Popen:
+        env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), PYTHONUNBUFFERED="1")
+        env.pop("JOURNAL_STREAM", None)
+        log_path = tmp_path / f"{name}.log"
+        args = [sys.executable, "-m", "edgetpud.daemon.main", "--config", str(tmp_path / "edgetpud.toml"),
+                "--device", "mock:1", "--models", str(models), "--state-dir", str(tmp_path / "state"),
+                "--listen", listen or f"unix:{tmp_path / 'edgetpud.sock'}", *extra]
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    (tmp_path / "edgetpud.toml").write_text("grace_s = 20\nlog_level = \"info\"\n")
+    yield start, notify, models, f"unix:{tmp_path / 'edgetpud.sock'}"
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    notify.close()
+
+
+def classify_loop(address: str, image: bytes, stop: threading.Event,
+                  outcomes: List[Tuple[str, Optional[str]]]) -> None:
+    from edgetpud.daemon.client import Client, ClientError
+
+    with Client(address, timeout=30) as client:
+        while not stop.is_set():
+            try:
+                result = client.classify("small", image)
+                outcomes.append(("ok", str(result.classes[0].id)))
+            except ClientError as exc:
+                outcomes.append((exc.code.name, exc.message))
+                if exc.code.name == "UNAVAILABLE":
+                    return
+
+
+def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, test_data):
+    pytest.importorskip("edgetpud.daemon.client")
+    start, notify, _, address = daemon_env
+    proc = start("--mock-latency-ms", "20")
+    messages = notify.wait_for("READY=1", START_TIMEOUT_S, proc)
+    assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in messages)
+    image = (test_data / "cat.bmp").read_bytes()
+    stop = threading.Event()
+    outcomes: List[Tuple[str, Optional[str]]] = []
+    clients = [threading.Thread(target=classify_loop, args=(address, image, stop, outcomes)) for _ in range(4)]
+    for t in clients:
+        t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum(1 for o in outcomes if o[0] == "ok") < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ok_before = sum(1 for o in outcomes if o[0] == "ok")
+        proc.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING=1", 10, None)
+        assert proc.wait(30) == 0, read_log(proc)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(30)
+    assert ok_before >= 20
+    # An accepted request either succeeded or, after SIGTERM, was refused at the door (UNAVAILABLE):
+    # nothing failed half-way (CANCELLED, INTERNAL, ABORTED...) and every answer was right.
+    bad = [o for o in outcomes if o[0] not in ("ok", "UNAVAILABLE")]
+    assert bad == [], bad
+    assert {o[1] for o in outcomes if o[0] == "ok"} == {"283"}
+    log = read_log(proc)
+    assert "draining" in log and "stopped" in log
+
+
+def test_sighup_rescans_the_models_folder(daemon_env, test_data):
+    pytest.importorskip("edgetpud.daemon.client")
+    from edgetpud.daemon.client import Client
+
+    start, notify, models, address = daemon_env
+    proc = start()
+    notify.wait_for("READY=1", START_TIMEOUT_S, proc)
+    notify.messages.clear()
+    add_bundle(models, test_data, LARGE, "large")
+    shutil.rmtree(models / "small")
+    proc.send_signal(signal.SIGHUP)
+    notify.wait_for("RELOADING=1", 30, proc)
+    notify.wait_for("READY=1", 60, proc)
+    with Client(address, timeout=30) as client:
+        names = {m.name for m in client.models()}
+        assert names == {"large"}
+        top = client.classify("large", (test_data / "cat.bmp").read_bytes()).classes[0]
+        assert top.id == 286
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_second_daemon_on_the_same_socket_fails_loudly(daemon_env):
+    start, notify, _, address = daemon_env
+    first = start()
+    notify.wait_for("READY=1", START_TIMEOUT_S, first)
+    second = start(name="second")
+    assert second.wait(START_TIMEOUT_S) != 0
+    assert "another" in read_log(second)
+    assert first.poll() is None  # the first one still serves
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+
+
+def test_bad_configuration_exits_with_the_key_named(tmp_path):
+    config = tmp_path / "edgetpud.toml"
+    config.write_text("queue_dept = 3\n")
+    result = subprocess.run([sys.executable, "-m", "edgetpud.daemon.main", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "queue_dept" in result.stderr
+    missing = subprocess.run([sys.executable, "-m", "edgetpud.daemon.main", "--config", str(tmp_path / "no.toml")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
