@@ -1,0 +1,81 @@
+"""Prometheus metrics: per-service registries, request counters, device gauges read at scrape time."""
+from __future__ import annotations
+
+import urllib.request
+from types import SimpleNamespace
+
+import prometheus_client
+
+from edgetpud.daemon import metrics as metrics_mod
+from edgetpud.daemon.metrics import Metrics
+
+
+def device(id_: str, state: str = "ready", temperature: float | None = 50.0, throttle: int | None = 0,
+           restarts: int = 0):
+    return SimpleNamespace(id=id_, state=state, temperature_c=temperature, throttle_level=throttle,
+                           restarts=restarts, inflight=1)
+
+
+def test_requests_are_counted_per_model_device_and_code():
+    m = Metrics()
+    m.observe_request("cls", "mock:0", "OK", 0.004)
+    m.observe_request("cls", "mock:0", "OK", 0.02)
+    m.observe_request("cls", "", "NOT_FOUND", 0.001)
+    ok = {"model": "cls", "device": "mock:0", "code": "OK"}
+    assert m.sample("edgetpud_requests_total", ok) == 2
+    assert m.sample("edgetpud_request_seconds_count", ok) == 2
+    assert m.sample("edgetpud_request_seconds_bucket", {**ok, "le": "0.005"}) == 1
+    assert m.sample("edgetpud_requests_total", {"model": "cls", "device": "", "code": "NOT_FOUND"}) == 1
+
+
+def test_device_gauges_are_read_when_scraped():
+    devices = [device("mock:0"), device("mock:1", state="failed", temperature=None, throttle=None, restarts=2)]
+    depths = {"mock:0": 3}
+    m = Metrics(devices=lambda: devices, queue_depths=lambda: depths)
+    assert m.sample("edgetpud_queue_depth", {"device": "mock:0"}) == 3
+    assert m.sample("edgetpud_device_temperature_celsius", {"device": "mock:0"}) == 50.0
+    assert m.sample("edgetpud_device_temperature_celsius", {"device": "mock:1"}) is None
+    assert m.sample("edgetpud_device_state", {"device": "mock:1", "state": "failed"}) == 1
+    assert m.sample("edgetpud_device_state", {"device": "mock:1", "state": "ready"}) == 0
+    assert m.sample("edgetpud_worker_restarts_total", {"device": "mock:1"}) == 2
+    devices[0].temperature_c = 91.0
+    devices[0].throttle_level = 2
+    depths["mock:0"] = 0
+    assert m.sample("edgetpud_device_temperature_celsius", {"device": "mock:0"}) == 91.0
+    assert m.sample("edgetpud_device_throttle_level", {"device": "mock:0"}) == 2
+    assert m.sample("edgetpud_queue_depth", {"device": "mock:0"}) == 0
+
+
+def test_a_failing_scrape_source_does_not_break_the_scrape():
+    def broken():
+        raise RuntimeError("pool gone")
+    m = Metrics(devices=broken)
+    m.observe_request("a", "b", "OK", 0.1)
+    assert m.sample("edgetpud_requests_total", {"model": "a", "device": "b", "code": "OK"}) == 1
+
+
+def test_module_function_reaches_active_services_only_and_default_registry_is_untouched():
+    active, idle = Metrics(), Metrics()
+    active.activate()
+    try:
+        metrics_mod.observe_request("m", "mock:0", "OK", 0.01)
+    finally:
+        active.deactivate()
+    metrics_mod.observe_request("m", "mock:0", "OK", 0.01)
+    labels = {"model": "m", "device": "mock:0", "code": "OK"}
+    assert active.sample("edgetpud_requests_total", labels) == 1
+    assert idle.sample("edgetpud_requests_total", labels) is None
+    assert prometheus_client.REGISTRY.get_sample_value("edgetpud_requests_total", labels) is None
+
+
+def test_http_endpoint_serves_and_stops():
+    m = Metrics(devices=lambda: [device("mock:0")], queue_depths=lambda: {"mock:0": 1})
+    port = m.serve("127.0.0.1:0")
+    try:
+        m.observe_request("cls", "mock:0", "OK", 0.003)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        assert 'edgetpud_requests_total{code="OK",device="mock:0",model="cls"} 1.0' in text
+        assert 'edgetpud_queue_depth{device="mock:0"} 1.0' in text
+    finally:
+        m.close()
