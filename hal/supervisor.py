@@ -292,7 +292,9 @@ class DevicePool:
         """Run one invocation; never raises: errors arrive through the future.
 
         The future fails with ``DeviceUnavailableError`` when the device is lost or its
-        worker dies with the request in hand, ``ModelRuntimeError`` for bad inputs.
+        worker dies with the request in hand, ``ModelRuntimeError`` for bad inputs. A
+        completed future carries ``invoke_s``: the seconds the worker spent in the
+        executor, so callers can split device time from queueing and transport.
         """
         dev = self._devices.get(device_id)
         try:

@@ -9,11 +9,20 @@ request is "copy inputs into a free slot, send 12 bytes", a reply is "8 bytes,
 copy outputs out". A dedicated reader thread in the main process resolves the
 futures, and sees the pipe close the moment the child dies (SIGKILL, SIGABRT).
 
+Latency: the code path costs a few tens of µs (one 150 KB copy each way at
+most, 12-byte messages). What dominates a lone request is the operating system
+waking two sleeping threads (worker, then reader) and the caller; on a loaded
+2-vCPU virtual machine that is 60-150 µs per wake-up. Busy-waiting near the
+expected completion was tried and measured worse there (it steals the CPU the
+worker needs), so both ends block. Under load the scheduler keeps >= 2 requests
+in flight per device, the worker finds the next request already queued, and the
+transport overlaps the invocation (see scripts/bench/bench_worker.py).
+
 Wire format (``Connection.send_bytes``; first byte is the opcode):
     main -> worker  OP_INVOKE  struct <BIHH (op, request id, model id, slot)
                     OP_CTRL    op + pickle((request id, verb, *args))
-    worker -> main  R_OK       struct <BI   (op, request id)
-                    R_ERR      struct <BI + pickle((error class name, message))
+    worker -> main  R_OK       struct <BIQ  (op, request id, ns spent in invoke)
+                    R_ERR      struct <BIQ + pickle((error class name, message))
                     R_CTRL     op + pickle((request id, result))
 """
 from __future__ import annotations
@@ -44,7 +53,7 @@ log = logging.getLogger(__name__)
 OP_INVOKE, OP_CTRL = 1, 2
 R_OK, R_CTRL, R_ERR = 1, 2, 3
 _INVOKE = struct.Struct("<BIHH")
-_REPLY = struct.Struct("<BI")
+_REPLY = struct.Struct("<BIQ")
 ALIGN = 64
 
 
@@ -203,6 +212,7 @@ def worker_main(conn: Any, config: WorkerConfig) -> None:
     conn.send_bytes(bytes([R_CTRL]) + pickle.dumps((0, ("ready", os.getpid()))))
     recv, send = conn.recv_bytes, conn.send_bytes
     unpack, pack = _INVOKE.unpack, _REPLY.pack
+    perf_ns = time.perf_counter_ns
     try:
         while True:
             try:
@@ -211,11 +221,12 @@ def worker_main(conn: Any, config: WorkerConfig) -> None:
                 break
             if msg[0] == OP_INVOKE:
                 _, req_id, model_id, slot = unpack(msg)
+                start = perf_ns()
                 try:
                     device.invoke(model_id, slot)
-                    send(pack(R_OK, req_id))
+                    send(pack(R_OK, req_id, perf_ns() - start))
                 except Exception as exc:
-                    send(pack(R_ERR, req_id) + _error_payload(exc))
+                    send(pack(R_ERR, req_id, perf_ns() - start) + _error_payload(exc))
                 continue
             req_id, verb, *args = pickle.loads(msg[1:])
             if verb == "stop":
@@ -225,7 +236,7 @@ def worker_main(conn: Any, config: WorkerConfig) -> None:
                 result = device.control(verb, tuple(args))
                 send(bytes([R_CTRL]) + pickle.dumps((req_id, result)))
             except Exception as exc:
-                send(pack(R_ERR, req_id) + _error_payload(exc))
+                send(pack(R_ERR, req_id, 0) + _error_payload(exc))
     finally:
         device.close()
         conn.close()
@@ -559,7 +570,7 @@ class WorkerHandle:
         while True:
             try:
                 msg = conn.recv_bytes()
-            except (EOFError, OSError):
+            except (EOFError, OSError, ValueError):
                 break
             op = msg[0]
             if op == R_CTRL:
@@ -569,7 +580,7 @@ class WorkerHandle:
                 if future is not None:
                     future.set_result(result)
                 continue
-            _, req_id = unpack(msg)
+            _, req_id, invoke_ns = unpack(msg)
             error = rebuild_error(*pickle.loads(msg[_REPLY.size:])) if op == R_ERR else None
             outputs: Optional[List[np.ndarray]] = None
             with self._lock:
@@ -585,6 +596,7 @@ class WorkerHandle:
                         outputs = [np.array(v, copy=True) for v in model.out_views[request.slot]]
                     model.free.append(request.slot)
                 self._pump()
+            request.future.invoke_s = invoke_ns / 1e9  # type: ignore[attr-defined]
             if error is not None:
                 request.future.set_exception(error)
             elif outputs is None:
