@@ -1,0 +1,198 @@
+"""Registry unit tests with a fake pool: versions, leases and hot swap, folder scans, uploads."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Dict, List, Set, Tuple
+
+import numpy as np
+import pytest
+
+from edgetpud.daemon.errors import ModelError, NotFoundError
+from edgetpud.daemon.registry import Registry, check_name, scan_models_dir
+from edgetpud.hal.errors import DeviceUnavailableError, ModelRuntimeError
+
+SMALL = "mobilenet_v1_0.25_128_quant"
+LARGE = "mobilenet_v1_0.5_160_quant"
+
+
+class FakePool:
+    """Records loads, unloads and warm-up invocations; devices can refuse models."""
+
+    def __init__(self, devices: List[str]) -> None:
+        self.ids = devices
+        self.loaded: Dict[str, Set[str]] = {d: set() for d in devices}
+        self.loads: List[Tuple[str, str, str]] = []
+        self.warmups: List[Tuple[str, str]] = []
+        self.refuse: Dict[str, Exception] = {}
+
+    def devices(self):
+        return [SimpleNamespace(id=d, kind="mock", state="ready") for d in self.ids]
+
+    def load(self, device, key, model_path, twin):
+        if device in self.refuse:
+            raise self.refuse[device]
+        self.loads.append((device, key, str(model_path)))
+        self.loaded[device].add(key)
+        return [], []
+
+    def unload(self, device, key):
+        self.loaded[device].discard(key)
+
+    def submit(self, device, key, inputs):
+        self.warmups.append((device, key))
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_result([np.zeros(1)])
+        return fut
+
+
+class FakeScheduler:
+    def __init__(self) -> None:
+        self.holders: Dict[str, Set[str]] = {}
+
+    def placed(self, key, device):
+        self.holders.setdefault(key, set()).add(device)
+
+    def unplaced(self, key, device=None):
+        self.holders.pop(key, None)
+
+
+async def inline(fn, *args):
+    return fn(*args)
+
+
+def make(tmp_path: Path, devices=("mock:0", "mock:1")):
+    pool, sched = FakePool(list(devices)), FakeScheduler()
+    return pool, sched, Registry(pool, sched, tmp_path / "state", inline)
+
+
+def bundle(models: Path, test_data: Path, model: str, name: str) -> Path:
+    folder = models / name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
+    return folder
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_names_are_checked():
+    assert check_name("mobilenet_v1.2-x") == "mobilenet_v1.2-x"
+    for bad in ("", "../x", "a/b", ".hidden", "with space", "x" * 200):
+        with pytest.raises(ModelError):
+            check_name(bad)
+
+
+def test_scan_finds_folders_and_lone_files(tmp_path):
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    for name in ("a.tflite", "a_edgetpu.tflite", "b_edgetpu.tflite", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    found = scan_models_dir(tmp_path)
+    assert found == {"bundle": tmp_path / "bundle", "a": tmp_path / "a.tflite", "b": tmp_path / "b_edgetpu.tflite"}
+    assert scan_models_dir(tmp_path / "missing") == {}
+
+
+def test_load_places_and_warms_on_every_device_with_a_report(tmp_path, test_data):
+    async def main():
+        pool, sched, reg = make(tmp_path)
+        state = await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        assert state.version == 1 and state.state == "ready" and state.devices == ["mock:0", "mock:1"]
+        assert sorted(pool.warmups) == [("mock:0", "cls@1"), ("mock:1", "cls@1")]
+        assert sched.holders["cls@1"] == {"mock:0", "mock:1"}
+        assert state.report["verdict"] == "full"
+        d = state.to_dict()
+        assert d["labels"] == 0 and d["inputs"][0]["dtype"] == "uint8" and d["problems"] == []
+    asyncio.run(main())
+
+
+def test_replace_keeps_the_old_version_until_its_last_lease_ends(tmp_path, test_data):
+    async def main():
+        pool, sched, reg = make(tmp_path)
+        await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        lease = reg.acquire("cls")
+        state = await reg.load("cls", path=bundle(tmp_path / "m2", test_data, LARGE, "cls"))
+        assert state.version == 2 and state.versions == [1, 2]
+        assert reg.acquire("cls").version == 2  # new requests go to the new version
+        assert "cls@1" in pool.loaded["mock:0"]  # the running request still has its version
+        assert reg.acquire("cls", 1) is lease  # an explicit old version is still served while live
+        reg.release(lease)
+        reg.release(lease)
+        await settle()
+        assert pool.loaded == {"mock:0": {"cls@2"}, "mock:1": {"cls@2"}}
+        assert "cls@1" not in sched.holders
+        with pytest.raises(NotFoundError, match="no version 1"):
+            reg.acquire("cls", 1)
+    asyncio.run(main())
+
+
+def test_failed_replacement_keeps_serving_the_old_version(tmp_path, test_data):
+    async def main():
+        pool, _, reg = make(tmp_path)
+        await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        pool.refuse = {d: ModelRuntimeError("unsupported op") for d in pool.ids}
+        with pytest.raises(ModelError, match="cannot run"):
+            await reg.load("cls", path=bundle(tmp_path / "m2", test_data, LARGE, "cls"))
+        assert reg.state("cls").version == 1 and reg.state("cls").state == "ready"
+        pool.refuse = {}
+        assert (await reg.load("cls", path=tmp_path / "m" / "cls")).version == 3
+    asyncio.run(main())
+
+
+def test_partial_placement_is_a_problem_not_a_failure(tmp_path, test_data):
+    async def main():
+        pool, _, reg = make(tmp_path)
+        pool.refuse = {"mock:1": DeviceUnavailableError("mock:1 is lost")}
+        state = await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        assert state.devices == ["mock:0"]
+        assert any("mock:1" in p for p in state.problems)
+    asyncio.run(main())
+
+
+def test_folder_scan_loads_replaces_and_unloads(tmp_path, test_data):
+    async def main():
+        pool, _, reg = make(tmp_path, devices=("mock:0",))
+        models = tmp_path / "models"
+        bundle(models, test_data, SMALL, "a")
+        bundle(models, test_data, SMALL, "b")
+        (models / "junk").mkdir()
+        (models / "junk" / "model.tflite").write_bytes(b"garbage-garbage-garbage")
+        outcome = await reg.load_folder(models)
+        assert outcome["a"] is None and outcome["b"] is None and "junk" in outcome and outcome["junk"]
+        assert {s.name: s.state for s in reg.states()} == {"a": "ready", "b": "ready", "junk": "failed"}
+
+        again = await reg.load_folder(models)  # unchanged bundles are not reloaded; a failed one is retried
+        assert list(again) == ["junk"] and reg.state("a").version == 1
+        shutil.copy(test_data / f"{LARGE}.tflite", models / "a" / "model.tflite")
+        os.utime(models / "a" / "model.tflite", ns=(1, 1))
+        shutil.rmtree(models / "b")
+        shutil.rmtree(models / "junk")
+        outcome = await reg.load_folder(models)
+        assert outcome == {"a": None}
+        await settle()
+        assert {s.name: s.version for s in reg.states()} == {"a": 2}
+        assert pool.loaded["mock:0"] == {"a@2"}
+    asyncio.run(main())
+
+
+def test_upload_is_stored_under_the_state_dir(tmp_path, test_data):
+    async def main():
+        _, _, reg = make(tmp_path)
+        data = (test_data / f"{SMALL}.tflite").read_bytes()
+        state = await reg.load("up", data=data)
+        stored = Path(state.path)
+        assert stored.is_relative_to(tmp_path / "state") and stored.name == "up.tflite"
+        assert stored.read_bytes() == data
+        with pytest.raises(ModelError):
+            await reg.load("up", data=b"not a tflite file at all")
+        assert reg.state("up").version == 1
+        await reg.unload("up")
+        with pytest.raises(NotFoundError):
+            reg.state("up")
+    asyncio.run(main())
