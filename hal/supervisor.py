@@ -72,6 +72,9 @@ class DevicePool:
         slots: shared-memory slots per model = invocations in flight per device (>= 2).
         tpu_executor: "edgetpu" (libedgetpu delegate) or "mock" (CPU twin, for usb/pci test rigs).
         usb_firmware: a firmware image the pool pushes to DFU-mode accelerators itself.
+        backoff_s: (first, longest) delay before restarting a dead worker; it doubles
+            while workers keep dying within ``stable_s`` of their start.
+        invoke_timeout_s: an invocation running longer is taken for a hang: the worker is killed.
 
     Raises:
         DeviceSpecError: a spec cannot be parsed.
@@ -89,6 +92,7 @@ class DevicePool:
         rescan_interval_s: float = 2.0,
         invoke_timeout_s: float = 30.0,
         backoff_s: Tuple[float, float] = (0.05, 10.0),
+        stable_s: float = 60.0,
         tpu_executor: str = "edgetpu",
         delegate_options: Optional[Mapping[str, str]] = None,
         usb_firmware: Optional[Union[str, Path]] = None,
@@ -104,6 +108,7 @@ class DevicePool:
         self.rescan_interval_s = rescan_interval_s
         self.invoke_timeout_s = invoke_timeout_s
         self.backoff_s = backoff_s
+        self.stable_s = stable_s
         if tpu_executor not in ("edgetpu", "mock"):
             raise ValueError("tpu_executor is 'edgetpu' or 'mock'")
         self.tpu_executor = tpu_executor
@@ -414,7 +419,7 @@ class DevicePool:
                 return
             dev.handle = None
             # Backoff doubles while a worker keeps dying soon after its start.
-            dev.failures = 1 if time.monotonic() - dev.started_at > 60.0 else dev.failures + 1
+            dev.failures = 1 if time.monotonic() - dev.started_at > self.stable_s else dev.failures + 1
             dev.state, dev.error = DeviceState.FAILED, f"worker {handle.death_reason}; restarting"
         self._emit(dev, DeviceEvent.FAILED)
         if self._stop.is_set():
