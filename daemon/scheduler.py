@@ -48,6 +48,7 @@ class InvokeResult:
     device: str
     queue_s: float
     invoke_s: float
+    round_trip_s: float = 0.0
 
 
 @dataclass(eq=False)
@@ -313,9 +314,12 @@ class Scheduler:
             elif cf.exception() is not None:
                 self._failed(req, device, cf.exception())  # type: ignore[arg-type]
             elif not req.future.done():
+                # the worker's own invoke time when the pool reports it, else the round trip
+                invoke_s = getattr(cf, "invoke_s", None)
                 req.future.set_result(InvokeResult(
-                    outputs=cf.result(), device=device,
-                    queue_s=req.started - req.accepted, invoke_s=finished - req.started))
+                    outputs=cf.result(), device=device, queue_s=req.started - req.accepted,
+                    invoke_s=float(invoke_s) if invoke_s is not None else finished - req.started,
+                    round_trip_s=finished - req.started))
         finally:
             self._dispatch(device)
 

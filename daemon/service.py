@@ -285,7 +285,8 @@ class Service:
         payload = await self._on_cpu(_postprocess, mv, task, result.outputs, context, post)
         t3 = time.monotonic()
         timing = {"queue_s": result.queue_s, "preprocess_s": t1 - t0, "invoke_s": result.invoke_s,
-                  "postprocess_s": t3 - t2, "total_s": t3 - t0}
+                  "postprocess_s": t3 - t2, "transfer_s": max(0.0, result.round_trip_s - result.invoke_s),
+                  "total_s": t3 - t0}
         return InferenceResult(model=mv.name, version=mv.version, device=result.device, timing=timing,
                                payload=payload)
 

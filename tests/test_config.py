@@ -124,3 +124,10 @@ def test_config_is_frozen_and_replace_validates():
     assert config.replace(queue_depth=2).queue_depth == 2
     with pytest.raises(ConfigError):
         config.replace(queue_depth=0)
+
+
+def test_the_documented_example_is_valid():
+    example = Path(__file__).resolve().parents[1] / "systemd" / "edgetpud.toml.example"
+    config = load_config(example)
+    assert config.socket_group == "edgetpu"
+    assert config.listen == ["unix:/run/edgetpud/edgetpud.sock"]
