@@ -516,6 +516,9 @@ class WorkerHandle:
     def submit(self, model_key: str, inputs: Sequence[np.ndarray], future: Optional[Future] = None) -> Future:
         """Queue one invocation; the returned future resolves on the reader thread."""
         future = future if future is not None else Future()
+        if not self._alive:
+            future.set_exception(DeviceUnavailableError(f"worker for {self.config.device_id} is not running"))
+            return future
         model = self._models.get(model_key)
         if model is None:
             future.set_exception(ModelRuntimeError(f"model {model_key} is not loaded on {self.config.device_id}"))

@@ -1,0 +1,92 @@
+"""WorkerHandle on its own: the spawn process, shared-memory slots, control messages, death."""
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetpud.hal import DeviceUnavailableError, ModelRuntimeError
+from edgetpud.hal.executor import TensorSpec
+from edgetpud.hal.worker import WorkerConfig, WorkerHandle, slot_layout
+
+SMALL = "mobilenet_v1_0.25_128_quant.tflite"
+
+
+def test_slot_layout_aligns_every_tensor():
+    a = TensorSpec("a", 0, (1, 3), np.dtype(np.uint8))
+    b = TensorSpec("b", 1, (2, 2), np.dtype(np.float32))
+    c = TensorSpec("c", 2, (5,), np.dtype(np.int8))
+    ins, outs, size = slot_layout([a, b], [c])
+    assert ins == [0, 64] and outs == [128] and size == 192
+
+
+def test_worker_round_trip_and_unload(test_data: Path):
+    handle = WorkerHandle(WorkerConfig("cpu:0", "cpu", num_threads=1), slots=2)
+    handle.start()
+    try:
+        assert handle.alive and handle.pid and handle.control("ping") == handle.pid
+        inputs, outputs = handle.load("m", str(test_data / SMALL), None)
+        assert handle.capacity() == 2 and handle.models() == ["m"]
+        rng = np.random.default_rng(1)
+        images = [rng.integers(0, 255, inputs[0].shape, dtype=np.uint8) for _ in range(5)]
+        futures = [handle.submit("m", [img]) for img in images]  # 2 in the worker, 3 queued
+        results = [f.result(30)[0] for f in futures]
+        assert all(f.invoke_s > 0 for f in futures)
+        from edgetpud.hal.executor import TfliteExecutor
+
+        local = TfliteExecutor(test_data / SMALL)
+        for img, got in zip(images, results):
+            np.testing.assert_array_equal(got, local.invoke([img])[0])
+        results[0][...] = 0  # outputs are copies, not views of a slot
+        handle.unload("m")
+        assert handle.models() == []
+        assert isinstance(handle.submit("m", images[:1]).exception(5), ModelRuntimeError)
+    finally:
+        handle.stop()
+    assert not handle.alive
+
+
+def test_load_error_comes_back_as_model_runtime_error(tmp_path: Path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    handle = WorkerHandle(WorkerConfig("cpu:0", "cpu"))
+    handle.start()
+    try:
+        with pytest.raises(ModelRuntimeError):
+            handle.load("bad", str(bad), None)
+        assert handle.alive and handle.models() == []
+    finally:
+        handle.stop()
+
+
+def test_death_fails_sent_requests_and_hands_back_queued_ones(test_data: Path):
+    died = threading.Event()
+    handed_back = []
+
+    def on_death(handle, exitcode, queued):
+        handed_back.extend(queued)
+        died.set()
+
+    handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.2), on_death=on_death, slots=2)
+    handle.start()
+    try:
+        inputs, _ = handle.load("m", str(test_data / SMALL), None)
+        x = [np.zeros(inputs[0].shape, np.uint8)]
+        futures = [handle.submit("m", x) for _ in range(5)]
+        handle.kill(signal.SIGKILL)
+        assert died.wait(30)
+        assert handle.exitcode == -signal.SIGKILL and "SIGKILL" in handle.death_reason
+        for f in futures[:2]:
+            assert isinstance(f.exception(5), DeviceUnavailableError)
+        assert [r.future for r in handed_back] == futures[2:]
+        assert not any(f.done() for f in futures[2:])
+        assert isinstance(handle.submit("m", x).exception(1), DeviceUnavailableError)
+        with pytest.raises(DeviceUnavailableError):
+            handle.control("ping")
+    finally:
+        handle.stop()
+        for r in handed_back:
+            r.future.cancel()
