@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .config import LOG_LEVELS, Config, ConfigError, load_config
+from edgetpud.hal.errors import HalError
+
 from .errors import EdgetpudError
 from .notify import Notifier
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgetpud.daemon.main")  # the same name under `python -m`
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
@@ -117,14 +119,18 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._hup.set)
         self._notifier.status("starting devices")
-        service = Service(self.config)
+        try:
+            service = Service(self.config)
+        except (EdgetpudError, HalError, ValueError) as exc:
+            log.critical("cannot start: %s", exc)
+            return EXIT_USAGE
         server = None
         try:
             await service.start()
             server = _build_server(service, self.config)
             if server is not None:
                 await server.start()
-        except (EdgetpudError, OSError) as exc:
+        except (EdgetpudError, HalError, OSError) as exc:
             log.critical("cannot start: %s", exc)
             self._notifier.stopping(f"failed: {exc}")
             await service.stop(0)
@@ -148,9 +154,10 @@ class Daemon:
         grace = self.config.grace_s
         log.info("stopping: draining requests for up to %.1f s", grace)
         self._notifier.stopping("draining requests")
+        deadline = loop.time() + grace
         if server is not None:
             await server.stop(grace)  # stops accepting at once, waits for running RPCs up to grace
-        await service.stop(grace)
+        await service.stop(max(0.0, deadline - loop.time()))
         log.info("stopped")
         return EXIT_OK
 
