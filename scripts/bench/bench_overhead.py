@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""What the daemon adds to one classify, in units of a bare gRPC round trip.
+
+    overhead_ratio = (median classify through the daemon over its unix socket
+                      - median of the same classify in-process)
+                     / median of a bare gRPC echo of the same request bytes
+
+The echo server (a grpc.aio server that returns the request bytes) runs in its
+own process on a unix socket, like the daemon, and every round measures all of
+them in turn so load from other processes hits them alike. A fourth server, the
+gRPC layer (build_server) over a façade that answers at once, tells how much of
+the overhead is the API layer and how much the service core and device worker.
+Prints one JSON document. Target: overhead_ratio <= 1.2.
+
+Usage: scripts/bench/bench_overhead.py [--rounds N] [--model NAME] [--image FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import grpc
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _daemon import BenchDaemon, test_data_dir  # noqa: E402
+
+from edgetpud.daemon.client import Client  # noqa: E402
+from edgetpud.daemon.client import _convert  # noqa: E402
+from edgetpud.daemon.model import load_model  # noqa: E402
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb  # noqa: E402
+
+ECHO_METHOD = "/bench.Echo/Echo"
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+def serve_echo(address: str) -> None:
+    """The echo server process: returns every request's bytes unchanged."""
+    async def main() -> None:
+        handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                                          ("grpc.max_send_message_length", MAX_MESSAGE)])
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Echo": handler})])
+        server.add_insecure_port(address)
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+    asyncio.run(main())
+
+
+class InstantService:
+    """A Service façade that answers at once: isolates what the gRPC layer itself costs."""
+
+    mock_control = None
+
+    async def infer(self, model: str, task: str, request: Any, deadline: Any = None, version: Any = None) -> Any:
+        from edgetpud.daemon.model.adapters import Class
+        from edgetpud.daemon.service import InferenceResult
+        return InferenceResult(model=model, version=1, device="none", timing={},
+                               payload=[Class(1, "one", 0.5), Class(2, "two", 0.25), Class(3, None, 0.1)])
+
+    def devices(self) -> list:
+        return []
+
+
+def serve_api(address: str) -> None:
+    """The gRPC layer (build_server) over InstantService, in its own process."""
+    async def main() -> None:
+        from edgetpud.daemon.api.server import build_server
+        from edgetpud.daemon.config import Config
+        server = build_server(InstantService(), Config(listen=[address]))
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+    asyncio.run(main())
+
+
+def start_server(mode: str, address: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, __file__, mode, address], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+def timed(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--model", default="mobilenet_v1_0.25_128_quant")
+    parser.add_argument("--image", type=Path, default=None, help="default: parrot.jpg from the test data")
+    parser.add_argument("--frame", metavar="WxH", help="send the image as a raw RGB frame of this size instead "
+                        "of its encoded bytes (what a camera app does), e.g. 640x480")
+    parser.add_argument("--device", default="mock:1", help="daemon device spec (default mock:1, no latency)")
+    parser.add_argument("--echo-server", metavar="ADDRESS", help=argparse.SUPPRESS)
+    parser.add_argument("--api-server", metavar="ADDRESS", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        serve_echo(args.echo_server)
+        return 0
+    if args.api_server:
+        serve_api(args.api_server)
+        return 0
+
+    data = test_data_dir()
+    image_path = args.image or data / "parrot.jpg"
+    image: Any = image_path.read_bytes()
+    if args.frame:
+        width, height = (int(v) for v in args.frame.lower().split("x"))
+        image = np.asarray(Image.open(image_path).convert("RGB").resize((width, height)))
+    request_bytes = pb.ClassifyRequest(model=args.model, image=_convert.image(image), top_k=3).SerializeToString()
+    local = load_model(str(data / f"{args.model}.tflite"), labels=str(data / "imagenet_labels.txt"))
+    sockets = Path(tempfile.mkdtemp(prefix="edgetpud-echo-"))
+    echo_address, api_address = f"unix:{sockets / 'echo.sock'}", f"unix:{sockets / 'api.sock'}"
+    echo = start_server("--echo-server", echo_address)
+    api = start_server("--api-server", api_address)
+    try:
+        options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+        with BenchDaemon(args.model, [args.device]) as daemon, Client(daemon.address) as client, \
+                grpc.insecure_channel(echo_address, options=options) as channel, Client(api_address) as api_only:
+            echo_call = channel.unary_unary(ECHO_METHOD)
+            runs: Dict[str, Callable[[], object]] = {
+                "daemon": lambda: client.classify(args.model, image, top_k=3),
+                "in_process": lambda: local.classify(image, top_k=3),
+                "echo": lambda: echo_call(request_bytes, timeout=30),
+                "api_layer_only": lambda: api_only.classify(args.model, image, top_k=3),
+            }
+            same = [c.id for c in client.classify(args.model, image, top_k=3).classes] == \
+                [c.id for c in local.classify(image, top_k=3)]
+            samples: Dict[str, List[float]] = {name: [] for name in runs}
+            for i in range(args.warmup + args.rounds):
+                for name, run in runs.items():
+                    seconds = timed(run)
+                    if i >= args.warmup:
+                        samples[name].append(seconds)
+            startup_s = daemon.startup_s
+    finally:
+        for process in (echo, api):
+            process.terminate()
+            process.wait(10)
+        shutil.rmtree(sockets, ignore_errors=True)
+        local.close()
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    ratio = (median["daemon"] - median["in_process"]) / median["echo"]
+    print(json.dumps({
+        "benchmark": "overhead", "model": args.model, "device": args.device, "input": f"raw RGB frame {args.frame}" if args.frame else f"encoded {image_path.name}",
+        "request_bytes": len(request_bytes), "rounds": args.rounds, "same_top3_as_in_process": same,
+        "median_ms": {name: round(value * 1000, 3) for name, value in median.items()},
+        "p90_ms": {name: round(statistics.quantiles(v, n=10)[-1] * 1000, 3) for name, v in samples.items()},
+        "overhead_ms": round((median["daemon"] - median["in_process"]) * 1000, 3),
+        "overhead_ratio": round(ratio, 3),
+        # The gRPC layer alone (build_server over a façade that answers at once) versus the bare echo:
+        "api_layer_vs_echo_ms": round((median["api_layer_only"] - median["echo"]) * 1000, 3), "target": 1.2, "meets_target": ratio <= 1.2,
+        "daemon_startup_s": round(startup_s, 2),
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
