@@ -165,7 +165,7 @@ class DevicePool:
         for dev in self._devices.values():
             self._read_telemetry(dev, emit=False)
             if present.get(dev.id):
-                self._launch(dev, DeviceEvent.ADDED, [], initial=True)
+                self._launch(dev, DeviceEvent.ADDED, [])
         for dev in list(self._devices.values()):
             thread = dev.lifecycle
             if thread is not None:
@@ -332,14 +332,14 @@ class DevicePool:
             num_threads=self.num_threads, log_level=logging.getLogger("edgetpud").getEffectiveLevel(),
         )
 
-    def _launch(self, dev: _Device, event: DeviceEvent, queued: list, initial: bool = False) -> None:
+    def _launch(self, dev: _Device, event: DeviceEvent, queued: list) -> None:
         """Start the life-cycle thread that brings ``dev`` into service (one at a time per device)."""
         with dev.lock:
             if dev.lifecycle is not None and dev.lifecycle.is_alive():
                 for r in queued:
                     r.future.set_exception(DeviceUnavailableError(f"{dev.id} is restarting"))
                 return
-            dev.lifecycle = threading.Thread(target=self._bring_up, args=(dev, event, queued, initial),
+            dev.lifecycle = threading.Thread(target=self._bring_up, args=(dev, event, queued),
                                              name=f"edgetpud-lifecycle-{dev.id}", daemon=True)
             dev.lifecycle.start()
 
@@ -352,7 +352,7 @@ class DevicePool:
         push_firmware(acc, self.usb_firmware.read_bytes(), backend=self.usb_backend)
         dev.found.usb = wait_for_runtime(acc, backend=self.usb_backend)
 
-    def _bring_up(self, dev: _Device, event: DeviceEvent, queued: list, initial: bool) -> None:
+    def _bring_up(self, dev: _Device, event: DeviceEvent, queued: list) -> None:
         while not self._stop.is_set():
             if dev.failures:
                 delay = min(self.backoff_s[1], self.backoff_s[0] * (2 ** (dev.failures - 1)))
@@ -470,22 +470,30 @@ class DevicePool:
                 self._mark_lost(dev, "unplugged")
         for found in result.returned:
             dev = self._devices.get(found.id)
-            if dev is None:
-                continue
-            with dev.lock:
-                dev.found = found
-                back = dev.state == DeviceState.LOST
-            if back:
-                log.warning("%s is back at %s", dev.id, found.path)
-                dev.failures = 0
-                self._launch(dev, DeviceEvent.RECOVERED, [], initial=True)
+            if dev is not None:
+                with dev.lock:
+                    dev.found = found
         for found in result.added:
             dev = _Device(found)
             with self._lock:
                 self._devices[found.id] = dev
             log.warning("new device %s at %s", found.id, found.path)
             self._read_telemetry(dev, emit=False)
-            self._launch(dev, DeviceEvent.ADDED, [], initial=True)
+            self._launch(dev, DeviceEvent.ADDED, [])
+        # A lost device that is on the bus again (reported as returned now, or found
+        # by a restart's probe to be absent only for a moment) is taken back.
+        with self._discovery_lock:
+            present = dict(self._discovery.present)
+            known = dict(self._discovery.known)
+        for dev in list(self._devices.values()):
+            with dev.lock:
+                back = dev.state == DeviceState.LOST and present.get(dev.id, False)
+                if back:
+                    dev.found = known[dev.id]
+                    dev.failures = 0
+            if back:
+                log.warning("%s is back at %s", dev.id, dev.found.path)
+                self._launch(dev, DeviceEvent.RECOVERED, [])
 
     def _watchdog(self, dev: _Device) -> None:
         with dev.lock:

@@ -13,6 +13,7 @@ import errno
 import logging
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterator, List, Optional, Tuple
 
 from .errors import DeviceInitError, DeviceIOError, DeviceTimeoutError, DeviceUnavailableError
@@ -93,14 +94,20 @@ def _describe(dev: Any) -> UsbAccelerator:
     )
 
 
+@lru_cache(maxsize=1)
+def _warn_no_backend() -> None:
+    """Said once per process: discovery rescans every few seconds."""
+    log.warning("pyusb found no libusb backend: install libusb-1.0 (Debian: apt install libusb-1.0-0); "
+                "USB accelerators cannot be listed")
+
+
 def _find_devices(backend: Any) -> Iterator[Any]:
     import usb.core
 
     try:
         return usb.core.find(find_all=True, backend=backend, custom_match=_is_coral)
     except usb.core.NoBackendError:
-        log.warning("pyusb found no libusb backend: install libusb-1.0 (Debian: apt install libusb-1.0-0); "
-                    "USB accelerators cannot be listed")
+        _warn_no_backend()
         return iter(())
 
 
