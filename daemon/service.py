@@ -30,7 +30,7 @@ from .model.bundle import TASKS
 from .model.preprocess import frame_to_rgb
 from .model.session import _PREPROCESS_OPTIONS, DEFAULTS
 from .registry import ModelState, ModelVersion, Registry
-from .scheduler import USABLE_STATES, Scheduler
+from .scheduler import USABLE_STATES, DeadlineExceededError, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +278,8 @@ class Service:
             raise ModelError(f"model {mv.name} serves {mv.bundle.task}, not {task} (raw tensors work for any model)")
         pre, post = _split_options(task, request.options)
         t0 = time.monotonic()
+        if deadline is not None and t0 >= deadline:
+            raise DeadlineExceededError("the deadline had passed when the request arrived; it was not run")
         inputs, context = await self._on_cpu(_preprocess, mv, task, request, pre)
         t1 = time.monotonic()
         result = await self.scheduler.run(mv.key, inputs, deadline)

@@ -68,8 +68,9 @@ def daemon_env(tmp_path, test_data):
     notify = NotifyListener(tmp_path / "notify.sock")
     procs: List[subprocess.Popen] = []
 
-    def start(*extra: str, listen: Optional[str] = None, name: str = "daemon") -> subprocess.Popen:
-        env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), PYTHONUNBUFFERED="1")
+    def start(*extra: str, listen: Optional[str] = None, name: str = "daemon",
+              env: Optional[dict] = None) -> subprocess.Popen:
+        env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), PYTHONUNBUFFERED="1", **(env or {}))
         env.pop("JOURNAL_STREAM", None)
         log_path = tmp_path / f"{name}.log"
         args = [sys.executable, "-m", "edgetpud.daemon.main", "--config", str(tmp_path / "edgetpud.toml"),
@@ -144,8 +145,9 @@ def test_sighup_rescans_the_models_folder(daemon_env, test_data):
     from edgetpud.daemon.client import Client
 
     start, notify, models, address = daemon_env
-    proc = start()
+    proc = start(env={"WATCHDOG_USEC": "400000"})
     notify.wait_for("READY=1", START_TIMEOUT_S, proc)
+    notify.wait_for("WATCHDOG=1", 5, proc)  # pinged from the main loop every 0.2 s
     notify.messages.clear()
     add_bundle(models, test_data, LARGE, "large")
     shutil.rmtree(models / "small")

@@ -250,3 +250,47 @@ def test_worker_death_is_retried_on_the_other_device(tmp_path, models_dir, test_
         finally:
             await svc.stop()
     run(main())
+
+
+def test_unplug_under_load_moves_work_to_the_other_device(tmp_path, models_dir, test_data):
+    async def main():
+        svc = make_service(tmp_path, models_dir, devices="mock:2", mock_latency_s=0.005)
+        await svc.start()
+        request = cat(test_data)
+        served: List[str] = []
+        failures: List[BaseException] = []
+        stop = asyncio.Event()
+
+        async def client() -> None:
+            while not stop.is_set():
+                try:
+                    served.append((await svc.infer(SMALL, "classify", request)).device)
+                except Exception as exc:  # noqa: BLE001 - counted, asserted zero
+                    failures.append(exc)
+
+        async def state_of(device: str, wanted: str) -> None:
+            for _ in range(400):
+                if {d.id: d.state for d in svc.devices()}[device] == wanted:
+                    return
+                await asyncio.sleep(0.025)
+            pytest.fail(f"{device} never became {wanted}: {svc.devices()}")
+
+        clients = [asyncio.ensure_future(client()) for _ in range(4)]
+        try:
+            await asyncio.sleep(0.3)
+            svc.mock_control.unplug("mock:0")
+            await state_of("mock:0", "lost")
+            mark = len(served)
+            await asyncio.sleep(0.3)
+            assert set(served[mark:]) == {"mock:1"}
+            svc.mock_control.replug("mock:0")
+            await state_of("mock:0", "ready")
+            mark = len(served)
+            await asyncio.sleep(0.5)
+            assert "mock:0" in served[mark:]  # back in service, with its model reloaded
+        finally:
+            stop.set()
+            await asyncio.gather(*clients)
+            await svc.stop()
+        assert failures == []
+    run(main())
