@@ -5,7 +5,8 @@ import grpc
 import pytest
 
 from edgetpud.daemon.api.status import RequestError, to_status
-from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError, ResourceExhaustedError
+from edgetpud.daemon.errors import (ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError,
+                                    ResourceExhaustedError)
 from edgetpud.daemon.scheduler import DeadlineExceededError
 from edgetpud.hal import errors as hal
 

@@ -49,7 +49,8 @@ def test_our_messages_and_methods_are_wire_compatible_with_tritonclient():
         def fields(d):
             out = {}
             for f in d.fields:
-                out[f.name] = [f.number, f.type, bool(f.is_repeated), f.message_type.full_name if f.message_type else None]
+                kind = f.message_type.full_name if f.message_type else None
+                out[f.name] = [f.number, f.type, bool(f.is_repeated), kind]
             for n in d.nested_types:
                 out.update({f"{n.name}.{k}": v for k, v in fields(n).items()})
             return out

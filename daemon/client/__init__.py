@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -302,7 +303,6 @@ class Client:
         Raises:
             ClientError: DEADLINE_EXCEEDED when it is not ready within ``timeout``.
         """
-        import time
         end = time.monotonic() + timeout
         last: Optional[str] = None
         while True:

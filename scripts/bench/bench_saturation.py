@@ -71,7 +71,8 @@ def run_clients(address: str, frame: np.ndarray, clients: int, warmup_s: float, 
     for t in threads:
         t.join()
     total = sum(counts)
-    return {"frames": total, "fps": round(total / seconds, 2), "per_client_fps": [round(c / seconds, 2) for c in counts],
+    return {"frames": total, "fps": round(total / seconds, 2),
+            "per_client_fps": [round(c / seconds, 2) for c in counts],
             "by_device": dict(sorted(devices.items())), "failures": len(failures),
             "failure_kinds": sorted(set(failures))}
 

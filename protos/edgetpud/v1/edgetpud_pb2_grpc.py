@@ -87,8 +87,8 @@ class InferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Invoke(self, request, context):
-        """Runs the model on raw input tensors (or on an image, preprocessed for the
-        model) and returns its raw output tensors.
+        """Runs the model on raw input tensors (already in the model's dtype and
+        shape) and returns its raw output tensors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
