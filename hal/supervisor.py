@@ -404,7 +404,7 @@ class DevicePool:
         self._fail(queued, DeviceUnavailableError(f"{dev.id}: the device pool is stopping"))
 
     @staticmethod
-    def _fail(queued: list, error: Exception) -> None:
+    def _fail(queued: Sequence[Any], error: Exception) -> None:
         for r in queued:
             if not r.future.done():
                 r.future.set_exception(error)

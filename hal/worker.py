@@ -82,7 +82,7 @@ def slot_layout(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> 
     return offsets[:len(inputs)], offsets[len(inputs):], max(offset, ALIGN)
 
 
-def _views(buf: memoryview, specs: Sequence[TensorSpec], offsets: Sequence[int]) -> List[np.ndarray]:
+def _views(buf: Any, specs: Sequence[TensorSpec], offsets: Sequence[int]) -> List[np.ndarray]:
     return [np.ndarray(s.shape, dtype=s.dtype, buffer=buf, offset=o) for s, o in zip(specs, offsets)]
 
 

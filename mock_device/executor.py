@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -74,14 +74,15 @@ class MockTpuExecutor:
         """
         start = time.perf_counter()
         latency = self.latency_s
-        fault = None
+        fault: Optional[Dict[str, Any]] = None
         if self.world is not None:
             if not self.world.plugged(self.device_id):
                 abort_like_libedgetpu(f"{self.device_id} is unplugged (transfer failed: LIBUSB_ERROR_NO_DEVICE)")
             world_latency = self.world.latency_s(self.device_id)
             latency = world_latency if world_latency is not None else latency
             fault = self.world.take_fault(self.device_id, EXECUTOR_FAULTS)
-        kind = fault.get("fault") if fault else None
+        fault = fault or {}
+        kind = fault.get("fault")
         if kind == "error":
             raise DeviceIOError(fault.get("message") or f"{self.device_id}: injected invocation error")
         if kind == "hang":

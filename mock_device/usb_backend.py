@@ -29,7 +29,7 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 import usb.backend
@@ -58,6 +58,9 @@ class _Desc:
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
+
+    def __getattr__(self, name: str) -> Any:  # typed access to the spec's field names
+        raise AttributeError(name)
 
 
 @dataclass
