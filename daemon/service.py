@@ -97,6 +97,7 @@ class Service:
         self.metrics = Metrics(devices=self._devices_quietly, queue_depths=self.scheduler.queue_depths)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._started = False
+        self._pool_started = False
         self._accepting = False
         self._stopped = False
         self._active = 0
@@ -118,6 +119,7 @@ class Service:
         self._idle.set()
         self._cpu = concurrent.futures.ThreadPoolExecutor(CPU_THREADS, thread_name_prefix="edgetpud-cpu")
         started = time.monotonic()
+        self._pool_started = True  # stop() must stop whatever part of the pool came up
         await self._blocking(self.pool.start)
         self.pool.on_change(self._on_device_change)
         self.scheduler.set_devices(d.id for d in self.pool.devices() if d.state in USABLE_STATES)
@@ -150,7 +152,7 @@ class Service:
         for task in list(self._device_tasks):
             task.cancel()
         self.metrics.close()
-        if self._started:
+        if self._pool_started:
             await self._blocking(self.pool.stop)
         if self._cpu is not None:
             self._cpu.shutdown(wait=True)
@@ -225,7 +227,8 @@ class Service:
                          data: Optional[bytes] = None) -> ModelState:
         """Load (or replace, availability-preserving) a model from a path or uploaded bytes.
 
-        With neither, the bundle ``models_dir/name`` is (re)loaded.
+        With neither, the bundle ``models_dir/name`` is (re)loaded; a relative path is
+        taken inside ``models_dir`` (clients send absolute paths for anything else).
 
         Raises:
             ModelError: bad name or bundle. NotFoundError: the path does not exist.
@@ -236,6 +239,8 @@ class Service:
             path = self.config.models_dir / name
         if path is not None and not data:
             path = Path(path)
+            if not path.is_absolute():  # relative paths name bundles in the models folder
+                path = self.config.models_dir / path
             if not path.exists():
                 raise NotFoundError(f"model path {path} does not exist")
         return await self.registry.load(name, path=None if data else path, data=data or None)
