@@ -249,6 +249,37 @@ def test_health_follows_device_states(fake, client):
     assert rpc.value.code() == Code.NOT_FOUND
 
 
+def test_health_watch_reports_changes(fake, client):
+    stub = health_pb2_grpc.HealthStub(client._channel)
+    updates = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+    try:
+        assert next(updates).status == health_pb2.HealthCheckResponse.SERVING
+        fake.device_list[0].state = "failed"
+        assert next(updates).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        fake.device_list[0].state = "ready"
+        assert next(updates).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        fake.device_list[0].state = "ready"
+        updates.cancel()
+
+
+def test_every_request_is_observed_in_the_metrics(fake, client, monkeypatch):
+    import edgetpud.daemon.api.calls as calls
+    seen = []
+
+    class Recorder:
+        @staticmethod
+        def observe_request(model, device, code, seconds):
+            seen.append((model, device, code, seconds >= 0))
+    monkeypatch.setattr(calls, "_metrics", Recorder)
+    client.classify("cls", b"x")
+    with pytest.raises(ClientError):
+        client.classify("unknown", b"x")
+    list(client.stream("cls", [b"x"]))
+    assert seen == [("cls", "mock:0", "OK", True), ("unknown", "", "NOT_FOUND", True),
+                    ("cls", "mock:0", "OK", True)]
+
+
 def test_reflection_lists_every_service(client):
     stub = reflection_pb2_grpc.ServerReflectionStub(client._channel)
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
