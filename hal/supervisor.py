@@ -215,15 +215,17 @@ class DevicePool:
 
     def _info(self, dev: _Device) -> DeviceInfo:
         with dev.lock:
-            found, handle = dev.found, dev.handle
-            state = dev.state
-            inflight = handle.inflight() if handle is not None else 0
-            if state == DeviceState.READY:
-                if dev.thermal.level:
-                    state = DeviceState.THROTTLED
-                elif inflight:
-                    state = DeviceState.BUSY
-            usb = found.usb
+            found, handle, state, level = dev.found, dev.handle, dev.state, dev.thermal.level
+        # Outside dev.lock: the handle's lock is never taken under it (lock order).
+        inflight = handle.inflight() if handle is not None else 0
+        pid = handle.pid if handle is not None else None
+        if state == DeviceState.READY:
+            if level:
+                state = DeviceState.THROTTLED
+            elif inflight:
+                state = DeviceState.BUSY
+        usb = found.usb
+        with dev.lock:
             return DeviceInfo(
                 id=dev.id, kind=found.kind, index=found.index, path=found.path or None, state=state.value,
                 temperature_c=dev.thermal.temperature_c, throttle_level=dev.thermal.level,
@@ -231,7 +233,7 @@ class DevicePool:
                 usb_bus=usb.bus if usb else None, usb_ports=usb.ports if usb else None,
                 usb_address=usb.address if usb else None, vid_pid=usb.vid_pid if usb else None,
                 usb_speed=usb.speed_name if usb else None, trip_points_c=dev.trip_points,
-                error=dev.error, pid=handle.pid if handle is not None else None, inflight=inflight,
+                error=dev.error, pid=pid, inflight=inflight,
             )
 
     @property

@@ -529,15 +529,17 @@ class WorkerHandle:
             future.set_exception(exc)
             return future
         request = _Request(future, model_key, inputs)
+        orphans: List[_Request] = []
         with self._lock:
             if not self._alive:
                 error: Optional[HalError] = DeviceUnavailableError(f"worker for {self.config.device_id} is not running")
             else:
                 error = None
                 self._queue.append(request)
-                self._pump()
+                orphans = self._pump()
         if error is not None:
             future.set_exception(error)
+        self._fail_orphans(orphans)
         return future
 
     def adopt(self, requests: Sequence[_Request]) -> None:
@@ -546,13 +548,18 @@ class WorkerHandle:
             if r.inputs is not None and not r.future.done():
                 self.submit(r.model_key, r.inputs, future=r.future)
 
-    def _pump(self) -> None:
-        """Send queued requests while slots are free. Caller holds the lock."""
+    def _pump(self) -> List[_Request]:
+        """Send queued requests while slots are free. Caller holds the lock.
+
+        Returns requests whose model went away, for the caller to fail after
+        releasing the lock (future callbacks must never run under it).
+        """
+        orphans: List[_Request] = []
         while self._queue and len(self._inflight) < self.slots:
             request = self._queue.popleft()
             model = self._models.get(request.model_key)
             if model is None or not model.free:
-                request.future.set_exception(ModelRuntimeError(f"model {request.model_key} is not loaded"))
+                orphans.append(request)
                 continue
             if not request.future.set_running_or_notify_cancel():
                 continue
@@ -566,6 +573,12 @@ class WorkerHandle:
                 self._conn.send_bytes(_INVOKE.pack(OP_INVOKE, req_id, model.model_id, slot))
             except (OSError, ValueError):
                 break  # the reader sees the pipe close and fails everything in flight
+        return orphans
+
+    @staticmethod
+    def _fail_orphans(orphans: List[_Request]) -> None:
+        for r in orphans:
+            r.future.set_exception(ModelRuntimeError(f"model {r.model_key} is not loaded"))
 
     def _read_loop(self) -> None:
         conn = self._conn
@@ -598,7 +611,8 @@ class WorkerHandle:
                     if error is None:
                         outputs = [np.array(v, copy=True) for v in model.out_views[request.slot]]
                     model.free.append(request.slot)
-                self._pump()
+                orphans = self._pump()
+            self._fail_orphans(orphans)
             request.future.invoke_s = invoke_ns / 1e9  # type: ignore[attr-defined]
             if error is not None:
                 request.future.set_exception(error)

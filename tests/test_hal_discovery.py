@@ -122,3 +122,30 @@ def _wait_state(pool, device_id, state, timeout_s=30.0):
             pass
         time.sleep(0.01)
     raise AssertionError(f"{device_id} not {state}: {pool.device(device_id)}")
+
+
+def test_pool_follows_a_pcie_card_leaving_and_returning(tmp_path):
+    sysfs = FakeSysfs(tmp_path)
+    sysfs.add_apex(0)
+    events = []
+    pool = DevicePool(["pci"], sysfs_root=tmp_path, tpu_executor="mock", poll_interval_s=3600,
+                      rescan_interval_s=3600)
+    pool.on_change(lambda info, event: events.append((info.id, event)))
+    pool.start()
+    try:
+        pid = pool.device("pci:0").pid
+        sysfs.remove_apex(0)
+        pool.poll()
+        info = pool.device("pci:0")
+        assert (info.state, info.pid) == ("lost", None)
+        pool.poll()
+        assert events.count(("pci:0", "lost")) == 1
+        sysfs.add_apex(0)
+        sysfs.add_apex(1)
+        pool.poll()
+        _wait_state(pool, "pci:0", "ready")
+        _wait_state(pool, "pci:1", "ready")
+        assert pool.device("pci:0").pid != pid
+        assert ("pci:0", "recovered") in events and ("pci:1", "added") in events
+    finally:
+        pool.stop()
