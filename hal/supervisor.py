@@ -26,7 +26,7 @@ import numpy as np
 
 from .device import DeviceEvent, DeviceInfo, DeviceState
 from .discovery import Discovery, Found, parse_specs
-from .errors import DeviceUnavailableError, HalError, RuntimeMissingError
+from .errors import DeviceUnavailableError, HalError, ModelRuntimeError, RuntimeMissingError
 from .executor import TensorSpec
 from .pcie import read_telemetry
 from .thermal import ThermalMonitor
@@ -372,7 +372,12 @@ class DevicePool:
                 with dev.lock:
                     models = dict(dev.models)
                 for key, (path, twin) in models.items():
-                    handle.load(key, path, twin)
+                    try:
+                        handle.load(key, path, twin)
+                    except ModelRuntimeError as exc:  # the file changed or vanished: not the device's fault
+                        log.error("%s: model %s could not be reloaded and was dropped: %s", dev.id, key, exc)
+                        with dev.lock:
+                            dev.models.pop(key, None)
             except RuntimeMissingError as exc:
                 handle.stop(1.0)
                 with dev.lock:

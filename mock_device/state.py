@@ -57,18 +57,23 @@ class MockWorld:
 
     @classmethod
     def create(cls, state_dir: Union[str, Path], count: int) -> "MockWorld":
-        """Lay out ``count`` plugged-in mock devices (mock:0 .. mock:N-1) with a fake apex tree."""
+        """Lay out a fresh world of ``count`` plugged-in devices (mock:0 .. mock:N-1) with a fake apex tree.
+
+        A world left in the folder by an earlier run is replaced: every daemon start
+        begins with healthy devices and no queued faults.
+        """
+        import shutil
+
         from .sysfs import FakeSysfs
 
         world = cls(state_dir)
+        for old in ("devices", "sys"):
+            shutil.rmtree(world.root / old, ignore_errors=True)
         (world.root / "devices").mkdir(parents=True, exist_ok=True)
         sysfs = FakeSysfs(world.sysfs_root)
         for i in range(count):
-            path = world._path(f"mock:{i}")
-            if not path.exists():
-                write_atomic(path, json.dumps(_default_state()))
-            if not sysfs.node_dir(i).exists():
-                sysfs.add_apex(i)
+            write_atomic(world._path(f"mock:{i}"), json.dumps(_default_state()))
+            sysfs.add_apex(i)
         return world
 
     @property

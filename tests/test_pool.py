@@ -95,3 +95,37 @@ def test_device_info_to_dict_is_json_ready():
     info = DeviceInfo(id="usb:0", kind="usb", index=0, path="2-1.3", usb_ports=(1, 3), models=["a"])
     data = json.loads(json.dumps(info.to_dict()))
     assert data["usb_ports"] == [1, 3] and data["models"] == ["a"] and data["temperature_c"] is None
+
+
+def test_a_model_that_cannot_be_reloaded_is_dropped_not_the_device(small_model, tmp_path):
+    import os
+    import shutil
+    import signal
+    import time
+
+    compiled, twin = small_model
+    copy = tmp_path / "twin.tflite"
+    shutil.copy(twin, copy)
+    with DevicePool(["mock:1"], mock_state_dir=tmp_path / "world") as pool:
+        pool.load("mock:0", "kept", compiled, twin)
+        pool.load("mock:0", "gone", compiled, copy)
+        copy.unlink()
+        os.kill(pool.device("mock:0").pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and pool.device("mock:0").restarts == 0:
+            time.sleep(0.01)
+        info = pool.device("mock:0")
+        assert info.state == "ready" and info.models == ["kept"]
+    assert (tmp_path / "world").is_dir()  # a given state folder is the caller's to keep
+
+
+def test_a_reused_state_folder_starts_a_fresh_world(tmp_path):
+    from edgetpud.mock_device.control import MockControl
+    from edgetpud.mock_device.state import MockWorld
+
+    MockWorld.create(tmp_path, 3)
+    MockControl(tmp_path).unplug("mock:1")
+    MockControl(tmp_path).inject("mock:0", "abort")
+    with DevicePool(["mock:2"], mock_state_dir=tmp_path) as pool:
+        assert [(d.id, d.state) for d in pool.devices()] == [("mock:0", "ready"), ("mock:1", "ready")]
+        assert [d["faults"] for d in pool.mock_control.devices()] == [[], []]
