@@ -308,7 +308,7 @@ class RealDaemon:
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 90.0) -> "RealDaemon":
-        """Start and wait until ``edgetpuctl status`` says ready.
+        """Start and wait until its health service says SERVING.
 
         Raises:
             RuntimeError: the daemon exited or was not ready in time (with its log).
@@ -322,11 +322,23 @@ class RealDaemon:
         while time.monotonic() < end:
             if self.process.poll() is not None:
                 raise RuntimeError(f"edgetpud exited with {self.process.returncode}:\n{self.log_text()}")
-            if self.socket.exists() and ctl("status", address=self.address, timeout=30).returncode == 0:
+            if self.socket.exists() and self.serving():
                 return self
-            time.sleep(0.2)
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"edgetpud not ready after {timeout} s:\n{self.log_text()}")
+
+    def serving(self) -> bool:
+        """Whether grpc.health.v1 says SERVING (what a load balancer or systemd check would ask)."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""

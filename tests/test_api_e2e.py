@@ -212,3 +212,21 @@ def test_stream_without_config_is_invalid_argument(daemon):
         with pytest.raises(grpc.RpcError) as info:
             list(stub.Stream(iter([pb.StreamRequest(frame=pb.StreamFrame())]), timeout=30))
         assert info.value.code() == Code.INVALID_ARGUMENT
+
+
+def test_health_follows_an_unplugged_device(daemon, client, cat):
+    from daemon_fixture import wait_for
+    client.mock.unplug("mock:0")
+    try:
+        wait_for(lambda: not daemon.serving(), timeout=60, what="NOT_SERVING after the unplug")
+        expect_error(lambda: client.classify(SMALL, cat, timeout=10), Code.UNAVAILABLE)
+    finally:
+        client.mock.replug("mock:0")
+    wait_for(daemon.serving, timeout=60, what="SERVING after the replug")
+
+    def serves() -> bool:
+        try:
+            return bool(client.classify(SMALL, cat).classes)
+        except ClientError:
+            return False
+    wait_for(serves, timeout=60, what="a classify after the replug")

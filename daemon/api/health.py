@@ -40,7 +40,10 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             self._loop.call_soon_threadsafe(self._changed.set)
 
     async def serving_status(self) -> int:
-        """SERVING when any device is in a state that accepts work."""
+        """SERVING when any device is in a state that accepts work (and the service accepts requests)."""
+        ready = getattr(self._svc, "ready", None)
+        if isinstance(ready, bool):  # the façade's own answer: accepting, with a usable device
+            return SERVING if ready else NOT_SERVING
         try:
             devices = await resolve(self._svc.devices())
         except Exception:  # noqa: BLE001 - a façade that cannot even list devices is not serving

@@ -14,8 +14,10 @@ from .calls import call, deadline_of, observe, resolve
 from .status import RequestError, to_status
 from .stream import FramePipeline
 
-#: Frames one stream runs at once when its config leaves max_in_flight at 0.
+#: Frames one stream runs at once when its config leaves max_in_flight at 0, and the most it may ask for
+#: (more would only fill the device queues that other clients share).
 DEFAULT_STREAM_IN_FLIGHT = 2
+MAX_STREAM_IN_FLIGHT = 16
 
 
 def _payload(task: str, result: Any) -> dict:
@@ -119,7 +121,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         def dropped(frame: pb.StreamFrame) -> pb.StreamResponse:
             return pb.StreamResponse(frame_id=frame.frame_id, status=pb.FRAME_STATUS_DROPPED)
 
-        pipeline = FramePipeline(process, dropped, config.max_in_flight or DEFAULT_STREAM_IN_FLIGHT,
+        in_flight = min(config.max_in_flight or DEFAULT_STREAM_IN_FLIGHT, MAX_STREAM_IN_FLIGHT)
+        pipeline = FramePipeline(process, dropped, in_flight,
                                  latest_wins=config.frame_policy == pb.FRAME_POLICY_LATEST_WINS)
         try:
             async for response in pipeline.run(frames()):
