@@ -199,9 +199,25 @@ class _ChildDevice:
         self.models.clear()
 
 
-def worker_main(conn: Any, config: WorkerConfig) -> None:
-    """Entry point of the child process (``spawn``): serve until told to stop or the pipe closes."""
+def worker_main(conn: Any, config: Optional[WorkerConfig]) -> None:
+    """Entry point of the child process (``spawn``): serve until told to stop or the pipe closes.
+
+    Without a config this is a spare: it imports the runtime now, then waits for
+    the config of the device it is to serve (see ``SpareWorker``).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    if config is None:
+        try:
+            from .runtime import find_runtime
+
+            find_runtime()
+        except HalError:
+            pass  # the real start reports it
+        try:
+            config = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        assert isinstance(config, WorkerConfig)
     logging.basicConfig(level=config.log_level, format=f"%(asctime)s worker[{config.device_id}] %(levelname)s %(name)s: %(message)s")
     try:
         device = _ChildDevice(config)
@@ -245,6 +261,43 @@ def worker_main(conn: Any, config: WorkerConfig) -> None:
 # ---------------------------------------------------------------------------
 # main-process side
 # ---------------------------------------------------------------------------
+
+class SpareWorker:
+    """A worker process started ahead of need, for fast restarts.
+
+    Most of a restart is spawning Python and importing numpy and the TFLite
+    runtime; a spare has done that already and only waits to be told which device
+    it serves. ``take`` hands it over once; ``close`` ends an unused one.
+    """
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe(duplex=True)
+        self._process: Optional[multiprocessing.process.BaseProcess] = ctx.Process(
+            target=worker_main, args=(child_conn, None), name="edgetpud-worker-spare", daemon=True)
+        self._process.start()
+        child_conn.close()
+
+    def take(self) -> Optional[Tuple[multiprocessing.process.BaseProcess, Any]]:
+        """The process and its pipe, or None when it died or was taken already."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if not process.is_alive():
+            process.join(1.0)
+            self._conn.close()
+            return None
+        return process, self._conn
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            self._conn.close()  # the spare sees EOF and exits
+            process.join(5.0)
+            if process.is_alive():
+                process.kill()
+                process.join(5.0)
+
 
 @dataclass
 class _Request:
@@ -321,18 +374,29 @@ class WorkerHandle:
     def alive(self) -> bool:
         return self._alive
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        """Spawn the worker and wait until it has opened its device.
+    def start(self, timeout_s: float = 60.0, spare: Optional["SpareWorker"] = None) -> None:
+        """Spawn the worker (or take over ``spare``) and wait until it has opened its device.
 
         Raises:
             RuntimeMissingError / DelegateLoadError / DeviceInitError: the worker could not open the device.
         """
-        ctx = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
         name = f"edgetpud-worker-{self.config.device_id}"
-        process = ctx.Process(target=worker_main, args=(child_conn, self.config), name=name, daemon=True)
-        process.start()
-        child_conn.close()  # the child holds the only other end: its death closes the pipe
+        taken = spare.take() if spare is not None else None
+        if taken is not None:
+            process, parent_conn = taken
+            try:
+                parent_conn.send_bytes(pickle.dumps(self.config))
+            except (OSError, ValueError):
+                taken = None
+                parent_conn.close()
+                process.kill()
+                process.join(5.0)
+        if taken is None:
+            ctx = multiprocessing.get_context("spawn")
+            parent_conn, child_conn = ctx.Pipe(duplex=True)
+            process = ctx.Process(target=worker_main, args=(child_conn, self.config), name=name, daemon=True)
+            process.start()
+            child_conn.close()  # the child holds the only other end: its death closes the pipe
         self._process, self._conn, self._pid = process, parent_conn, process.pid
         try:
             if not parent_conn.poll(timeout_s):

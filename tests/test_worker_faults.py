@@ -170,3 +170,19 @@ def test_stop_fails_pending_requests(model):
     pool.stop()
     outcomes = [_outcome(f, 10) for f in futures]
     assert set(outcomes) <= {"ok", "DeviceUnavailableError"} and "DeviceUnavailableError" in outcomes
+
+
+def test_warm_spare_takes_over_a_dead_worker(model):
+    pool = DevicePool(["mock:1"], warm_spare=True, poll_interval_s=3600, rescan_interval_s=3600)
+    pool.start()
+    try:
+        pool.load("mock:0", "m", *model)
+        spare_pid = pool._spare._process.pid  # the idle process the next restart will use
+        os.kill(pool.device("mock:0").pid, signal.SIGKILL)
+        wait_for(lambda: pool.device("mock:0").restarts == 1, what="restart")
+        assert pool.device("mock:0").pid == spare_pid and pool.device("mock:0").models == ["m"]
+        assert pool.submit("mock:0", "m", _inputs(pool)).result(30)[0].shape == (1, 1001)
+        wait_for(lambda: pool._spare is not None, what="a new spare")
+        assert pool._spare._process.pid != spare_pid
+    finally:
+        pool.stop()

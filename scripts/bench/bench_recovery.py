@@ -10,7 +10,8 @@ repeatedly kills one worker (SIGKILL, or SIGABRT as libedgetpu dies) and times:
 
 and checks that the other device kept serving meanwhile. Prints one JSON document.
 
-Usage: EDGETPUD_TEST_DATA=../shared/coral-test-data .venv/bin/python scripts/bench/bench_recovery.py [-n 5]
+Usage: EDGETPUD_TEST_DATA=../shared/coral-test-data .venv/bin/python scripts/bench/bench_recovery.py \
+           [-n 5] [--signal SIGABRT] [--warm-spare]
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def main() -> int:
     parser.add_argument("-n", "--rounds", type=int, default=5)
     parser.add_argument("--signal", choices=["SIGKILL", "SIGABRT"], default="SIGKILL")
     parser.add_argument("--model", help=f"default: {MODEL} from EDGETPUD_TEST_DATA")
+    parser.add_argument("--warm-spare", action="store_true", help="keep a pre-started spare worker (DevicePool(warm_spare=True))")
     args = parser.parse_args()
     model = Path(args.model) if args.model else Path(os.environ.get("EDGETPUD_TEST_DATA", "")) / MODEL
     if not model.is_file():
@@ -60,7 +62,7 @@ def main() -> int:
 
     # stable_s=0: every round measures a first restart (minimum backoff), not a crash loop.
     pool = DevicePool(["mock:2"], num_threads=1, mock_latency_s=0.005, poll_interval_s=3600,
-                      rescan_interval_s=3600, stable_s=0.0)
+                      rescan_interval_s=3600, stable_s=0.0, warm_spare=args.warm_spare)
     pool.on_change(on_change)
     pool.start()
     detect: List[float] = []
@@ -108,7 +110,7 @@ def main() -> int:
             detect.append(stamps["failed"] - t0)
             restart.append(stamps["restarted"] - t0)
             serving.append(t_serving - t0)
-            time.sleep(0.2)
+            time.sleep(1.0 if args.warm_spare else 0.2)  # let the next spare finish importing
         stop.set()
         other.join(30)
         restarts = pool.device("mock:0").restarts
@@ -117,6 +119,7 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "worker_recovery",
         "signal": args.signal,
+        "warm_spare": args.warm_spare,
         "model": model.name,
         "detect": summary(detect),
         "restart": summary(restart),
