@@ -165,24 +165,24 @@ class Client:
         Raises:
             ClientError: INVALID_ARGUMENT (bad image), NOT_FOUND (model), UNAVAILABLE, ...
         """
-        request = pb.ClassifyRequest(model=model, version=version, image=convert.image(image, crop),
-                                     top_k=top_k, threshold=threshold)
+        request = pb.ClassifyRequest(model=model, version=version, top_k=top_k, threshold=threshold)
+        convert.fill_image(request.image, image, crop)
         return convert.classify_result(self._inference.Classify(request, timeout=self._timeout(timeout)))
 
     @_wrap_errors
     def detect(self, model: str, image: ImageLike, top_k: int = 0, threshold: float = 0.0,
                crop: Optional[Crop] = None, version: str = "", timeout: Optional[float] = None) -> DetectResult:
         """Objects in ``image``. Raises: ClientError."""
-        request = pb.DetectRequest(model=model, version=version, image=convert.image(image, crop),
-                                   top_k=top_k, threshold=threshold)
+        request = pb.DetectRequest(model=model, version=version, top_k=top_k, threshold=threshold)
+        convert.fill_image(request.image, image, crop)
         return convert.detect_result(self._inference.Detect(request, timeout=self._timeout(timeout)))
 
     @_wrap_errors
     def embed(self, model: str, image: ImageLike, normalize: bool = False, crop: Optional[Crop] = None,
               version: str = "", timeout: Optional[float] = None) -> EmbedResult:
         """The embedding vector of ``image``. Raises: ClientError."""
-        request = pb.EmbedRequest(model=model, version=version, image=convert.image(image, crop),
-                                  normalize=normalize)
+        request = pb.EmbedRequest(model=model, version=version, normalize=normalize)
+        convert.fill_image(request.image, image, crop)
         return convert.embed_result(self._inference.Embed(request, timeout=self._timeout(timeout)))
 
     @_wrap_errors
@@ -196,7 +196,7 @@ class Client:
         """
         request = pb.InvokeRequest(model=model, version=version, inputs=convert.tensors(inputs or []))
         if image is not None:
-            request.image.CopyFrom(convert.image(image))
+            convert.fill_image(request.image, image)
         return convert.invoke_result(self._inference.Invoke(request, timeout=self._timeout(timeout)))
 
     def stream(self, model: str, frames: Iterable[Union[ImageLike, Tuple[int, ImageLike]]], task: str = "classify",
@@ -226,11 +226,13 @@ class Client:
             yield pb.StreamRequest(config=config)
             for item in frames:
                 frame_id, value = item if isinstance(item, tuple) else (0, item)
+                message = pb.StreamRequest()
+                message.frame.frame_id = frame_id
                 if task == "raw" and not isinstance(value, (bytes, str, Path, Frame)):
-                    frame = pb.StreamFrame(frame_id=frame_id, inputs=convert.tensors(value))
+                    message.frame.inputs.extend(convert.tensors(value))
                 else:
-                    frame = pb.StreamFrame(frame_id=frame_id, image=convert.image(value))
-                yield pb.StreamRequest(frame=frame)
+                    convert.fill_image(message.frame.image, value)
+                yield message
 
         return self._stream_results(task, self._inference.Stream(requests(), timeout=timeout))
 

@@ -24,10 +24,21 @@ def image(value: ImageLike, crop: Optional[Crop] = None) -> pb.Image:
     """An Image message from encoded bytes, a file path, a Frame or an HxW[xC] uint8 array.
 
     Raises:
-        ValueError: an array that is not uint8 HxW, HxWx1, HxWx3 or HxWx4, or an unknown pixel format.
+        ValueError: see :func:`fill_image`.
         OSError: a path that cannot be read.
     """
     msg = pb.Image()
+    fill_image(msg, value, crop)
+    return msg
+
+
+def fill_image(msg: pb.Image, value: ImageLike, crop: Optional[Crop] = None) -> None:
+    """Fill ``msg`` (usually a request's own image field, so a large frame is not copied again).
+
+    Raises:
+        ValueError: an array that is not uint8 HxW, HxWx1, HxWx3 or HxWx4, or an unknown pixel format.
+        OSError: a path that cannot be read.
+    """
     if isinstance(value, (bytes, bytearray, memoryview)):
         msg.encoded = bytes(value)
     elif isinstance(value, (str, Path)):
@@ -35,22 +46,29 @@ def image(value: ImageLike, crop: Optional[Crop] = None) -> pb.Image:
     elif isinstance(value, Frame):
         if value.pixel_format.upper() not in PIXEL_FORMATS:
             raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")
-        msg.frame.CopyFrom(pb.RawFrame(data=bytes(value.data), width=value.width, height=value.height,
-                                       stride=value.stride, pixel_format=PIXEL_FORMATS[value.pixel_format.upper()]))
+        _set_frame(msg.frame, value.data, value.width, value.height, value.stride, value.pixel_format.upper())
     elif isinstance(value, np.ndarray):
         channels = 1 if value.ndim == 2 else (value.shape[2] if value.ndim == 3 else 0)
         if value.dtype != np.uint8 or channels not in _ARRAY_FORMATS:
             raise ValueError(f"an image array must be uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA), "
                              f"got {value.dtype} {list(value.shape)}")
         array = np.ascontiguousarray(value)
-        msg.frame.CopyFrom(pb.RawFrame(data=array.tobytes(), width=array.shape[1], height=array.shape[0],
-                                       stride=array.strides[0], pixel_format=PIXEL_FORMATS[_ARRAY_FORMATS[channels]]))
+        _set_frame(msg.frame, array.tobytes(), array.shape[1], array.shape[0], array.strides[0],
+                   _ARRAY_FORMATS[channels])
     else:
         raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame or an array")
     if crop is not None:
         x, y, w, h = crop
         msg.crop.CopyFrom(pb.Crop(x=x, y=y, width=w, height=h))
-    return msg
+
+
+def _set_frame(frame: pb.RawFrame, data: Any, width: int, height: int, stride: int, pixel_format: str) -> None:
+    """Fill the message in place: frames are large, so no intermediate message is copied."""
+    frame.data = bytes(data)
+    frame.width = width
+    frame.height = height
+    frame.stride = stride
+    frame.pixel_format = PIXEL_FORMATS[pixel_format]
 
 
 def tensor(name: str, array: np.ndarray) -> pb.Tensor:
