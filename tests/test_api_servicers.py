@@ -193,6 +193,13 @@ def test_stream_latest_frame_wins_answers_every_frame_once_in_order(fake, client
     assert all(r.result is None for r in results if r.status == "dropped")
 
 
+def test_stream_edge_cases(fake, client):
+    assert list(client.stream("cls", [])) == []  # config, then the client is done
+    with pytest.raises(ClientError) as info:
+        list(client.stream("nope", [b"x"]))
+    assert info.value.code == Code.NOT_FOUND and "nope" in info.value.message
+
+
 def test_stream_must_start_with_a_config(client):
     from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb, edgetpud_pb2_grpc as pb_grpc
     stub = pb_grpc.InferenceStub(client._channel)

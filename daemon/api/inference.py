@@ -85,6 +85,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         task = convert.TASKS.get(config.task)
         if task is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown task {config.task} in StreamConfig")
+        try:  # a stream for a model that is not there fails as a whole, not frame by frame
+            await resolve(self._svc.model_info(config.model))
+        except Exception as exc:  # noqa: BLE001 - mapped like every other error
+            await context.abort(*to_status(exc))
         options = {"top_k": config.top_k, "threshold": config.threshold, "normalize": config.normalize}
         numbering = iter(range(1, 2 ** 63))
 
