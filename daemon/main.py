@@ -125,6 +125,10 @@ class Daemon:
             log.critical("cannot start: %s", exc)
             return EXIT_USAGE
         server = None
+        # Pings start with the loop (systemd counts WatchdogSec from the start, and a start
+        # that loads firmware and many models can take longer than it).
+        started = False
+        watchdog = asyncio.ensure_future(self._notifier.watchdog_loop(lambda: not started or service.healthy()))
         try:
             await service.start()
             server = _build_server(service, self.config)
@@ -132,13 +136,14 @@ class Daemon:
                 await server.start()
         except (EdgetpudError, HalError, OSError) as exc:
             log.critical("cannot start: %s", exc)
+            watchdog.cancel()
             self._notifier.stopping(f"failed: {exc}")
             await service.stop(0)
             return EXIT_FAILURE
+        started = True
         listening = ", ".join(self.config.listen) if server is not None else "no listener"
         log.info("ready: %s; %s", listening, _status_line(service))
         self._notifier.ready(_status_line(service))
-        watchdog = asyncio.ensure_future(self._notifier.watchdog_loop(service.healthy))
         try:
             while not self._stop.is_set():
                 hup = asyncio.ensure_future(self._hup.wait())
