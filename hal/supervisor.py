@@ -366,6 +366,8 @@ class DevicePool:
         dev.found.usb = wait_for_runtime(acc, backend=self.usb_backend)
 
     def _bring_up(self, dev: _Device, event: DeviceEvent, queued: list) -> None:
+        """Life-cycle thread: (re)start the worker with backoff until it serves, is lost, or the pool stops."""
+        handle: Optional[WorkerHandle] = None
         while not self._stop.is_set():
             if dev.failures:
                 delay = min(self.backoff_s[1], self.backoff_s[0] * (2 ** (dev.failures - 1)))
@@ -409,6 +411,7 @@ class DevicePool:
                     dev.failures += 1
                     dev.state, dev.error = DeviceState.FAILED, str(exc)
                 log.warning("%s did not start (attempt %d): %s", dev.id, dev.failures, exc)
+                handle = None
                 continue
             with dev.lock:
                 if self._stop.is_set():
@@ -422,8 +425,6 @@ class DevicePool:
             self._emit(dev, event)
             self._refill_spare()
             return
-        else:
-            handle = None
         if handle is not None:
             handle.stop(1.0)
         self._fail(queued, DeviceUnavailableError(f"{dev.id}: the device pool is stopping"))

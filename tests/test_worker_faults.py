@@ -186,3 +186,19 @@ def test_warm_spare_takes_over_a_dead_worker(model):
         assert pool._spare._process.pid != spare_pid
     finally:
         pool.stop()
+
+
+def test_stop_during_restart_backoff_is_prompt(model):
+    pool = DevicePool(["mock:1"], slots=2, mock_latency_s=0.2, backoff_s=(30.0, 60.0),
+                      poll_interval_s=3600, rescan_interval_s=3600)
+    pool.start()
+    try:
+        pool.load("mock:0", "m", *model)
+        futures = [pool.submit("mock:0", "m", _inputs(pool)) for _ in range(4)]  # 2 sent, 2 queued
+        os.kill(pool.device("mock:0").pid, signal.SIGKILL)
+        wait_for(lambda: pool.device("mock:0").state == "failed", what="death")
+    finally:
+        start = time.monotonic()
+        pool.stop()
+    assert time.monotonic() - start < 10
+    assert [_outcome(f, 5) for f in futures] == ["DeviceUnavailableError"] * 4
