@@ -76,7 +76,6 @@ class Found:
     usb: Optional[UsbAccelerator] = None
     sysfs_dir: Optional[Path] = None
     delegate_device: str = ""
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> Tuple[str, str]:

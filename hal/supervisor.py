@@ -53,7 +53,6 @@ class _Device:
         self.thermal = ThermalMonitor(found.id)
         self.trip_points: Optional[List[float]] = None
         self.lifecycle: Optional[threading.Thread] = None
-        self.permanent = False
 
     @property
     def id(self) -> str:
@@ -398,7 +397,7 @@ class DevicePool:
                 if spare is not None:
                     spare.close()
                 with dev.lock:
-                    dev.state, dev.error, dev.permanent = DeviceState.FAILED, str(exc), True
+                    dev.state, dev.error = DeviceState.FAILED, str(exc)  # not retried: nothing will change
                 log.error("%s cannot be used: %s", dev.id, exc)
                 self._fail(queued, exc)
                 self._emit(dev, DeviceEvent.FAILED)
