@@ -13,24 +13,23 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from edgetpud.hal.errors import DeviceUnavailableError, HalError
 from edgetpud.hal.executor import TensorSpec
 
-from .errors import ModelError, NotFoundError, PreconditionError
+from .errors import ModelError, NotFoundError
 from .model import ModelBundle, ModelSession
 from .model.checker import check_model
 from .model.tflite import TfliteModel
+from .scheduler import USABLE_STATES
 
 log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-USABLE_STATES = frozenset({"ready", "busy", "throttled"})
-
-Run = Callable[..., "asyncio.Future[Any]"]
+Run = Callable[..., Awaitable[Any]]
 
 
 def check_name(name: str) -> str:
@@ -448,6 +447,3 @@ class Registry:
             if name not in found and name not in outcome:
                 self._failed.pop(name, None)
         return outcome
-
-    def live_versions(self) -> Iterator[ModelVersion]:
-        return iter(list(self._live.values()))

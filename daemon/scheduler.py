@@ -126,11 +126,6 @@ class Scheduler:
             req.excluded.add(device)
             self._spawn(self._requeue(req))
 
-    def forget_device_models(self, device: str) -> None:
-        """The device restarted empty (or left): it holds no model any more."""
-        for holders in self._holders.values():
-            holders.discard(device)
-
     def placed(self, model_key: str, device: str) -> None:
         """``model_key`` is loaded on ``device``."""
         self._holders.setdefault(model_key, set()).add(device)
@@ -147,9 +142,6 @@ class Scheduler:
 
     def queue_depths(self) -> Dict[str, int]:
         return {device: len(q) for device, q in self._queues.items()}
-
-    def inflight(self) -> Dict[str, int]:
-        return dict(self._inflight)
 
     def load_of(self, device: str) -> int:
         return len(self._queues.get(device, ())) + self._inflight.get(device, 0)

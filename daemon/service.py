@@ -285,11 +285,11 @@ class Service:
         t0 = time.monotonic()
         if deadline is not None and t0 >= deadline:
             raise DeadlineExceededError("the deadline had passed when the request arrived; it was not run")
-        inputs, context = await self._on_cpu(_preprocess, mv, task, request, pre)
+        inputs, context = await self._blocking(_preprocess, mv, task, request, pre)
         t1 = time.monotonic()
         result = await self.scheduler.run(mv.key, inputs, deadline)
         t2 = time.monotonic()
-        payload = await self._on_cpu(_postprocess, mv, task, result.outputs, context, post)
+        payload = await self._blocking(_postprocess, mv, task, result.outputs, context, post)
         t3 = time.monotonic()
         timing = {"queue_s": result.queue_s, "preprocess_s": t1 - t0, "invoke_s": result.invoke_s,
                   "postprocess_s": t3 - t2, "transfer_s": max(0.0, result.round_trip_s - result.invoke_s),
@@ -312,12 +312,8 @@ class Service:
         if self._active == 0:
             self._idle.set()
 
-    async def _on_cpu(self, fn: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._cpu, functools.partial(fn, *args))
-
     async def _blocking(self, fn: Any, *args: Any) -> Any:
-        """Run blocking setup work (file reads, pool calls) off the event loop."""
+        """Run CPU-heavy or blocking work (pre/postprocessing, file reads, pool calls) off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._cpu, functools.partial(fn, *args))
 
