@@ -163,13 +163,23 @@ def test_sighup_rescans_the_models_folder(daemon_env, test_data):
     assert proc.wait(30) == 0
 
 
-def test_second_daemon_on_the_same_socket_fails_loudly(daemon_env):
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_second_daemon_on_the_same_socket_or_port_fails_loudly(daemon_env, tmp_path):
     start, notify, _, address = daemon_env
-    first = start()
+    port = free_port()
+    first = start("--listen", f"127.0.0.1:{port}")
     notify.wait_for("READY=1", START_TIMEOUT_S, first)
-    second = start(name="second")
-    assert second.wait(START_TIMEOUT_S) != 0
-    assert "another" in read_log(second)
+    same_socket = start(name="second")
+    assert same_socket.wait(START_TIMEOUT_S) == 1
+    assert "another" in read_log(same_socket)
+    same_port = start("--listen", f"127.0.0.1:{port}", listen=f"unix:{tmp_path / 'other.sock'}", name="third")
+    assert same_port.wait(START_TIMEOUT_S) == 1
+    assert f"127.0.0.1:{port}" in read_log(same_port) and "in use" in read_log(same_port)
     assert first.poll() is None  # the first one still serves
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
