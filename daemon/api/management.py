@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-import grpc
 
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc

@@ -14,7 +14,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, List
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
