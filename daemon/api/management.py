@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-
+from edgetpud.daemon.errors import NotFoundError, PreconditionError
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import convert
 from .calls import call, resolve
-from edgetpud.daemon.errors import NotFoundError, PreconditionError
-
 from .status import RequestError
 
 #: Largest model accepted through Upload; a compiled Edge TPU model is at most a few tens of MB.
@@ -18,6 +16,7 @@ MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 
 
 def daemon_version() -> str:
+    """The installed edgetpud distribution's version, for Status and KServe ServerMetadata."""
     try:
         from importlib.metadata import version
         return version("edgetpud")
