@@ -140,6 +140,10 @@ class Scheduler:
     def holders(self, model_key: str) -> Set[str]:
         return set(self._holders.get(model_key, set()))
 
+    def usable(self) -> Set[str]:
+        """The devices requests are sent to now."""
+        return set(self._usable)
+
     def queue_depths(self) -> Dict[str, int]:
         return {device: len(q) for device, q in self._queues.items()}
 

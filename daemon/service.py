@@ -106,6 +106,7 @@ class Service:
         self._active = 0
         self._idle = asyncio.Event()
         self._device_tasks: "set[asyncio.Task[Any]]" = set()
+        self.metrics_port: Optional[int] = None
 
     # ---- life cycle ----
 
@@ -136,7 +137,7 @@ class Service:
                  f"; {len(failed)} bundle(s) skipped" if failed else "")
         self.metrics.activate()
         if self.config.metrics_listen:
-            self.metrics.serve(self.config.metrics_listen)
+            self.metrics_port = self.metrics.serve(self.config.metrics_listen)
 
     async def stop(self, grace_s: Optional[float] = None) -> None:
         """Refuse new requests, let accepted ones finish within ``grace_s``, then stop the workers."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 from typing import List
 
 import numpy as np
 import pytest
 
+from edgetpud.daemon import metrics
 from edgetpud.daemon.config import build_config
 from edgetpud.daemon.errors import InvalidArgumentError, ModelError, NotFoundError, PreconditionError
 from edgetpud.daemon.scheduler import DeadlineExceededError
@@ -51,13 +53,18 @@ def cat(test_data: Path) -> InferenceRequest:
     return InferenceRequest(image=ImageInput(data=(test_data / "cat.bmp").read_bytes()))
 
 
+def fetch_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
 def top3(payload) -> dict:
     return {c.id: c.score for c in payload[:3]}
 
 
 def test_classification_expectations_and_status(tmp_path, models_dir, test_data):
     async def main():
-        svc = make_service(tmp_path, models_dir)
+        svc = make_service(tmp_path, models_dir, metrics_listen="127.0.0.1:0")
         await svc.start()
         try:
             status = svc.status()
@@ -79,6 +86,11 @@ def test_classification_expectations_and_status(tmp_path, models_dir, test_data)
 
             inputs, outputs = svc.model_specs(LARGE)
             assert inputs[0].shape == (1, 160, 160, 3) and outputs[0].shape == (1, 1001)
+            metrics.observe_request(SMALL, small.device, "OK", small.timing["total_s"])  # as the API layer does
+            scrape = await asyncio.get_running_loop().run_in_executor(None, fetch_metrics, svc.metrics_port)
+            assert f'edgetpud_requests_total{{code="OK",device="mock:0",model="{SMALL}"}} 1.0' in scrape
+            assert 'edgetpud_device_state{device="mock:0",state="ready"} 1.0' in scrape
+            assert 'edgetpud_queue_depth{device="mock:0"} 0.0' in scrape
             with pytest.raises(NotFoundError, match="broken"):
                 await svc.infer("broken", "classify", cat(test_data))
             with pytest.raises(NotFoundError):
@@ -299,4 +311,85 @@ def test_unplug_under_load_moves_work_to_the_other_device(tmp_path, models_dir, 
             await asyncio.gather(*clients)
             await svc.stop()
         assert failures == []
+    run(main())
+
+
+class EventPool:
+    """A DevicePool stand-in (no processes) whose devices the test adds and loses."""
+
+    def __init__(self) -> None:
+        from edgetpud.hal.device import DeviceInfo
+
+        self._info = DeviceInfo
+        self.infos = {"mock:0": DeviceInfo(id="mock:0", kind="mock", index=0)}
+        self.callbacks: list = []
+        self.loaded: set = set()
+        self.invoked: List[str] = []
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def devices(self):
+        return list(self.infos.values())
+
+    def on_change(self, callback) -> None:
+        self.callbacks.append(callback)
+
+    def load(self, device, key, path, twin):
+        self.loaded.add((device, key))
+        return [], []
+
+    def unload(self, device, key) -> None:
+        self.loaded.discard((device, key))
+
+    def submit(self, device, key, inputs):
+        import concurrent.futures
+
+        self.invoked.append(device)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result([np.zeros((1, 1001), np.uint8)])
+        return future
+
+    def capacity(self, device) -> int:
+        return 2 if self.infos[device].in_service else 0
+
+    def emit(self, device: str, event: str, state: str = "ready") -> None:
+        import threading
+
+        info = self.infos.setdefault(device, self._info(id=device, kind="mock", index=len(self.infos)))
+        info.state = state
+        thread = threading.Thread(target=lambda: [cb(info, event) for cb in self.callbacks])  # as the HAL does
+        thread.start()
+        thread.join()
+
+
+def test_a_device_that_joins_gets_the_models_and_a_lost_one_gets_no_work(tmp_path, test_data):
+    async def until(check) -> None:
+        for _ in range(200):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        pytest.fail("condition never met")
+
+    async def main():
+        models = tmp_path / "models"
+        bundle(models, test_data, SMALL)
+        pool = EventPool()
+        config = build_config({"devices": ["mock:1"], "models_dir": str(models), "state_dir": str(tmp_path / "s")})
+        svc = Service(config, pool=pool)
+        await svc.start()
+        try:
+            key = f"{SMALL}@1"
+            assert pool.loaded == {("mock:0", key)}
+            pool.emit("mock:1", "added")
+            await until(lambda: ("mock:1", key) in pool.loaded and svc.scheduler.holders(key) == {"mock:0", "mock:1"})
+            assert svc.model_info(SMALL).devices == ["mock:0", "mock:1"]
+            pool.emit("mock:0", "lost", state="lost")
+            await until(lambda: svc.scheduler.usable() == {"mock:1"})
+            pool.invoked.clear()
+            results = [await svc.infer(SMALL, "classify", cat(test_data)) for _ in range(3)]
+            assert {r.device for r in results} == {"mock:1"} and set(pool.invoked) == {"mock:1"}
+        finally:
+            await svc.stop()
     run(main())
