@@ -91,17 +91,20 @@ def daemon_env(tmp_path, test_data):
     notify.close()
 
 
-def classify_loop(address: str, image: bytes, stop: threading.Event,
-                  outcomes: List[Tuple[str, Optional[str]]]) -> None:
+Outcome = Tuple[str, Optional[str], float, float]  # code, top class or message, start, end
+
+
+def classify_loop(address: str, image: bytes, stop: threading.Event, outcomes: List[Outcome]) -> None:
     from edgetpud.daemon.client import Client, ClientError
 
     with Client(address, timeout=30) as client:
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 result = client.classify("small", image)
-                outcomes.append(("ok", str(result.classes[0].id)))
+                outcomes.append(("ok", str(result.classes[0].id), started, time.monotonic()))
             except ClientError as exc:
-                outcomes.append((exc.code.name, exc.message))
+                outcomes.append((exc.code.name, exc.message, started, time.monotonic()))
                 if exc.code.name == "UNAVAILABLE":
                     return
 
@@ -114,7 +117,7 @@ def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, tes
     assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in messages)
     image = (test_data / "cat.bmp").read_bytes()
     stop = threading.Event()
-    outcomes: List[Tuple[str, Optional[str]]] = []
+    outcomes: List[Outcome] = []
     clients = [threading.Thread(target=classify_loop, args=(address, image, stop, outcomes)) for _ in range(4)]
     for t in clients:
         t.start()
@@ -123,6 +126,7 @@ def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, tes
         while sum(1 for o in outcomes if o[0] == "ok") < 20 and time.monotonic() < deadline:
             time.sleep(0.02)
         ok_before = sum(1 for o in outcomes if o[0] == "ok")
+        term_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         notify.wait_for("STOPPING=1", 10, None)
         assert proc.wait(30) == 0, read_log(proc)
@@ -136,6 +140,8 @@ def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, tes
     bad = [o for o in outcomes if o[0] not in ("ok", "UNAVAILABLE")]
     assert bad == [], bad
     assert {o[1] for o in outcomes if o[0] == "ok"} == {"283"}
+    # requests in flight when SIGTERM arrived were drained to completion, not dropped
+    assert any(o[0] == "ok" and o[2] < term_at < o[3] for o in outcomes), outcomes[-8:]
     log = read_log(proc)
     assert "draining" in log and "stopped" in log
 
