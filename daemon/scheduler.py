@@ -170,7 +170,7 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         accepted = time.monotonic()
         self._check_deadline(deadline, accepted)
-        device = await self._choose(model_key, set(), deadline)
+        device = self._restarting_holder(model_key) or await self._choose(model_key, set(), deadline)
         req = _Request(model_key, list(inputs), deadline, self._loop.create_future(), accepted)
         queue = self._queues[device]
         if len(queue) >= self._queue_depth:
@@ -187,6 +187,13 @@ class Scheduler:
     def _check_deadline(deadline: Optional[float], now: float) -> None:
         if deadline is not None and now >= deadline:
             raise DeadlineExceededError("the deadline passed before a device could run the request")
+
+    def _restarting_holder(self, model_key: str) -> Optional[str]:
+        """With no usable device, a restarting one that holds the model: the request waits for it."""
+        if self._usable:
+            return None
+        holders = [d for d in sorted(self._restarting) if d in self._holders.get(model_key, ())]
+        return min(holders, key=self.load_of) if holders else None
 
     async def _choose(self, model_key: str, excluded: Set[str], deadline: Optional[float]) -> str:
         """A holder of the model if any (least loaded), else the least loaded device, loading the model there.

@@ -291,3 +291,20 @@ def test_waiting_requests_fail_when_the_only_device_is_lost():
             with pytest.raises(DeviceUnavailableError):
                 await asyncio.wait_for(task, 2)
     asyncio.run(main())
+
+
+def test_new_requests_wait_for_the_only_device_while_it_restarts():
+    async def main():
+        pool, sched = make({"mock:0": 1})
+        sched.device_lost("mock:0", permanent=False)
+        task = asyncio.ensure_future(sched.run("m@1", X))
+        await settle()
+        assert sched.queue_depths() == {"mock:0": 1} and pool.submitted == []
+        sched.set_devices(["mock:0"])
+        await settle()
+        pool.finish()
+        assert (await asyncio.wait_for(task, 2)).device == "mock:0"
+        sched.device_lost("mock:0", permanent=True)  # gone for good: nothing waits for it
+        with pytest.raises(DeviceUnavailableError):
+            await asyncio.wait_for(sched.run("m@1", X), 2)
+    asyncio.run(main())
