@@ -393,3 +393,26 @@ def test_a_device_that_joins_gets_the_models_and_a_lost_one_gets_no_work(tmp_pat
         finally:
             await svc.stop()
     run(main())
+
+
+def test_single_device_worker_death_fails_only_what_it_held(tmp_path, models_dir, test_data):
+    from edgetpud.hal.errors import DeviceUnavailableError
+
+    async def main():
+        svc = make_service(tmp_path, models_dir, mock_latency_s=0.005)
+        await svc.start()
+        try:
+            svc.mock_control.inject("mock:0", "abort")
+            request = cat(test_data)
+            results = await asyncio.gather(*(svc.infer(SMALL, "classify", request) for _ in range(12)),
+                                           return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            assert failures, "the injected abort never fired"
+            # only what the dying worker held fails (cleanly); queued requests waited for the restart
+            assert all(isinstance(f, DeviceUnavailableError) for f in failures), failures
+            assert len(failures) <= 4  # the pool's slots per device
+            served = [r for r in results if not isinstance(r, BaseException)]
+            assert served and all(top3(r.payload).get(283, 0) >= 0.25 for r in served)
+        finally:
+            await svc.stop()
+    run(main())
