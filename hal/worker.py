@@ -306,6 +306,7 @@ class _Request:
     inputs: Optional[Sequence[np.ndarray]]
     slot: int = -1
     started: float = 0.0
+    model: Optional["_ParentModel"] = None  # set when sent: its slots outlive an unload until the reply
 
 
 @dataclass
@@ -324,9 +325,12 @@ class _ParentModel:
         self.out_views.clear()
         for shm in self.shms:
             try:
+                shm.unlink()  # first: the name must go even if a view keeps the mapping alive
+            except FileNotFoundError:  # pragma: no cover
+                pass
+            try:
                 shm.close()
-                shm.unlink()
-            except (BufferError, FileNotFoundError):  # pragma: no cover
+            except BufferError:  # pragma: no cover - a caller still holds a view; GC unmaps it
                 pass
         self.shms.clear()
 
@@ -632,6 +636,7 @@ class WorkerHandle:
                 np.copyto(view, array, casting="no")
             req_id = next(self._ids) & 0xFFFFFFFF
             request.slot, request.inputs, request.started = slot, None, time.monotonic()
+            request.model = model
             self._inflight[req_id] = request
             try:
                 self._conn.send_bytes(_INVOKE.pack(OP_INVOKE, req_id, model.model_id, slot))
@@ -670,8 +675,8 @@ class WorkerHandle:
                     if control is not None and error is not None:
                         control.set_exception(error)
                     continue
-                model = self._models.get(request.model_key)
-                if model is not None:
+                model = request.model
+                if model is not None and model.shms:
                     if error is None:
                         outputs = [np.array(v, copy=True) for v in model.out_views[request.slot]]
                     model.free.append(request.slot)

@@ -90,3 +90,17 @@ def test_death_fails_sent_requests_and_hands_back_queued_ones(test_data: Path):
         handle.stop()
         for r in handed_back:
             r.future.cancel()
+
+
+def test_unload_lets_requests_already_sent_finish(test_data: Path):
+    handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.05), slots=2)
+    handle.start()
+    try:
+        inputs, _ = handle.load("m", str(test_data / SMALL), None)
+        x = [np.zeros(inputs[0].shape, np.uint8)]
+        futures = [handle.submit("m", x) for _ in range(4)]  # 2 sent, 2 queued
+        handle.unload("m")
+        outcomes = [type(f.exception(30)).__name__ if f.exception(30) else "ok" for f in futures]
+        assert outcomes == ["ok", "ok", "ModelRuntimeError", "ModelRuntimeError"]
+    finally:
+        handle.stop()
