@@ -264,7 +264,7 @@ class Service:
 
         Raises:
             NotFoundError: unknown model or version. ImageError: bad image, frame, tensors or options.
-            ModelError: the task does not fit the model. DeadlineExceededError, ResourceExhaustedError,
+            InvalidRequestError: the task does not fit the model. DeadlineExceededError, ResourceExhaustedError,
             DeviceUnavailableError, PreconditionError (stopping): from scheduling.
         """
         self._check_accepting()
@@ -284,7 +284,9 @@ class Service:
         if task not in TASKS:
             raise InvalidRequestError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
         if task not in (mv.bundle.task, "raw"):
-            raise ModelError(f"model {mv.name} serves {mv.bundle.task}, not {task} (raw tensors work for any model)")
+            raise InvalidRequestError(
+                f"model {mv.name} serves {mv.bundle.task}, not {task} (raw tensors work for any model)"
+            )
         pre, post = _split_options(task, request.options)
         t0 = time.monotonic()
         if deadline is not None and t0 >= deadline:

@@ -1,4 +1,4 @@
-"""edgetpud.daemon.client against the real daemon: inputs it accepts, values it returns, errors it raises."""
+"""edgetpud.client (the name camera apps import) against the real daemon: inputs it accepts, values it returns, errors it raises."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from daemon_fixture import RealDaemon
-from edgetpud.daemon.client import (ClassifyResult, Client, ClientError, EmbedResult, Frame, default_address,
+from edgetpud.client import (ClassifyResult, Client, ClientError, EmbedResult, Frame, default_address,
                                     normalize_address)
 from edgetpud.daemon.model import load_model
 

@@ -137,7 +137,7 @@ def test_frames_crops_raw_tensors_and_bad_requests(tmp_path, models_dir, test_da
                 with pytest.raises(error) as info:
                     await svc.infer(SMALL, task, request)
                 assert isinstance(info.value, (InvalidArgumentError, ValueError)), info.value
-            with pytest.raises(ModelError, match="serves classify"):
+            with pytest.raises(InvalidArgumentError, match="serves classify"):
                 await svc.infer(SMALL, "detect", cat(test_data))
             with pytest.raises(DeadlineExceededError):
                 await svc.infer(SMALL, "classify", cat(test_data), deadline=time.monotonic() - 0.01)
