@@ -7,7 +7,7 @@ from PIL import Image
 
 from daemon_fixture import RealDaemon
 from edgetpud.client import (ClassifyResult, Client, ClientError, EmbedResult, Frame, default_address,
-                                    normalize_address)
+                             normalize_address)
 from edgetpud.daemon.model import load_model
 
 SMALL = "mobilenet_v1_0.25_128_quant"

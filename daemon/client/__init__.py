@@ -29,7 +29,7 @@ from .types import (Class, ClassifyResult, ClientError, DetectedObject, DetectRe
 __all__ = [
     "Client", "ClientError", "Frame", "Class", "DetectedObject", "Timing", "Result", "ClassifyResult",
     "DetectResult", "EmbedResult", "InvokeResult", "StreamResult", "Device", "Model", "TensorInfo", "Status",
-    "DEFAULT_ADDRESS", "default_address",
+    "DEFAULT_ADDRESS", "default_address", "normalize_address",
 ]
 
 DEFAULT_ADDRESS = "unix:/run/edgetpud/edgetpud.sock"
