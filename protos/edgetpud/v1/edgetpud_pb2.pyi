@@ -211,7 +211,7 @@ class EmbedRequest(_message.Message):
     version: str
     image: Image
     normalize: bool
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., normalize: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., normalize: bool = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("served_by", "embedding")
@@ -261,7 +261,7 @@ class StreamConfig(_message.Message):
     frame_policy: FramePolicy
     max_in_flight: int
     frame_timeout_s: float
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., normalize: _Optional[bool] = ..., frame_policy: _Optional[_Union[FramePolicy, str]] = ..., max_in_flight: _Optional[int] = ..., frame_timeout_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., normalize: bool = ..., frame_policy: _Optional[_Union[FramePolicy, str]] = ..., max_in_flight: _Optional[int] = ..., frame_timeout_s: _Optional[float] = ...) -> None: ...
 
 class StreamFrame(_message.Message):
     __slots__ = ("frame_id", "image", "inputs")
@@ -379,7 +379,7 @@ class ModelInfo(_message.Message):
     versions: _containers.RepeatedScalarFieldContainer[str]
     description: str
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., state: _Optional[str] = ..., path: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., report: _Optional[_Union[CompatibilityReport, _Mapping]] = ..., error: _Optional[str] = ..., edgetpu_compiled: _Optional[bool] = ..., label_count: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., state: _Optional[str] = ..., path: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., report: _Optional[_Union[CompatibilityReport, _Mapping]] = ..., error: _Optional[str] = ..., edgetpu_compiled: bool = ..., label_count: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -471,7 +471,7 @@ class StatusResponse(_message.Message):
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     version: str
-    def __init__(self, ready: _Optional[bool] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+    def __init__(self, ready: bool = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class MockDeviceRequest(_message.Message):
     __slots__ = ("device",)

@@ -5,7 +5,7 @@ import warnings
 
 from . import edgetpud_pb2 as edgetpud_dot_v1_dot_edgetpud__pb2
 
-GRPC_GENERATED_VERSION = '1.81.1'
+GRPC_GENERATED_VERSION = '1.80.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class InferenceStub:
+class InferenceStub(object):
     """---------------------------------------------------------------- Inference
 
     """
@@ -63,7 +63,7 @@ class InferenceStub:
                 _registered_method=True)
 
 
-class InferenceServicer:
+class InferenceServicer(object):
     """---------------------------------------------------------------- Inference
 
     """
@@ -138,7 +138,7 @@ def add_InferenceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Inference:
+class Inference(object):
     """---------------------------------------------------------------- Inference
 
     """
@@ -279,7 +279,7 @@ class Inference:
             _registered_method=True)
 
 
-class ModelsStub:
+class ModelsStub(object):
     """---------------------------------------------------------------- Models
 
     """
@@ -317,7 +317,7 @@ class ModelsStub:
                 _registered_method=True)
 
 
-class ModelsServicer:
+class ModelsServicer(object):
     """---------------------------------------------------------------- Models
 
     """
@@ -390,7 +390,7 @@ def add_ModelsServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Models:
+class Models(object):
     """---------------------------------------------------------------- Models
 
     """
@@ -531,7 +531,7 @@ class Models:
             _registered_method=True)
 
 
-class DevicesStub:
+class DevicesStub(object):
     """---------------------------------------------------------------- Devices
 
     """
@@ -549,7 +549,7 @@ class DevicesStub:
                 _registered_method=True)
 
 
-class DevicesServicer:
+class DevicesServicer(object):
     """---------------------------------------------------------------- Devices
 
     """
@@ -576,7 +576,7 @@ def add_DevicesServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Devices:
+class Devices(object):
     """---------------------------------------------------------------- Devices
 
     """
@@ -609,7 +609,7 @@ class Devices:
             _registered_method=True)
 
 
-class DaemonStub:
+class DaemonStub(object):
     """---------------------------------------------------------------- Daemon
 
     """
@@ -627,7 +627,7 @@ class DaemonStub:
                 _registered_method=True)
 
 
-class DaemonServicer:
+class DaemonServicer(object):
     """---------------------------------------------------------------- Daemon
 
     """
@@ -654,7 +654,7 @@ def add_DaemonServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Daemon:
+class Daemon(object):
     """---------------------------------------------------------------- Daemon
 
     """
@@ -687,7 +687,7 @@ class Daemon:
             _registered_method=True)
 
 
-class MockControlStub:
+class MockControlStub(object):
     """---------------------------------------------------------------- MockControl
 
     Fault injection into the simulated hardware. Registered only when the
@@ -732,7 +732,7 @@ class MockControlStub:
                 _registered_method=True)
 
 
-class MockControlServicer:
+class MockControlServicer(object):
     """---------------------------------------------------------------- MockControl
 
     Fault injection into the simulated hardware. Registered only when the
@@ -816,7 +816,7 @@ def add_MockControlServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class MockControl:
+class MockControl(object):
     """---------------------------------------------------------------- MockControl
 
     Fault injection into the simulated hardware. Registered only when the
