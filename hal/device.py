@@ -24,7 +24,8 @@ class DeviceKind(str, enum.Enum):
 class DeviceState(str, enum.Enum):
     """Life-cycle of a device as the scheduler sees it.
 
-    ``ready``, ``busy`` and ``throttled`` are in service; ``needs_firmware`` is a
+    ``ready``, ``busy`` (every slot in use: more requests queue) and ``throttled``
+    (the clock is slowed) are in service; ``needs_firmware`` is a
     USB accelerator still in DFU mode (libedgetpu loads the firmware when its
     worker opens it); ``lost`` is unplugged; ``failed`` is a dead worker waiting
     for its restart, or a device that cannot be opened.

@@ -232,8 +232,8 @@ class DevicePool:
         if state == DeviceState.READY:
             if level:
                 state = DeviceState.THROTTLED
-            elif inflight:
-                state = DeviceState.BUSY
+            elif handle is not None and inflight >= handle.slots:
+                state = DeviceState.BUSY  # every slot in use: more requests would queue
         usb = found.usb
         with dev.lock:
             return DeviceInfo(

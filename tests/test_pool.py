@@ -129,3 +129,17 @@ def test_a_reused_state_folder_starts_a_fresh_world(tmp_path):
     with DevicePool(["mock:2"], mock_state_dir=tmp_path) as pool:
         assert [(d.id, d.state) for d in pool.devices()] == [("mock:0", "ready"), ("mock:1", "ready")]
         assert [d["faults"] for d in pool.mock_control.devices()] == [[], []]
+
+
+def test_busy_means_every_slot_is_taken(small_model):
+    compiled, twin = small_model
+    with DevicePool(["mock:1"], slots=2, mock_latency_s=0.2) as pool:
+        inputs, _ = pool.load("mock:0", "m", compiled, twin)
+        first = pool.submit("mock:0", "m", _zeros(inputs))
+        info = pool.device("mock:0")
+        assert (info.state, info.inflight, info.in_service) == ("ready", 1, True)
+        assert pool.capacity("mock:0") == 1
+        second = pool.submit("mock:0", "m", _zeros(inputs))
+        assert pool.device("mock:0").state == "busy" and pool.capacity("mock:0") == 0
+        first.result(30), second.result(30)
+        assert pool.device("mock:0").state == "ready" and pool.capacity("mock:0") == 2
