@@ -134,7 +134,12 @@ def fingerprint(path: Path) -> Tuple[Any, ...]:
 
 
 def scan_models_dir(models_dir: Path) -> Dict[str, Path]:
-    """Bundles under ``models_dir``: each folder, and each lone ``.tflite`` (its compiled twin folded in)."""
+    """Bundles under ``models_dir``: each folder, and each lone ``.tflite`` (its compiled twin folded in).
+
+    A folder with no ``.tflite`` file at all (sample images, notes) is not a bundle and
+    is passed over; one with a ``.tflite`` but no ``model.tflite`` is a broken bundle
+    and is reported when it fails to load.
+    """
     found: Dict[str, Path] = {}
     if not models_dir.is_dir():
         return found
@@ -142,7 +147,10 @@ def scan_models_dir(models_dir: Path) -> Dict[str, Path]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            found[entry.name] = entry
+            if any(entry.glob("*.tflite")):
+                found[entry.name] = entry
+            else:
+                log.debug("%s holds no .tflite file; not a model bundle", entry)
         elif entry.suffix == ".tflite":
             stem = entry.stem
             if stem.endswith("_edgetpu"):

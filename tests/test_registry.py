@@ -91,11 +91,18 @@ def test_names_are_checked():
 
 def test_scan_finds_folders_and_lone_files(tmp_path):
     (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "model.tflite").write_bytes(b"")
+    (tmp_path / "broken").mkdir()  # a .tflite but no model.tflite: a bundle that will fail, visibly
+    (tmp_path / "broken" / "model_edgetpu.tflite").write_bytes(b"")
+    (tmp_path / "images").mkdir()  # no .tflite at all: not a bundle
+    (tmp_path / "images" / "cat.bmp").write_bytes(b"")
     (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "model.tflite").write_bytes(b"")
     for name in ("a.tflite", "a_edgetpu.tflite", "b_edgetpu.tflite", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     found = scan_models_dir(tmp_path)
-    assert found == {"bundle": tmp_path / "bundle", "a": tmp_path / "a.tflite", "b": tmp_path / "b_edgetpu.tflite"}
+    assert found == {"bundle": tmp_path / "bundle", "broken": tmp_path / "broken", "a": tmp_path / "a.tflite",
+                     "b": tmp_path / "b_edgetpu.tflite"}
     assert scan_models_dir(tmp_path / "missing") == {}
 
 
