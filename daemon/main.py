@@ -5,14 +5,23 @@ server exists, so no gRPC thread is ever forked. READY=1 goes to systemd only
 once devices, models and listeners are up. SIGTERM drains accepted requests
 within ``grace_s`` before the workers stop; SIGHUP re-reads the configuration
 and rescans the models folder.
+
+Workers that restart later (or a warm spare) are spawned while gRPC runs. Spawn
+forks only to exec, so gRPC's fork handlers are switched off before gRPC loads:
+on Python 3.9, whose subprocess uses fork() rather than vfork(), they run in the
+child and corrupt the parent's shared epoll set ("epoll_wait error: Bad file
+descriptor", then an abort).
 """
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import argparse
 import asyncio
 import ctypes
 import logging
-import os
 import signal
 import sys
 from pathlib import Path

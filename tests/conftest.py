@@ -10,6 +10,10 @@ import pytest
 
 TEST_DATA_ENV = "EDGETPUD_TEST_DATA"
 
+# Tests start daemons and CLIs from a process that runs gRPC; they fork only to
+# exec, and gRPC's fork handlers would otherwise run in the child on Python 3.9.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 
 @pytest.fixture(scope="session")
 def test_data() -> Path:
