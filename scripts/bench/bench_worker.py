@@ -4,13 +4,15 @@
 Runs the 224x224x3 MobileNet embedding extractor (from EDGETPUD_TEST_DATA, or --model)
 on the CPU with one interpreter thread on both sides, and prints one JSON document:
 
-  sequential      one request at a time, the caller blocking on each (worst case):
+  sequential_back_to_back   one request at a time, the next sent as soon as the last returns:
     in_process      TfliteExecutor.invoke in this process
     worker          DevicePool.submit(...).result() on a cpu worker
     added_us        worker median minus in-process median
     transport_us    per request: round trip minus the worker's own invoke time
                     (``future.invoke_s``), free of the model's run-to-run noise
-  pipelined       two requests kept in flight, as the scheduler does (capacity >= 2):
+  sequential_after_idle     the same, each request after the worker sat idle for one
+                    invocation's time (a camera's frames): the OS must wake it up
+  pipelined                 two requests kept in flight, as the scheduler does (capacity >= 2):
     interval_us     time between consecutive completions through the worker
     added_us        its median minus the in-process median
 
@@ -60,22 +62,42 @@ def main() -> int:
     pool.start()
     try:
         pool.load("cpu:0", "bench", model, model)
-        # Sequential: interleave the two so drift in the shared host's load hits both alike.
+        # Back to back: blocks of 20 through the worker alternate with blocks of 20
+        # in-process (drift in the shared host's load hits both alike).
         local: List[float] = []
         remote: List[float] = []
         transport: List[float] = []
-        for i in range(args.warmup + args.iterations):
+        for _ in range(args.warmup):
+            pool.submit("cpu:0", "bench", [x]).result(60)
+            executor.invoke([x])
+        while len(remote) < args.iterations:
+            for _ in range(20):
+                t0 = time.perf_counter()
+                future = pool.submit("cpu:0", "bench", [x])
+                got = future.result(60)
+                t1 = time.perf_counter()
+                remote.append(t1 - t0)
+                transport.append((t1 - t0) - future.invoke_s)
+            for _ in range(20):
+                t0 = time.perf_counter()
+                expected = executor.invoke([x])
+                local.append(time.perf_counter() - t0)
+        assert np.array_equal(got[0], expected[0]), "worker and in-process outputs differ"
+        # After idle: strictly interleaved, so the worker has slept through one in-process
+        # invocation (~the model's run time) before each request, like frames from a camera.
+        idle_local: List[float] = []
+        idle_remote: List[float] = []
+        idle_transport: List[float] = []
+        for i in range(args.iterations):
             t0 = time.perf_counter()
-            expected = executor.invoke([x])
+            executor.invoke([x])
             t1 = time.perf_counter()
             future = pool.submit("cpu:0", "bench", [x])
-            got = future.result(60)
+            future.result(60)
             t2 = time.perf_counter()
-            if i >= args.warmup:
-                local.append(t1 - t0)
-                remote.append(t2 - t1)
-                transport.append((t2 - t1) - future.invoke_s)
-        assert np.array_equal(got[0], expected[0]), "worker and in-process outputs differ"
+            idle_local.append(t1 - t0)
+            idle_remote.append(t2 - t1)
+            idle_transport.append((t2 - t1) - future.invoke_s)
         # Pipelined: two in flight; the interval between completions is the cost per inference.
         intervals: List[float] = []
         local_pipe: List[float] = []
@@ -104,11 +126,17 @@ def main() -> int:
         "input_shape": list(spec.shape),
         "input_dtype": str(spec.dtype),
         "budget_us": 100,
-        "sequential": {
+        "sequential_back_to_back": {
             "in_process": summary(local),
             "worker": summary(remote),
             "added_us": round((statistics.median(remote) - statistics.median(local)) * 1e6, 1),
             "transport_us": summary(transport),
+        },
+        "sequential_after_idle": {
+            "in_process": summary(idle_local),
+            "worker": summary(idle_remote),
+            "added_us": round((statistics.median(idle_remote) - statistics.median(idle_local)) * 1e6, 1),
+            "transport_us": summary(idle_transport),
         },
         "pipelined": {
             "in_process": summary(local_pipe),
