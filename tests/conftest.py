@@ -41,3 +41,15 @@ def no_leaked_children():
     ]
     assert not children, f"test leaked child processes: {children}"
     assert not leaked_threads, f"test leaked threads: {leaked_threads}"
+
+
+@pytest.fixture
+def client(daemon):
+    """A client of the module's real ``daemon`` (see ``daemon_fixture.real_daemon_fixture``).
+
+    Imported here, not at the top, so tests that never talk gRPC do not load it.
+    """
+    from edgetpud.daemon.client import Client
+
+    with Client(daemon.address, timeout=60) as c:
+        yield c

@@ -19,9 +19,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
+import pytest
 
 from edgetpud.daemon.errors import ImageError, NotFoundError
 from edgetpud.hal.device import DeviceInfo
@@ -355,3 +356,17 @@ class RealDaemon:
                 self.process.kill()
                 self.process.wait(10)
         return self.process.returncode
+
+
+def real_daemon_fixture(name: str, bundles: List[str]) -> Callable[..., Iterator[RealDaemon]]:
+    """A module-scoped ``daemon`` fixture serving ``bundles``.
+
+    Start-up takes seconds, so each test module shares one daemon; ``name`` names its
+    temporary folder so a failing module's log is easy to find.
+    """
+    @pytest.fixture(scope="module", name="daemon")
+    def daemon(tmp_path_factory: Any, test_data: Path) -> Iterator[RealDaemon]:
+        d = RealDaemon(tmp_path_factory.mktemp(name), test_data, bundles=bundles).start()
+        yield d
+        d.stop()
+    return daemon

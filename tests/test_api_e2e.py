@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from daemon_fixture import RealDaemon
+from daemon_fixture import real_daemon_fixture
 from edgetpud.daemon.client import Client, ClientError, Frame
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
@@ -21,17 +21,7 @@ SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, test_data):
-    d = RealDaemon(tmp_path_factory.mktemp("e2e"), test_data, bundles=[SMALL, LARGE]).start()
-    yield d
-    d.stop()
-
-
-@pytest.fixture
-def client(daemon):
-    with Client(daemon.address, timeout=60) as c:
-        yield c
+daemon = real_daemon_fixture("e2e", [SMALL, LARGE])
 
 
 @pytest.fixture

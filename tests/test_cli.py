@@ -6,18 +6,14 @@ import json
 
 import pytest
 
-from daemon_fixture import RealDaemon, ctl
+from daemon_fixture import ctl, real_daemon_fixture
 from edgetpud.daemon.cli.main import main
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, test_data):
-    d = RealDaemon(tmp_path_factory.mktemp("cli"), test_data, bundles=[SMALL, LARGE]).start()
-    yield d
-    d.stop()
+daemon = real_daemon_fixture("cli", [SMALL, LARGE])
 
 
 def run(daemon, *args):

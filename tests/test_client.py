@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon_fixture import RealDaemon
+from daemon_fixture import real_daemon_fixture
 from edgetpud.client import (ClassifyResult, Client, ClientError, EmbedResult, Frame, default_address,
                              normalize_address)
 from edgetpud.daemon.model import load_model
@@ -14,17 +14,7 @@ SMALL = "mobilenet_v1_0.25_128_quant"
 EMBED = "embedding_extractor"
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, test_data):
-    d = RealDaemon(tmp_path_factory.mktemp("client"), test_data, bundles=[SMALL, EMBED]).start()
-    yield d
-    d.stop()
-
-
-@pytest.fixture
-def client(daemon):
-    with Client(daemon.address, timeout=60) as c:
-        yield c
+daemon = real_daemon_fixture("client", [SMALL, EMBED])
 
 
 def test_addresses(monkeypatch):

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from daemon_fixture import RealDaemon
+from daemon_fixture import real_daemon_fixture
 from edgetpud.daemon.api.kserve import input_arrays, requested_outputs
 from edgetpud.daemon.api.status import RequestError
 from edgetpud.hal.executor import TensorSpec, TfliteExecutor
@@ -120,11 +120,7 @@ def test_unknown_requested_output_is_refused():
 
 # ------------------------------------------------------------------ tritonclient against the real daemon
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, test_data):
-    d = RealDaemon(tmp_path_factory.mktemp("kserve"), test_data, bundles=[MODEL]).start()
-    yield d
-    d.stop()
+daemon = real_daemon_fixture("kserve", [MODEL])
 
 
 TRITON_SCRIPT = """
