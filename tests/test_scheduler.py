@@ -61,6 +61,15 @@ def make(capacity: Dict[str, int], depth: int = 4, loader=None, holders: Dict[st
     return pool, sched
 
 
+async def running_and_queued(sched: Scheduler) -> Tuple[asyncio.Future, asyncio.Future]:
+    """One request on the only slot and one waiting behind it: where the queue tests start."""
+    running = asyncio.ensure_future(sched.run("m@1", X))
+    await settle()
+    queued = asyncio.ensure_future(sched.run("m@1", X))
+    await settle()
+    return running, queued
+
+
 def test_result_device_and_timing():
     async def main():
         pool, sched = make({"mock:0": 1})
@@ -185,10 +194,7 @@ def test_full_queue_is_refused_at_once():
 def test_cancelled_request_leaves_the_queue_and_never_runs():
     async def main():
         pool, sched = make({"mock:0": 1})
-        running = asyncio.ensure_future(sched.run("m@1", X))
-        await settle()
-        queued = asyncio.ensure_future(sched.run("m@1", X))
-        await settle()
+        running, queued = await running_and_queued(sched)
         assert sched.queue_depths() == {"mock:0": 1}
         queued.cancel()
         await settle()
@@ -245,10 +251,7 @@ def test_submit_refused_by_a_dead_device_is_retried_on_another():
 def test_close_fails_queued_and_refuses_new():
     async def main():
         pool, sched = make({"mock:0": 1})
-        running = asyncio.ensure_future(sched.run("m@1", X))
-        await settle()
-        queued = asyncio.ensure_future(sched.run("m@1", X))
-        await settle()
+        running, queued = await running_and_queued(sched)
         sched.close()
         with pytest.raises(PreconditionError):
             await queued
@@ -262,10 +265,7 @@ def test_close_fails_queued_and_refuses_new():
 def test_waiting_requests_stay_for_a_restarting_only_device():
     async def main():
         pool, sched = make({"mock:0": 1})
-        running = asyncio.ensure_future(sched.run("m@1", X))
-        await settle()
-        queued = asyncio.ensure_future(sched.run("m@1", X))
-        await settle()
+        running, queued = await running_and_queued(sched)
         sched.device_lost("mock:0", permanent=False)
         pool.fail(DeviceUnavailableError("worker died"))
         with pytest.raises(DeviceUnavailableError):
@@ -281,10 +281,7 @@ def test_waiting_requests_stay_for_a_restarting_only_device():
 def test_waiting_requests_fail_when_the_only_device_is_lost():
     async def main():
         pool, sched = make({"mock:0": 1})
-        running = asyncio.ensure_future(sched.run("m@1", X))
-        await settle()
-        queued = asyncio.ensure_future(sched.run("m@1", X))
-        await settle()
+        running, queued = await running_and_queued(sched)
         sched.device_lost("mock:0", permanent=True)
         pool.fail(DeviceUnavailableError("unplugged"))
         for task in (running, queued):
