@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import pytest
 
@@ -38,6 +38,25 @@ class Steps:
     def finish(self, frame: int) -> None:
         self.release.setdefault(frame, asyncio.Event()).set()
 
+    def serve(self, frames: Sequence[int], max_in_flight: int,
+              latest_wins: bool) -> Tuple["asyncio.Future[None]", List[str]]:
+        """Run a pipeline over these steps in the background, then queue ``frames``.
+
+        Returns the collecting task and the list it fills, so a test can watch what has
+        been sent so far while it releases steps by hand.
+        """
+        pipeline = FramePipeline(self.process, lambda f: f"dropped:{f}", max_in_flight=max_in_flight,
+                                 latest_wins=latest_wins)
+        out: List[str] = []
+
+        async def collect() -> None:
+            async for r in pipeline.run(self.frames()):
+                out.append(r)
+        collector = asyncio.ensure_future(collect())
+        for frame in frames:
+            self.incoming.put_nowait(frame)
+        return collector, out
+
 
 async def settle() -> None:
     for _ in range(10):
@@ -51,15 +70,7 @@ def run(coro):
 def test_latest_wins_replaces_the_waiting_frame_and_reports_it():
     async def scenario():
         steps = Steps()
-        pipeline = FramePipeline(steps.process, lambda f: f"dropped:{f}", max_in_flight=1, latest_wins=True)
-        out: List[str] = []
-
-        async def collect():
-            async for r in pipeline.run(steps.frames()):
-                out.append(r)
-        collector = asyncio.ensure_future(collect())
-        for frame in (1, 2, 3, 4):
-            steps.incoming.put_nowait(frame)
+        collector, out = steps.serve((1, 2, 3, 4), max_in_flight=1, latest_wins=True)
         await settle()
         assert steps.started == [1]            # one in flight, 4 waits, 2 and 3 were replaced
         steps.finish(1)
@@ -75,15 +86,7 @@ def test_latest_wins_replaces_the_waiting_frame_and_reports_it():
 def test_keep_all_serves_every_frame_in_order_with_bounded_concurrency():
     async def scenario():
         steps = Steps()
-        pipeline = FramePipeline(steps.process, lambda f: f"dropped:{f}", max_in_flight=2, latest_wins=False)
-        out: List[str] = []
-
-        async def collect():
-            async for r in pipeline.run(steps.frames()):
-                out.append(r)
-        collector = asyncio.ensure_future(collect())
-        for frame in (1, 2, 3, 4):
-            steps.incoming.put_nowait(frame)
+        collector, out = steps.serve((1, 2, 3, 4), max_in_flight=2, latest_wins=False)
         await settle()
         assert steps.started == [1, 2]         # the reader waits: frame 3 waits, 4 is not read yet
         assert steps.incoming.qsize() == 1
