@@ -5,7 +5,7 @@ so each case controls exactly the option or tensor the rule looks at.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -658,17 +658,24 @@ def test_float_quantize_in_the_middle_is_a_float_op():
 
 
 # ------------------------------------------------------------------ partitioning (the cut)
-def test_supported_op_after_an_unsupported_one_stays_on_cpu():
+def chain(*steps: Tuple[str, str]) -> bytes:
+    """Input ``x`` [1,8] through one-input ops in a row, each ``(op, output name)``.
+
+    The cut follows data flow, so these tests need each op fed by the one before and
+    the tensor names the reasons quote.
+    """
     b = ModelBuilder()
-    x = inp(b, "x", [1, 8])
-    a = act(b, "a", [1, 8])
-    b.op("RELU", [x], [a])
-    e = act(b, "e", [1, 8])
-    b.op("EXP", [a], [e])
-    y = act(b, "y", [1, 8])
-    b.op("TANH", [e], [y])
-    b.output(y)
-    report = check_model(b.build())
+    t = inp(b, "x", [1, 8])
+    for op, name in steps:
+        out = act(b, name, [1, 8])
+        b.op(op, [t], [out])
+        t = out
+    b.output(t)
+    return b.build()
+
+
+def test_supported_op_after_an_unsupported_one_stays_on_cpu():
+    report = check_model(chain(("RELU", "a"), ("EXP", "e"), ("TANH", "y")))
     assert report.verdict == "partial"
     assert [e.target for e in report.operators] == ["tpu", "cpu", "cpu"]
     tanh = report.operators[2]
@@ -679,16 +686,7 @@ def test_supported_op_after_an_unsupported_one_stays_on_cpu():
 
 
 def test_cut_reason_names_the_first_unmapped_op_upstream():
-    b = ModelBuilder()
-    x = inp(b, "x", [1, 8])
-    e = act(b, "e", [1, 8])
-    b.op("EXP", [x], [e])
-    t = act(b, "t", [1, 8])
-    b.op("TANH", [e], [t])
-    y = act(b, "y", [1, 8])
-    b.op("RELU", [t], [y])
-    b.output(y)
-    report = check_model(b.build())
+    report = check_model(chain(("EXP", "e"), ("TANH", "t"), ("RELU", "y")))
     assert report.verdict == "none"
     assert "op 1 (TANH), downstream of op 0 (EXP)" in report.operators[2].reason
 
@@ -714,16 +712,7 @@ def test_side_branch_after_an_unsupported_op_still_maps():
 
 
 def test_op_types_table_groups_by_status():
-    b = ModelBuilder()
-    x = inp(b, "x", [1, 8])
-    a = act(b, "a", [1, 8])
-    b.op("RELU", [x], [a])
-    e = act(b, "e", [1, 8])
-    b.op("EXP", [a], [e])
-    y = act(b, "y", [1, 8])
-    b.op("RELU", [e], [y])
-    b.output(y)
-    rows = check_model(b.build()).op_types()
+    rows = check_model(chain(("RELU", "a"), ("EXP", "e"), ("RELU", "y"))).op_types()
     assert rows == [
         {"operator": "RELU", "count": 1, "status": "Mapped to Edge TPU"},
         {"operator": "EXP", "count": 1, "status": "Operation not supported"},
