@@ -53,6 +53,37 @@ def cat(test_data: Path) -> InferenceRequest:
     return InferenceRequest(image=ImageInput(data=(test_data / "cat.bmp").read_bytes()))
 
 
+class ContinuousLoad:
+    """Clients (four by default) classifying back to back until the ``async with`` block ends.
+
+    What cameras do while an operator replaces a model or a device goes away; the
+    tests assert that not one request fails and look at which version or device
+    answered. Leaving the block stops the clients and waits for them.
+    """
+
+    def __init__(self, svc: Service, model: str, request: InferenceRequest, clients: int = 4) -> None:
+        self.svc, self.model, self.request, self.clients = svc, model, request, clients
+        self.results: list = []
+        self.failures: List[BaseException] = []
+        self._stop = asyncio.Event()
+        self._tasks: List[asyncio.Future] = []
+
+    async def _client(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.results.append(await self.svc.infer(self.model, "classify", self.request))
+            except Exception as exc:  # noqa: BLE001 - counted, asserted zero
+                self.failures.append(exc)
+
+    async def __aenter__(self) -> "ContinuousLoad":
+        self._tasks = [asyncio.ensure_future(self._client()) for _ in range(self.clients)]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
 def fetch_metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return response.read().decode()
@@ -153,32 +184,18 @@ def test_replace_under_continuous_load_fails_nothing(tmp_path, models_dir, test_
     async def main():
         svc = make_service(tmp_path, models_dir, devices="mock:2")
         await svc.start()
-        request = cat(test_data)
-        versions: List[int] = []
-        failures: List[BaseException] = []
-        stop = asyncio.Event()
-
-        async def client() -> None:
-            while not stop.is_set():
-                try:
-                    result = await svc.infer("cls", "classify", request)
-                    versions.append(result.version)
-                except Exception as exc:  # noqa: BLE001 - counted, asserted zero
-                    failures.append(exc)
-
         try:
             await svc.load_model("cls", path=models_dir / SMALL)
-            clients = [asyncio.ensure_future(client()) for _ in range(4)]
-            await asyncio.sleep(0.2)
-            state = await svc.load_model("cls", path=models_dir / LARGE)
-            assert state.version == 2 and sorted(state.devices) == ["mock:0", "mock:1"]
-            await asyncio.sleep(0.2)
-            state = await svc.load_model("cls", path=models_dir / SMALL)
-            assert state.version == 3
-            await asyncio.sleep(0.2)
-            stop.set()
-            await asyncio.gather(*clients)
-            assert failures == []
+            async with ContinuousLoad(svc, "cls", cat(test_data)) as load:
+                await asyncio.sleep(0.2)
+                state = await svc.load_model("cls", path=models_dir / LARGE)
+                assert state.version == 2 and sorted(state.devices) == ["mock:0", "mock:1"]
+                await asyncio.sleep(0.2)
+                state = await svc.load_model("cls", path=models_dir / SMALL)
+                assert state.version == 3
+                await asyncio.sleep(0.2)
+            assert load.failures == []
+            versions = [r.version for r in load.results]
             assert {1, 2, 3} <= set(versions)
             assert versions.index(3) > versions.index(2)
             for _ in range(100):  # old versions are released once their last request ends
@@ -189,7 +206,6 @@ def test_replace_under_continuous_load_fails_nothing(tmp_path, models_dir, test_
             devices = {d.id: d.models for d in svc.devices()}
             assert all("cls@1" not in m and "cls@2" not in m and "cls@3" in m for m in devices.values())
         finally:
-            stop.set()
             await svc.stop()
     run(main())
 
@@ -274,17 +290,6 @@ def test_unplug_under_load_moves_work_to_the_other_device(tmp_path, models_dir, 
     async def main():
         svc = make_service(tmp_path, models_dir, devices="mock:2", mock_latency_s=0.005)
         await svc.start()
-        request = cat(test_data)
-        served: List[str] = []
-        failures: List[BaseException] = []
-        stop = asyncio.Event()
-
-        async def client() -> None:
-            while not stop.is_set():
-                try:
-                    served.append((await svc.infer(SMALL, "classify", request)).device)
-                except Exception as exc:  # noqa: BLE001 - counted, asserted zero
-                    failures.append(exc)
 
         async def state_of(device: str, wanted: str) -> None:
             for _ in range(400):
@@ -293,24 +298,22 @@ def test_unplug_under_load_moves_work_to_the_other_device(tmp_path, models_dir, 
                 await asyncio.sleep(0.025)
             pytest.fail(f"{device} never became {wanted}: {svc.devices()}")
 
-        clients = [asyncio.ensure_future(client()) for _ in range(4)]
         try:
-            await asyncio.sleep(0.3)
-            svc.mock_control.unplug("mock:0")
-            await state_of("mock:0", "lost")
-            mark = len(served)
-            await asyncio.sleep(0.3)
-            assert set(served[mark:]) == {"mock:1"}
-            svc.mock_control.replug("mock:0")
-            await state_of("mock:0", "ready")
-            mark = len(served)
-            await asyncio.sleep(0.5)
-            assert "mock:0" in served[mark:]  # back in service, with its model reloaded
+            async with ContinuousLoad(svc, SMALL, cat(test_data)) as load:
+                await asyncio.sleep(0.3)
+                svc.mock_control.unplug("mock:0")
+                await state_of("mock:0", "lost")
+                mark = len(load.results)
+                await asyncio.sleep(0.3)
+                assert {r.device for r in load.results[mark:]} == {"mock:1"}
+                svc.mock_control.replug("mock:0")
+                await state_of("mock:0", "ready")
+                mark = len(load.results)
+                await asyncio.sleep(0.5)
+                assert "mock:0" in {r.device for r in load.results[mark:]}  # back in service, model reloaded
         finally:
-            stop.set()
-            await asyncio.gather(*clients)
             await svc.stop()
-        assert failures == []
+        assert load.failures == []
     run(main())
 
 
