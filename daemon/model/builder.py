@@ -313,21 +313,8 @@ class ModelBuilder:
         Raises:
             ModelError: wrong ranks, unknown padding or activation.
         """
-        sh, sw = (stride, stride) if isinstance(stride, int) else stride
-        dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
-        n, h, w, _ = self._rank(x, 4, "CONV_2D")
-        o, kh, kw, _ = self._rank(weights, 4, "CONV_2D")
-        if bias is None:
-            bias = self._zero_bias(x, weights, o)
-        pad = _enum(_PADDINGS, padding, "padding")
-        out_shape = [n, _conv_out(h, kh, sh, dh, pad), _conv_out(w, kw, sw, dw, pad), o]
-        out = self._out("conv2d", x, out_shape, scale, zero_point, name=name)
-        opts = schema.Conv2DOptionsT()
-        opts.padding, opts.strideH, opts.strideW = pad, sh, sw
-        opts.dilationHFactor, opts.dilationWFactor = dh, dw
-        opts.fusedActivationFunction = _enum(_ACTIVATIONS, activation, "activation")
-        self.op("CONV_2D", [x, weights, bias], [out], opts)
-        return out
+        return self._conv("CONV_2D", "conv2d", schema.Conv2DOptionsT(), 0, x, weights, bias, stride, padding,
+                          activation, dilation, scale, zero_point, name)
 
     def depthwise_conv2d(
         self,
@@ -348,21 +335,47 @@ class ModelBuilder:
         Raises:
             ModelError: wrong ranks, unknown padding or activation.
         """
+        opts = schema.DepthwiseConv2DOptionsT()
+        opts.depthMultiplier = depth_multiplier
+        return self._conv("DEPTHWISE_CONV_2D", "depthwise_conv2d", opts, 3, x, weights, bias, stride, padding,
+                          activation, dilation, scale, zero_point, name)
+
+    def _conv(
+        self,
+        op: str,
+        prefix: str,
+        opts: Any,
+        channels_axis: int,
+        x: int,
+        weights: int,
+        bias: Optional[int],
+        stride: Union[int, Tuple[int, int]],
+        padding: str,
+        activation: str,
+        dilation: Union[int, Tuple[int, int]],
+        scale: Scale,
+        zero_point: ZeroPoint,
+        name: Optional[str],
+    ) -> int:
+        """The shape arithmetic, zero bias and options CONV_2D and DEPTHWISE_CONV_2D share.
+
+        They differ only in the options class (``opts``, with any op-only fields set) and
+        in which weights axis holds the output channels (``channels_axis``: 0 or 3).
+        """
         sh, sw = (stride, stride) if isinstance(stride, int) else stride
         dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
-        n, h, w, _ = self._rank(x, 4, "DEPTHWISE_CONV_2D")
-        _, kh, kw, o = self._rank(weights, 4, "DEPTHWISE_CONV_2D")
+        n, h, w, _ = self._rank(x, 4, op)
+        weights_shape = self._rank(weights, 4, op)
+        kh, kw, o = weights_shape[1], weights_shape[2], weights_shape[channels_axis]
         if bias is None:
             bias = self._zero_bias(x, weights, o)
         pad = _enum(_PADDINGS, padding, "padding")
         out_shape = [n, _conv_out(h, kh, sh, dh, pad), _conv_out(w, kw, sw, dw, pad), o]
-        out = self._out("depthwise_conv2d", x, out_shape, scale, zero_point, name=name)
-        opts = schema.DepthwiseConv2DOptionsT()
+        out = self._out(prefix, x, out_shape, scale, zero_point, name=name)
         opts.padding, opts.strideH, opts.strideW = pad, sh, sw
         opts.dilationHFactor, opts.dilationWFactor = dh, dw
-        opts.depthMultiplier = depth_multiplier
         opts.fusedActivationFunction = _enum(_ACTIVATIONS, activation, "activation")
-        self.op("DEPTHWISE_CONV_2D", [x, weights, bias], [out], opts)
+        self.op(op, [x, weights, bias], [out], opts)
         return out
 
     def fully_connected(
