@@ -111,40 +111,36 @@ def _crop(text: Optional[str]) -> Optional[tuple]:
     return tuple(int(v) for v in text.split(",")) if text else None
 
 
-def cmd_classify(ctx: Context) -> int:
-    args = ctx.args
-    model = _model_for(ctx, "classify")
+def _per_image(ctx: Context, task: str, infer: Callable[..., Any], key: str, payload: Callable[[Any], Any],
+               **options: Any) -> int:
+    """Run every image through ``infer``, a client method.
+
+    Classify, detect and embed differ only in that call, its options and the payload,
+    so one loop keeps their --json results the same shape.
+    """
+    model = _model_for(ctx, task)
     results = []
-    for image in args.images:
-        r = ctx.client.classify(model, Path(image), top_k=args.top_k, threshold=args.threshold, crop=_crop(args.crop))
+    for image in ctx.args.images:
+        r = infer(model, Path(image), crop=_crop(ctx.args.crop), **options)
         results.append({"image": image, "model": r.model, "version": r.version, "device": r.device,
-                        "classes": output.plain(r.classes), "timing": output.plain(r.timing)})
-    ctx.emit({"results": results}, output.results_rows(results, "classes"))
+                        key: payload(r), "timing": output.plain(r.timing)})
+    ctx.emit({"results": results}, output.results_rows(results, key))
     return EXIT_OK
+
+
+def cmd_classify(ctx: Context) -> int:
+    return _per_image(ctx, "classify", ctx.client.classify, "classes", lambda r: output.plain(r.classes),
+                      top_k=ctx.args.top_k, threshold=ctx.args.threshold)
 
 
 def cmd_detect(ctx: Context) -> int:
-    args = ctx.args
-    model = _model_for(ctx, "detect")
-    results = []
-    for image in args.images:
-        r = ctx.client.detect(model, Path(image), top_k=args.top_k, threshold=args.threshold, crop=_crop(args.crop))
-        results.append({"image": image, "model": r.model, "version": r.version, "device": r.device,
-                        "objects": output.plain(r.objects), "timing": output.plain(r.timing)})
-    ctx.emit({"results": results}, output.results_rows(results, "objects"))
-    return EXIT_OK
+    return _per_image(ctx, "detect", ctx.client.detect, "objects", lambda r: output.plain(r.objects),
+                      top_k=ctx.args.top_k, threshold=ctx.args.threshold)
 
 
 def cmd_embed(ctx: Context) -> int:
-    args = ctx.args
-    model = _model_for(ctx, "embed")
-    results = []
-    for image in args.images:
-        r = ctx.client.embed(model, Path(image), normalize=args.normalize, crop=_crop(args.crop))
-        results.append({"image": image, "model": r.model, "version": r.version, "device": r.device,
-                        "embedding": r.embedding.ravel().tolist(), "timing": output.plain(r.timing)})
-    ctx.emit({"results": results}, output.results_rows(results, "embedding"))
-    return EXIT_OK
+    return _per_image(ctx, "embed", ctx.client.embed, "embedding", lambda r: r.embedding.ravel().tolist(),
+                      normalize=ctx.args.normalize)
 
 
 def _mock(action: Callable[[Context], List[Any]]) -> Callable[[Context], int]:
