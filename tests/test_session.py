@@ -31,8 +31,16 @@ def cat(test_data: Path) -> np.ndarray:
 
 
 def png(array: np.ndarray, mode: str | None = None) -> bytes:
+    """``array`` as PNG bytes, as image ``mode`` when given.
+
+    Pillow infers the mode from dtype and shape and deprecates the ``mode`` argument of
+    ``fromarray``, so the mode is applied with ``convert`` (a copy when it already matches).
+    """
+    image = Image.fromarray(array)
+    if mode is not None:
+        image = image.convert(mode)
     buf = io.BytesIO()
-    Image.fromarray(array, mode).save(buf, "PNG") if mode else Image.fromarray(array).save(buf, "PNG")
+    image.save(buf, "PNG")
     return buf.getvalue()
 
 
