@@ -57,7 +57,7 @@ def test_decode_bmp_from_path(tmp_path: Path):
 
 def test_grayscale_is_expanded_to_three_equal_channels():
     gray = np.array([[0, 50], [100, 255]], dtype=np.uint8)
-    out = decode_image(encode(Image.fromarray(gray, "L"), "PNG"))
+    out = decode_image(encode(Image.fromarray(gray).convert("L"), "PNG"))
     assert out.shape == (2, 2, 3)
     for c in range(3):
         np.testing.assert_array_equal(out[:, :, c], gray)
@@ -66,7 +66,7 @@ def test_grayscale_is_expanded_to_three_equal_channels():
 def test_rgba_drops_alpha():
     rgba = np.zeros((2, 2, 4), dtype=np.uint8)
     rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 10, 20, 30, 0
-    out = decode_image(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    out = decode_image(encode(Image.fromarray(rgba).convert("RGBA"), "PNG"))
     assert out.shape == (2, 2, 3)
     assert out[0, 0].tolist() == [10, 20, 30]
 
