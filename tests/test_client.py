@@ -17,6 +17,15 @@ EMBED = "embedding_extractor"
 daemon = real_daemon_fixture("client", [SMALL, EMBED])
 
 
+def test_the_public_name_is_the_same_library():
+    import edgetpud.client
+    import edgetpud.daemon.client
+
+    assert edgetpud.client.Client is edgetpud.daemon.client.Client
+    assert edgetpud.client.ClientError is edgetpud.daemon.client.ClientError
+    assert set(edgetpud.client.__all__) == set(edgetpud.daemon.client.__all__)
+
+
 def test_addresses(monkeypatch):
     monkeypatch.delenv("EDGETPUD_ADDRESS", raising=False)
     assert default_address() == "unix:/run/edgetpud/edgetpud.sock"
