@@ -10,7 +10,8 @@ own process on a unix socket, like the daemon, and every round measures all of
 them in turn so load from other processes hits them alike. A fourth server, the
 gRPC layer (build_server) over a façade that answers at once, tells how much of
 the overhead is the API layer and how much the service core and device worker.
-Prints one JSON document. Target: overhead_ratio <= 1.2.
+Prints one JSON document. Target: overhead_ratio <= 1.2. The host is noisy (other
+processes share its cores), so judge the median of several runs (``--runs 5``).
 
 Every process of the run gets the daemon's glibc malloc settings: the daemon sets
 them itself at start-up (``edgetpud.daemon.main.tune_malloc``: mmap threshold
@@ -21,7 +22,7 @@ buffers while another does not. ``--glibc-default-malloc`` leaves this script's
 processes at glibc's defaults (the daemon cannot be untuned) to show what those
 faults cost; the comparison is then skewed and the JSON says so.
 
-Usage: scripts/bench/bench_overhead.py [--rounds N] [--model NAME] [--image FILE] [--frame WxH]
+Usage: scripts/bench/bench_overhead.py [--runs K] [--rounds N] [--model NAME] [--image FILE] [--frame WxH]
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=1,
+                        help="repeat the measurement with a fresh daemon; report the median of the runs")
     parser.add_argument("--model", default="mobilenet_v1_0.25_128_quant")
     parser.add_argument("--image", type=Path, default=None, help="default: parrot.jpg from the test data")
     parser.add_argument("--frame", metavar="WxH", help="send the image as a raw RGB frame of this size instead "
@@ -146,46 +149,57 @@ def main() -> int:
     echo_address, api_address = f"unix:{sockets / 'echo.sock'}", f"unix:{sockets / 'api.sock'}"
     echo = start_server("--echo-server", echo_address, args.glibc_default_malloc)
     api = start_server("--api-server", api_address, args.glibc_default_malloc)
+    per_run: List[Dict[str, float]] = []
+    pooled: Dict[str, List[float]] = {}
+    startup: List[float] = []
     try:
         options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
-        with BenchDaemon(args.model, [args.device]) as daemon, Client(daemon.address) as client, \
-                grpc.insecure_channel(echo_address, options=options) as channel, Client(api_address) as api_only:
-            echo_call = channel.unary_unary(ECHO_METHOD)
-            runs: Dict[str, Callable[[], object]] = {
-                "daemon": lambda: client.classify(args.model, image, top_k=3),
-                "in_process": lambda: local.classify(image, top_k=3),
-                "echo": lambda: echo_call(request_bytes, timeout=30),
-                "api_layer_only": lambda: api_only.classify(args.model, image, top_k=3),
-            }
-            same = [c.id for c in client.classify(args.model, image, top_k=3).classes] == \
-                [c.id for c in local.classify(image, top_k=3)]
-            samples: Dict[str, List[float]] = {name: [] for name in runs}
-            for i in range(args.warmup + args.rounds):
-                for name, run in runs.items():
-                    seconds = timed(run)
-                    if i >= args.warmup:
-                        samples[name].append(seconds)
-            startup_s = daemon.startup_s
+        for _ in range(args.runs):  # a fresh daemon each run: its start-up luck counts too
+            with BenchDaemon(args.model, [args.device]) as daemon, Client(daemon.address) as client, \
+                    grpc.insecure_channel(echo_address, options=options) as channel, Client(api_address) as api_only:
+                echo_call = channel.unary_unary(ECHO_METHOD)
+                runs: Dict[str, Callable[[], object]] = {
+                    "daemon": lambda: client.classify(args.model, image, top_k=3),
+                    "in_process": lambda: local.classify(image, top_k=3),
+                    "echo": lambda: echo_call(request_bytes, timeout=30),
+                    "api_layer_only": lambda: api_only.classify(args.model, image, top_k=3),
+                }
+                same = [c.id for c in client.classify(args.model, image, top_k=3).classes] == \
+                    [c.id for c in local.classify(image, top_k=3)]
+                samples: Dict[str, List[float]] = {name: [] for name in runs}
+                for i in range(args.warmup + args.rounds):
+                    for name, run in runs.items():
+                        seconds = timed(run)
+                        if i >= args.warmup:
+                            samples[name].append(seconds)
+                startup.append(daemon.startup_s)
+            per_run.append({name: statistics.median(values) for name, values in samples.items()})
+            for name, values in samples.items():
+                pooled.setdefault(name, []).extend(values)
     finally:
         for process in (echo, api):
             process.terminate()
             process.wait(10)
         shutil.rmtree(sockets, ignore_errors=True)
         local.close()
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    ratio = (median["daemon"] - median["in_process"]) / median["echo"]
+    ratios = [(m["daemon"] - m["in_process"]) / m["echo"] for m in per_run]
+    median = {name: statistics.median(m[name] for m in per_run) for name in per_run[0]}
+    ratio = statistics.median(ratios)
     print(json.dumps({
         "benchmark": "overhead", "model": args.model, "device": args.device,
         "input": f"raw RGB frame {args.frame}" if args.frame else f"encoded {image_path.name}",
-        "request_bytes": len(request_bytes), "rounds": args.rounds, "same_top3_as_in_process": same,
+        "request_bytes": len(request_bytes), "rounds": args.rounds, "runs": args.runs,
+        "same_top3_as_in_process": same,
+        # with --runs N: the median over the runs of each run's median (and of the runs' ratios)
         "median_ms": {name: round(value * 1000, 3) for name, value in median.items()},
-        "p90_ms": {name: round(statistics.quantiles(v, n=10)[-1] * 1000, 3) for name, v in samples.items()},
+        "p90_ms": {name: round(statistics.quantiles(v, n=10)[-1] * 1000, 3) for name, v in pooled.items()},
         "overhead_ms": round((median["daemon"] - median["in_process"]) * 1000, 3),
         "overhead_ratio": round(ratio, 3),
+        "overhead_ratio_per_run": [round(r, 3) for r in ratios],
         # The gRPC layer alone (build_server over a façade that answers at once) versus the bare echo:
         "api_layer_vs_echo_ms": round((median["api_layer_only"] - median["echo"]) * 1000, 3),
         "target": 1.2, "meets_target": ratio <= 1.2,
-        "daemon_startup_s": round(startup_s, 2),
+        "daemon_startup_s": round(statistics.median(startup), 2),
         "malloc": ("glibc defaults in the bench processes, tuned in the daemon (skewed comparison)"
                    if args.glibc_default_malloc else
                    "every process tuned like the daemon (mmap threshold 8 MiB, trim threshold 16 MiB)"),
