@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -114,6 +115,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--shuffle", action="store_true",
+                        help="measure the four sides in a new random order each round instead of daemon, "
+                        "in-process, echo, API layer: the daemon call then often follows the in-process one, "
+                        "whose JPEG decode and inference evict the daemon's working set from the caches")
     parser.add_argument("--runs", type=int, default=1,
                         help="repeat the measurement with a fresh daemon; report the median of the runs")
     parser.add_argument("--model", default="mobilenet_v1_0.25_128_quant")
@@ -149,6 +154,7 @@ def main() -> int:
     echo_address, api_address = f"unix:{sockets / 'echo.sock'}", f"unix:{sockets / 'api.sock'}"
     echo = start_server("--echo-server", echo_address, args.glibc_default_malloc)
     api = start_server("--api-server", api_address, args.glibc_default_malloc)
+    shuffler = random.Random(20261121)
     per_run: List[Dict[str, float]] = []
     pooled: Dict[str, List[float]] = {}
     startup: List[float] = []
@@ -167,8 +173,12 @@ def main() -> int:
                 same = [c.id for c in client.classify(args.model, image, top_k=3).classes] == \
                     [c.id for c in local.classify(image, top_k=3)]
                 samples: Dict[str, List[float]] = {name: [] for name in runs}
+                order = list(runs)
                 for i in range(args.warmup + args.rounds):
-                    for name, run in runs.items():
+                    if args.shuffle:
+                        shuffler.shuffle(order)
+                    for name in order:
+                        run = runs[name]
                         seconds = timed(run)
                         if i >= args.warmup:
                             samples[name].append(seconds)
@@ -189,6 +199,7 @@ def main() -> int:
         "benchmark": "overhead", "model": args.model, "device": args.device,
         "input": f"raw RGB frame {args.frame}" if args.frame else f"encoded {image_path.name}",
         "request_bytes": len(request_bytes), "rounds": args.rounds, "runs": args.runs,
+        "order": "shuffled each round" if args.shuffle else "daemon, in_process, echo, api_layer_only",
         "same_top3_as_in_process": same,
         # with --runs N: the median over the runs of each run's median (and of the runs' ratios)
         "median_ms": {name: round(value * 1000, 3) for name, value in median.items()},
