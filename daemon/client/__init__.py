@@ -138,6 +138,13 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(self.address, options=options)
         self._inference = pb_grpc.InferenceStub(self._channel)
+        # Image calls send bytes built by convert.encode_image_request (one copy of the pixels).
+        self._image_calls = {
+            name: self._channel.unary_unary(f"/edgetpud.v1.Inference/{name}", request_serializer=None,
+                                            response_deserializer=response.FromString)
+            for name, response in (("Classify", pb.ClassifyResponse), ("Detect", pb.DetectResponse),
+                                   ("Embed", pb.EmbedResponse))
+        }
         self._models = pb_grpc.ModelsStub(self._channel)
         self._devices = pb_grpc.DevicesStub(self._channel)
         self._daemon = pb_grpc.DaemonStub(self._channel)
@@ -166,24 +173,24 @@ class Client:
             ClientError: INVALID_ARGUMENT (bad image), NOT_FOUND (model), UNAVAILABLE, ...
         """
         request = pb.ClassifyRequest(model=model, version=version, top_k=top_k, threshold=threshold)
-        convert.fill_image(request.image, image, crop)
-        return convert.classify_result(self._inference.Classify(request, timeout=self._timeout(timeout)))
+        data = convert.encode_image_request(request, image, crop)
+        return convert.classify_result(self._image_calls["Classify"](data, timeout=self._timeout(timeout)))
 
     @_wrap_errors
     def detect(self, model: str, image: ImageLike, top_k: int = 0, threshold: float = 0.0,
                crop: Optional[Crop] = None, version: str = "", timeout: Optional[float] = None) -> DetectResult:
         """Objects in ``image``. Raises: ClientError."""
         request = pb.DetectRequest(model=model, version=version, top_k=top_k, threshold=threshold)
-        convert.fill_image(request.image, image, crop)
-        return convert.detect_result(self._inference.Detect(request, timeout=self._timeout(timeout)))
+        data = convert.encode_image_request(request, image, crop)
+        return convert.detect_result(self._image_calls["Detect"](data, timeout=self._timeout(timeout)))
 
     @_wrap_errors
     def embed(self, model: str, image: ImageLike, normalize: bool = False, crop: Optional[Crop] = None,
               version: str = "", timeout: Optional[float] = None) -> EmbedResult:
         """The embedding vector of ``image``. Raises: ClientError."""
         request = pb.EmbedRequest(model=model, version=version, normalize=normalize)
-        convert.fill_image(request.image, image, crop)
-        return convert.embed_result(self._inference.Embed(request, timeout=self._timeout(timeout)))
+        data = convert.encode_image_request(request, image, crop)
+        return convert.embed_result(self._image_calls["Embed"](data, timeout=self._timeout(timeout)))
 
     @_wrap_errors
     def invoke(self, model: str, inputs: Union[Dict[str, np.ndarray], Sequence[np.ndarray], None] = None,

@@ -62,6 +62,91 @@ def fill_image(msg: pb.Image, value: ImageLike, crop: Optional[Crop] = None) -> 
         msg.crop.CopyFrom(pb.Crop(x=x, y=y, width=w, height=h))
 
 
+# ------------------------------------------------------------------ requests carrying one image
+
+_LEN = 2  # protobuf wire type of bytes and embedded messages
+_ENCODED = pb.Image.DESCRIPTOR.fields_by_name["encoded"].number
+_FRAME = pb.Image.DESCRIPTOR.fields_by_name["frame"].number
+_FRAME_DATA = pb.RawFrame.DESCRIPTOR.fields_by_name["data"].number
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _len_field(number: int, length: int) -> bytes:
+    """The key and length of a length-delimited field (the payload follows)."""
+    return _varint(number << 3 | _LEN) + _varint(length)
+
+
+def _byte_view(data: Any) -> Any:
+    """``data`` as a flat bytes-like object without copying it when it is contiguous."""
+    if isinstance(data, bytes):
+        return data
+    view = memoryview(data)
+    return view.cast("B") if view.c_contiguous else bytes(data)
+
+
+def encode_image_request(request: Any, value: ImageLike, crop: Optional[Crop] = None) -> bytes:
+    """``request`` (whose ``image`` is left unset) serialized with ``value`` as its image.
+
+    The same bytes as setting ``request.image`` and calling ``SerializeToString`` (up to
+    field order, which protobuf parsers ignore), but the pixels are copied once, into
+    the result, instead of three times (``tobytes``, into the message, out of it): a
+    640x480 frame is 0.9 MB and these copies cost a noticeable part of a round trip.
+
+    Raises:
+        ValueError: see :func:`fill_image`.
+        OSError: a path that cannot be read.
+    """
+    parts = _image_parts(value, crop)
+    size = sum(len(p) for p in parts)
+    number = request.DESCRIPTOR.fields_by_name["image"].number
+    return b"".join([request.SerializeToString(), _len_field(number, size), *parts])
+
+
+def _image_parts(value: ImageLike, crop: Optional[Crop]) -> list:
+    """The serialized fields of an Image message, as a list of bytes-like pieces to join."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = _byte_view(value)
+        parts = [_len_field(_ENCODED, len(data)), data]
+    elif isinstance(value, (str, Path)):
+        data = Path(value).read_bytes()
+        parts = [_len_field(_ENCODED, len(data)), data]
+    elif isinstance(value, Frame):
+        if value.pixel_format.upper() not in PIXEL_FORMATS:
+            raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")
+        parts = _frame_parts(_byte_view(value.data), value.width, value.height, value.stride,
+                             value.pixel_format.upper())
+    elif isinstance(value, np.ndarray):
+        channels = 1 if value.ndim == 2 else (value.shape[2] if value.ndim == 3 else 0)
+        if value.dtype != np.uint8 or channels not in _ARRAY_FORMATS:
+            raise ValueError(f"an image array must be uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA), "
+                             f"got {value.dtype} {list(value.shape)}")
+        array = np.ascontiguousarray(value)
+        parts = _frame_parts(memoryview(array).cast("B"), array.shape[1], array.shape[0], array.strides[0],
+                             _ARRAY_FORMATS[channels])
+    else:
+        raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame or an array")
+    if crop is not None:
+        x, y, w, h = crop
+        parts.append(pb.Image(crop=pb.Crop(x=x, y=y, width=w, height=h)).SerializeToString())
+    return parts
+
+
+def _frame_parts(data: Any, width: int, height: int, stride: int, pixel_format: str) -> list:
+    head = pb.RawFrame(width=width, height=height, stride=stride,
+                       pixel_format=PIXEL_FORMATS[pixel_format]).SerializeToString()
+    data_key = _len_field(_FRAME_DATA, len(data)) if len(data) else b""
+    body = [head, data_key, data] if len(data) else [head]
+    return [_len_field(_FRAME, sum(len(p) for p in body)), *body]
+
+
 def _set_frame(frame: pb.RawFrame, data: Any, width: int, height: int, stride: int, pixel_format: str) -> None:
     """Fill the message in place: frames are large, so no intermediate message is copied."""
     frame.data = bytes(data)
