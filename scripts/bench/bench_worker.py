@@ -15,6 +15,11 @@ on the CPU with one interpreter thread on both sides, and prints one JSON docume
   pipelined                 two requests kept in flight, as the scheduler does (capacity >= 2):
     interval_us     time between consecutive completions through the worker
     added_us        its median minus the in-process median
+  platform_floor            what any process boundary costs on this machine, with no
+                    edgetpud code: a bare pipe round trip of 12 bytes to a spawned
+                    peer, replying at once (hot) or after sleeping for the
+                    in-process invoke's median (idle: both sides wake from sleep,
+                    as in the worker path)
 
 Usage: EDGETPUD_TEST_DATA=../shared/coral-test-data .venv/bin/python scripts/bench/bench_worker.py [-n 200]
 """
@@ -28,11 +33,47 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 
 MODEL = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+
+
+def _echo_peer(conn: Any) -> None:
+    """The floor's peer: echo each message after sleeping the seconds it names."""
+    while True:
+        message = conn.recv_bytes()
+        if not message:
+            return
+        delay = float(message.decode())
+        if delay:
+            time.sleep(delay)
+        conn.send_bytes(message)
+
+
+def platform_floor(delay_s: float, iterations: int) -> Dict[str, Dict[str, float]]:
+    """Round trips through a bare multiprocessing pipe, minus the peer's sleep."""
+    import multiprocessing
+
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    peer = multiprocessing.get_context("spawn").Process(target=_echo_peer, args=(theirs,), daemon=True)
+    peer.start()
+    try:
+        floors: Dict[str, Dict[str, float]] = {}
+        for label, delay in (("hot", 0.0), ("idle", delay_s)):
+            samples: List[float] = []
+            message = f"{delay:.6f}".encode()
+            for _ in range(iterations):
+                t0 = time.perf_counter()
+                ours.send_bytes(message)
+                ours.recv_bytes()
+                samples.append(time.perf_counter() - t0 - delay)
+            floors[label] = summary(samples)
+        return floors
+    finally:
+        ours.send_bytes(b"")
+        peer.join(5)
 
 
 def summary(samples_s: List[float]) -> Dict[str, float]:
@@ -120,6 +161,7 @@ def main() -> int:
     finally:
         pool.stop()
         executor.close()
+    floor = platform_floor(statistics.median(local), args.iterations)
     result = {
         "benchmark": "worker_shm_round_trip",
         "model": model.name,
@@ -143,6 +185,9 @@ def main() -> int:
             "interval_us": summary(intervals),
             "added_us": round((statistics.median(intervals) - statistics.median(local_pipe)) * 1e6, 1),
         },
+        "platform_floor": floor,
+        "sequential_after_idle_over_floor_us": round(
+            statistics.median(idle_transport) * 1e6 - floor["idle"]["median_us"], 1),
         "cpus": os.cpu_count(),
         "loadavg": list(os.getloadavg()),
     }
