@@ -408,9 +408,10 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
         corners = src.reshape(in_h * in_w, channels).take(tables.flat, axis=0)
     else:
         corners = src[tables.rows, tables.cols]
-    corners = corners.astype(np.float64)  # [left|right][top|bottom] x H x W x C
-    left, right = corners[0], corners[1]
-    rows = np.subtract(right, left)  # [tr - tl, br - bl]
+    left, right = corners[0], corners[1]  # each [top|bottom] x H x W x C, uint8
+    # tr - tl is a small integer: exact in int16, and exact again as float64; tl is widened to
+    # float64 inside the add. Same values as widening all four corners first, in 40% of the memory.
+    rows = np.subtract(right, left, dtype=np.int16).astype(np.float64)
     rows *= tables.wx
     rows += left  # [top, bottom]
     top, bottom = rows[0], rows[1]
