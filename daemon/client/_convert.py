@@ -43,18 +43,8 @@ def fill_image(msg: pb.Image, value: ImageLike, crop: Optional[Crop] = None) -> 
         msg.encoded = bytes(value)
     elif isinstance(value, (str, Path)):
         msg.encoded = Path(value).read_bytes()
-    elif isinstance(value, Frame):
-        if value.pixel_format.upper() not in PIXEL_FORMATS:
-            raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")
-        _set_frame(msg.frame, value.data, value.width, value.height, value.stride, value.pixel_format.upper())
-    elif isinstance(value, np.ndarray):
-        channels = 1 if value.ndim == 2 else (value.shape[2] if value.ndim == 3 else 0)
-        if value.dtype != np.uint8 or channels not in _ARRAY_FORMATS:
-            raise ValueError(f"an image array must be uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA), "
-                             f"got {value.dtype} {list(value.shape)}")
-        array = np.ascontiguousarray(value)
-        _set_frame(msg.frame, array.tobytes(), array.shape[1], array.shape[0], array.strides[0],
-                   _ARRAY_FORMATS[channels])
+    elif isinstance(value, (Frame, np.ndarray)):
+        _set_frame(msg.frame, *_frame_fields(value))
     else:
         raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame or an array")
     if crop is not None:
@@ -118,25 +108,33 @@ def _image_parts(value: ImageLike, crop: Optional[Crop]) -> list:
     elif isinstance(value, (str, Path)):
         data = Path(value).read_bytes()
         parts = [_len_field(_ENCODED, len(data)), data]
-    elif isinstance(value, Frame):
-        if value.pixel_format.upper() not in PIXEL_FORMATS:
-            raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")
-        parts = _frame_parts(_byte_view(value.data), value.width, value.height, value.stride,
-                             value.pixel_format.upper())
-    elif isinstance(value, np.ndarray):
-        channels = 1 if value.ndim == 2 else (value.shape[2] if value.ndim == 3 else 0)
-        if value.dtype != np.uint8 or channels not in _ARRAY_FORMATS:
-            raise ValueError(f"an image array must be uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA), "
-                             f"got {value.dtype} {list(value.shape)}")
-        array = np.ascontiguousarray(value)
-        parts = _frame_parts(memoryview(array).cast("B"), array.shape[1], array.shape[0], array.strides[0],
-                             _ARRAY_FORMATS[channels])
+    elif isinstance(value, (Frame, np.ndarray)):
+        parts = _frame_parts(*_frame_fields(value))
     else:
         raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame or an array")
     if crop is not None:
         x, y, w, h = crop
         parts.append(pb.Image(crop=pb.Crop(x=x, y=y, width=w, height=h)).SerializeToString())
     return parts
+
+
+def _frame_fields(value: Union[Frame, np.ndarray]) -> Tuple[Any, int, int, int, str]:
+    """(pixels as a flat bytes-like view, width, height, stride, pixel format) of a Frame or an array.
+
+    Raises:
+        ValueError: an unknown pixel format, or an array that is not uint8 HxW, HxWx1, HxWx3 or HxWx4.
+    """
+    if isinstance(value, Frame):
+        pixel_format = value.pixel_format.upper()
+        if pixel_format not in PIXEL_FORMATS:
+            raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")
+        return _byte_view(value.data), value.width, value.height, value.stride, pixel_format
+    channels = 1 if value.ndim == 2 else (value.shape[2] if value.ndim == 3 else 0)
+    if value.dtype != np.uint8 or channels not in _ARRAY_FORMATS:
+        raise ValueError(f"an image array must be uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA), "
+                         f"got {value.dtype} {list(value.shape)}")
+    array = np.ascontiguousarray(value)
+    return memoryview(array).cast("B"), array.shape[1], array.shape[0], array.strides[0], _ARRAY_FORMATS[channels]
 
 
 def _frame_parts(data: Any, width: int, height: int, stride: int, pixel_format: str) -> list:
