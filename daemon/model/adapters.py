@@ -14,7 +14,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError
-from edgetpud.hal.executor import TensorSpec
+from edgetpud.hal.errors import ModelRuntimeError
+from edgetpud.hal.executor import TensorSpec, check_inputs
 
 from .preprocess import ImageTransform
 
@@ -299,20 +300,11 @@ def raw_inputs(
         arrays = [tensors[s.name] for s in specs]
     else:
         arrays = list(tensors)
-        if len(arrays) != len(specs):
-            raise ImageError(f"the model takes {len(specs)} input tensor(s), got {len(arrays)}")
-    checked: List[np.ndarray] = []
-    for spec, array in zip(specs, arrays):
-        if not isinstance(array, np.ndarray):
-            raise ImageError(f"input '{spec.name}' must be a numpy array, got {type(array).__name__}")
-        if array.dtype != np.dtype(spec.dtype):
-            raise ImageError(
-                f"input '{spec.name}' must have dtype {np.dtype(spec.dtype).name}, got {array.dtype.name}"
-            )
-        if tuple(array.shape) != tuple(spec.shape):
-            raise ImageError(f"input '{spec.name}' must have shape {list(spec.shape)}, got {list(array.shape)}")
-        checked.append(np.ascontiguousarray(array))
-    return checked
+    try:
+        check_inputs(specs, arrays)  # the executor's own check: count, type, dtype and shape
+    except ModelRuntimeError as exc:
+        raise ImageError(str(exc)) from None
+    return [np.ascontiguousarray(array) for array in arrays]
 
 
 def raw_outputs(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec]) -> Dict[str, np.ndarray]:
