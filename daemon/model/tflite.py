@@ -769,8 +769,9 @@ class TfliteModel:
     def add_buffer(self, data: Union[bytes, bytearray, memoryview, np.ndarray, None] = None) -> int:
         """Append a buffer (empty when ``data`` is None) and return its index."""
         buffer = schema.BufferT()
-        if data is not None and len(_u8(data)):
-            buffer.data = _u8(data)
+        array = _u8(data) if data is not None else None
+        if array is not None and array.size:
+            buffer.data = array
         self._model.buffers.append(buffer)
         return len(self._model.buffers) - 1
 
