@@ -60,7 +60,7 @@ def check_model(
     else:
         report = _predicted_report(graph, path)
     report.subgraphs = model.subgraph_count
-    report.warnings[:0] = _model_warnings(model, runtime_version)
+    report.warnings[:0] = _model_warnings(graph)
     return report
 
 
@@ -256,7 +256,8 @@ def _notes(graph: _Graph) -> list[dict[str, Any]]:
     return [{"key": n.key, "text": n.text, "ops": list(n.ops)} for n in graph.notes.values()]
 
 
-def _model_warnings(model: TfliteModel, runtime: int) -> list[str]:
+def _model_warnings(graph: _Graph) -> list[str]:
+    model, runtime = graph.model, graph.runtime
     warnings = []
     if model.subgraph_count > 1:
         warnings.append(
@@ -268,7 +269,7 @@ def _model_warnings(model: TfliteModel, runtime: int) -> list[str]:
             f"runtime {runtime} is newer than the rules Coral documents (up to "
             f"{NEWEST_DOCUMENTED_RUNTIME}); it was checked with those rules"
         )
-    if not model.operators(0):
+    if not graph.ops:
         warnings.append("the model has no operators: there is nothing to map")
     return warnings
 
