@@ -725,8 +725,10 @@ class TfliteModel:
 
     @property
     def edgetpu_op_count(self) -> int:
+        # From the opcode table: operators() would copy each op's custom options (the compiled executable).
+        names = self.opcodes()
         return sum(
-            1 for s in range(self.subgraph_count) for op in self.operators(s) if op.opcode == EDGETPU_CUSTOM_OP
+            1 for sg in self._model.subgraphs for op in sg.operators or [] if names[op.opcodeIndex] == EDGETPU_CUSTOM_OP
         )
 
     def cpu_operators(self, subgraph: int = 0) -> List[OperatorInfo]:
