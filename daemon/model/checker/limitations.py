@@ -21,6 +21,8 @@ from .context import (
 )
 
 Result = Optional[str]
+# (axes, data shape) of an op whose axes are a constant input; None when they are not known.
+Axes = Optional[tuple[list[int], list[int]]]
 
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 _WEIGHTS_FORMATS = {0: "DEFAULT", 1: "SHUFFLED4x16INT8"}
@@ -230,7 +232,7 @@ def unidirectional_only(ctx: OpContext) -> Result:
     return None
 
 
-def _axes(ctx: OpContext, axis_input: int, data_input: int) -> Optional[tuple[list[int], list[int]]]:
+def _axes(ctx: OpContext, axis_input: int, data_input: int) -> Axes:
     """(normalized axes, data shape) for ops that take their axes as a constant input."""
     values = ctx.int_values(axis_input)
     data = ctx.input(data_input)
@@ -241,29 +243,27 @@ def _axes(ctx: OpContext, axis_input: int, data_input: int) -> Optional[tuple[li
     return sorted({a + rank if a < 0 else a for a in values}), shape
 
 
-def _roles(axes: list[int], rank: int) -> list[str]:
-    return [axis_role(a, rank) for a in axes]
-
-
-def _describe(axes: list[int], rank: int) -> str:
-    return ", ".join(f"{a} ({axis_role(a, rank)})" for a in axes)
+def _xy_only(ctx: OpContext, found: Axes, verb: str, rule: str) -> Result:
+    """Shared by the runtime-12 limitations that allow only the y and x axes of input 0."""
+    if found is None:
+        return None
+    axes, shape = found
+    if not {axis_role(a, len(shape)) for a in axes} <= {"x", "y"}:
+        described = ", ".join(f"{a} ({axis_role(a, len(shape))})" for a in axes)
+        return f"{verb} axes {described} of {tensor_label(ctx.input(0))} {dims(shape)}; {rule}"
+    return None
 
 
 def reduces_xy_only(ctx: OpContext) -> Result:
     """Runtime 12 and older reduce only over y and x (global pooling)."""
-    found = _axes(ctx, 1, 0)
+    return _xy_only(ctx, _axes(ctx, 1, 0), "reduces", "only x/y reductions are mapped")
+
+
+def _not_batch(ctx: OpContext, found: Axes, verb: str, t) -> Result:
+    """Shared by the 'not in the batch dimension' limitations."""
     if found is None:
         return None
     axes, shape = found
-    if not set(_roles(axes, len(shape))) <= {"x", "y"}:
-        return (
-            f"reduces axes {_describe(axes, len(shape))} of {tensor_label(ctx.input(0))} "
-            f"{dims(shape)}; only x/y reductions are mapped"
-        )
-    return None
-
-
-def _not_batch(ctx: OpContext, axes: list[int], shape: list[int], verb: str, t) -> Result:
     bad = [a for a in axes if axis_role(a, len(shape)) in ("batch", "outer")]
     if bad:
         return (
@@ -275,10 +275,7 @@ def _not_batch(ctx: OpContext, axes: list[int], shape: list[int], verb: str, t) 
 
 def reduces_not_batch(ctx: OpContext) -> Result:
     """Reductions over the batch dimension are not mapped."""
-    found = _axes(ctx, 1, 0)
-    if found is None:
-        return None
-    return _not_batch(ctx, found[0], found[1], "reduces", ctx.input(0))
+    return _not_batch(ctx, _axes(ctx, 1, 0), "reduces", ctx.input(0))
 
 
 def z_reduction_multiple_of_4(ctx: OpContext) -> Result:
@@ -297,10 +294,7 @@ def z_reduction_multiple_of_4(ctx: OpContext) -> Result:
 
 def splits_not_batch(ctx: OpContext) -> Result:
     """Split takes its axis as input 0 and its data as input 1."""
-    found = _axes(ctx, 0, 1)
-    if found is None:
-        return None
-    return _not_batch(ctx, found[0], found[1], "splits along", ctx.input(1))
+    return _not_batch(ctx, _axes(ctx, 0, 1), "splits along", ctx.input(1))
 
 
 def packs_not_batch(ctx: OpContext) -> Result:
@@ -311,10 +305,10 @@ def packs_not_batch(ctx: OpContext) -> Result:
     shape = ctx.shape(out)
     axis = int(ctx.option("axis", 0) or 0)
     axis = axis + len(shape) if axis < 0 else axis
-    return _not_batch(ctx, [axis], shape, "packs along", out)
+    return _not_batch(ctx, ([axis], shape), "packs along", out)
 
 
-def _padded_axes(ctx: OpContext) -> Optional[tuple[list[int], list[int]]]:
+def _padded_axes(ctx: OpContext) -> Axes:
     values = ctx.int_values(1)
     data = ctx.input(0)
     if values is None or data is None:
@@ -326,24 +320,12 @@ def _padded_axes(ctx: OpContext) -> Optional[tuple[list[int], list[int]]]:
 
 def pads_xy_only(ctx: OpContext) -> Result:
     """Runtime 12 and older pad only in y and x."""
-    found = _padded_axes(ctx)
-    if found is None:
-        return None
-    axes, shape = found
-    if not set(_roles(axes, len(shape))) <= {"x", "y"}:
-        return (
-            f"pads axes {_describe(axes, len(shape))} of {tensor_label(ctx.input(0))} "
-            f"{dims(shape)}; only x/y padding is mapped"
-        )
-    return None
+    return _xy_only(ctx, _padded_axes(ctx), "pads", "only x/y padding is mapped")
 
 
 def pads_not_batch(ctx: OpContext) -> Result:
     """Padding the batch dimension is not mapped."""
-    found = _padded_axes(ctx)
-    if found is None:
-        return None
-    return _not_batch(ctx, found[0], found[1], "pads", ctx.input(0))
+    return _not_batch(ctx, _padded_axes(ctx), "pads", ctx.input(0))
 
 
 def large_reshape(ctx: OpContext) -> Result:
