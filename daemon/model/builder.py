@@ -22,11 +22,11 @@ from flatbuffers import flexbuffers
 
 from ..errors import ModelError
 from ._schema import schema
+from .adapters import DETECTION_POSTPROCESS_OP as DETECTION_POSTPROCESS
 from .tflite import DTypeLike, TensorInfo, TfliteModel, numpy_dtype, tensor_type
 
 log = logging.getLogger(__name__)
 
-DETECTION_POSTPROCESS = "TFLite_Detection_PostProcess"
 Scale = Union[float, Sequence[float], None]
 ZeroPoint = Union[int, Sequence[int], None]
 

@@ -19,12 +19,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import flatbuffers
 import numpy as np
 
+from edgetpud.hal.runtime import EDGETPU_CUSTOM_OP
+
 from ..errors import ModelError
 from ._schema import schema
 
 log = logging.getLogger(__name__)
 
-EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
 # Builtin codes above this live only in OperatorCode.builtin_code (schema v3a).
