@@ -8,9 +8,7 @@ has to push them. The endpoint is off unless ``metrics_listen`` is set.
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -22,10 +20,6 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DEVICE_STATES = ("needs_firmware", "ready", "busy", "throttled", "lost", "failed")
-
-# Metrics objects of running services, for the module-level observe_request() the API layer calls.
-_active: "weakref.WeakSet[Metrics]" = weakref.WeakSet()
-_active_lock = threading.Lock()
 
 
 class _DeviceCollector(Collector):
@@ -76,19 +70,10 @@ class Metrics:
         self._server: Optional[Tuple[Any, Any]] = None
 
     def observe_request(self, model: str, device: str, code: str, seconds: float) -> None:
-        """Count one finished request and its latency."""
+        """Count one finished request and its latency (the API layer calls this on ``service.metrics``)."""
         labels = (model or "", device or "", code or "")
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(max(0.0, float(seconds)))
-
-    def activate(self) -> None:
-        """Receive the module-level observe_request() calls (while the service runs)."""
-        with _active_lock:
-            _active.add(self)
-
-    def deactivate(self) -> None:
-        with _active_lock:
-            _active.discard(self)
 
     def serve(self, address: str) -> int:
         """Start the HTTP endpoint on ``HOST:PORT`` (port 0 picks one); return the port.
@@ -112,7 +97,6 @@ class Metrics:
 
     def close(self) -> None:
         """Stop the HTTP endpoint, if any."""
-        self.deactivate()
         if self._server is not None:
             httpd, thread = self._server
             self._server = None
@@ -124,10 +108,3 @@ class Metrics:
         """One sample's value (for tests and status output)."""
         return self.registry.get_sample_value(name, labels or {})
 
-
-def observe_request(model: str, device: str, code: str, seconds: float) -> None:
-    """Record a finished request in every running service's metrics (the API layer calls this)."""
-    with _active_lock:
-        targets: List[Metrics] = list(_active)
-    for metrics in targets:
-        metrics.observe_request(model, device, code, seconds)

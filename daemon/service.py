@@ -147,7 +147,6 @@ class Service:
         failed = {n: p for n, p in outcome.items() if p}
         log.info("serving %d model(s) from %s%s", len(self.registry.names()), self.config.models_dir,
                  f"; {len(failed)} bundle(s) skipped" if failed else "")
-        self.metrics.activate()
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
 

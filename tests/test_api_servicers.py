@@ -270,14 +270,13 @@ def test_health_watch_reports_changes(fake, client):
 
 
 def test_every_request_is_observed_in_the_metrics(fake, client, monkeypatch):
-    import edgetpud.daemon.api.calls as calls
     seen = []
 
     class Recorder:
         @staticmethod
         def observe_request(model, device, code, seconds):
             seen.append((model, device, code, seconds >= 0))
-    monkeypatch.setattr(calls, "_metrics", Recorder)
+    monkeypatch.setattr(fake, "metrics", Recorder, raising=False)  # the servicers count in service.metrics
     client.classify("cls", b"x")
     with pytest.raises(ClientError):
         client.classify("unknown", b"x")

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import prometheus_client
 
-from edgetpud.daemon import metrics as metrics_mod
 from edgetpud.daemon.metrics import Metrics
 
 
@@ -54,17 +53,12 @@ def test_a_failing_scrape_source_does_not_break_the_scrape():
     assert m.sample("edgetpud_requests_total", {"model": "a", "device": "b", "code": "OK"}) == 1
 
 
-def test_module_function_reaches_active_services_only_and_default_registry_is_untouched():
-    active, idle = Metrics(), Metrics()
-    active.activate()
-    try:
-        metrics_mod.observe_request("m", "mock:0", "OK", 0.01)
-    finally:
-        active.deactivate()
-    metrics_mod.observe_request("m", "mock:0", "OK", 0.01)
+def test_each_service_counts_its_own_requests_and_default_registry_is_untouched():
+    served, other = Metrics(), Metrics()
+    served.observe_request("m", "mock:0", "OK", 0.01)  # what the API layer does on its service's metrics
     labels = {"model": "m", "device": "mock:0", "code": "OK"}
-    assert active.sample("edgetpud_requests_total", labels) == 1
-    assert idle.sample("edgetpud_requests_total", labels) is None
+    assert served.sample("edgetpud_requests_total", labels) == 1
+    assert other.sample("edgetpud_requests_total", labels) is None
     assert prometheus_client.REGISTRY.get_sample_value("edgetpud_requests_total", labels) is None
 
 

@@ -11,7 +11,6 @@ from typing import List
 import numpy as np
 import pytest
 
-from edgetpud.daemon import metrics
 from edgetpud.daemon.config import build_config
 from edgetpud.daemon.errors import InvalidArgumentError, ModelError, NotFoundError, PreconditionError
 from edgetpud.daemon.scheduler import DeadlineExceededError
@@ -117,7 +116,7 @@ def test_classification_expectations_and_status(tmp_path, models_dir, test_data)
 
             inputs, outputs = svc.model_specs(LARGE)
             assert inputs[0].shape == (1, 160, 160, 3) and outputs[0].shape == (1, 1001)
-            metrics.observe_request(SMALL, small.device, "OK", small.timing["total_s"])  # as the API layer does
+            svc.metrics.observe_request(SMALL, small.device, "OK", small.timing["total_s"])  # as the API layer does
             scrape = await asyncio.get_running_loop().run_in_executor(None, fetch_metrics, svc.metrics_port)
             assert f'edgetpud_requests_total{{code="OK",device="mock:0",model="{SMALL}"}} 1.0' in scrape
             assert 'edgetpud_device_state{device="mock:0",state="ready"} 1.0' in scrape

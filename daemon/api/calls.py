@@ -1,7 +1,8 @@
 """Running one RPC against the service: deadline in, status code and metrics out.
 
-Every servicer method goes through :func:`call`, so error mapping, request
-metrics and deadlines are handled the same way for every RPC.
+Every servicer method goes through :func:`call` (``Servicer._call``), so error
+mapping, request metrics and deadlines are handled the same way for every RPC.
+Requests are counted in the served façade's own ``metrics``.
 """
 from __future__ import annotations
 
@@ -15,11 +16,6 @@ from .status import to_status
 
 T = TypeVar("T")
 
-try:  # the metrics module belongs to the service core; serve without it if it is absent
-    from edgetpud.daemon import metrics as _metrics
-except ImportError:  # pragma: no cover - only while the service core is incomplete
-    _metrics = None
-
 
 def deadline_of(context: grpc.aio.ServicerContext) -> Optional[float]:
     """The caller's deadline as an absolute time.monotonic(), or None when it set none."""
@@ -29,14 +25,15 @@ def deadline_of(context: grpc.aio.ServicerContext) -> Optional[float]:
     return time.monotonic() + max(0.0, remaining)
 
 
-def observe(model: str, device: str, code: grpc.StatusCode, seconds: float) -> None:
-    """Record one request in the metrics, if the metrics module is there."""
-    if _metrics is not None:
-        _metrics.observe_request(model or "", device or "", code.name, seconds)
+def observe(metrics: Any, model: str, device: str, code: grpc.StatusCode, seconds: float) -> None:
+    """Record one request in ``metrics`` (a ``daemon.metrics.Metrics``; None: not counted)."""
+    if metrics is not None:
+        metrics.observe_request(model or "", device or "", code.name, seconds)
 
 
-async def call(context: grpc.aio.ServicerContext, model: str, run: Callable[[], Awaitable[T]]) -> T:
-    """Await ``run()``; on error abort the RPC with the mapped status code.
+async def call(context: grpc.aio.ServicerContext, model: str, run: Callable[[], Awaitable[T]],
+               metrics: Any = None) -> T:
+    """Await ``run()``; on error abort the RPC with the mapped status code; count it in ``metrics``.
 
     Raises:
         grpc.aio.AbortError: (through ``context.abort``) whenever ``run`` failed.
@@ -56,7 +53,7 @@ async def call(context: grpc.aio.ServicerContext, model: str, run: Callable[[], 
         await context.abort(code, message)
         raise  # unreachable: abort raises
     finally:
-        observe(model, device, code, time.perf_counter() - start)
+        observe(metrics, model, device, code, time.perf_counter() - start)
 
 
 async def resolve(value: Any) -> Any:
@@ -64,3 +61,17 @@ async def resolve(value: Any) -> Any:
     if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future) or hasattr(value, "__await__"):
         return await value
     return value
+
+
+class Servicer:
+    """Base of the servicers: the façade they translate to, and whose metrics count their RPCs."""
+
+    def __init__(self, service: Any) -> None:
+        self._svc = service
+
+    @property
+    def _metrics(self) -> Any:
+        return getattr(self._svc, "metrics", None)  # a façade without metrics (a test fake) counts nothing
+
+    async def _call(self, context: grpc.aio.ServicerContext, model: str, run: Callable[[], Awaitable[T]]) -> T:
+        return await call(context, model, run, self._metrics)

@@ -10,7 +10,7 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import convert
-from .calls import call, deadline_of, observe, resolve
+from .calls import Servicer, deadline_of, observe, resolve
 from .status import RequestError, to_status
 from .stream import FramePipeline
 
@@ -31,11 +31,8 @@ def _payload(task: str, result: Any) -> dict:
     return {"outputs": convert.output_tensors(result.payload)}
 
 
-class InferenceServicer(pb_grpc.InferenceServicer):
+class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
     """Translates Inference RPCs to ``service.infer``."""
-
-    def __init__(self, service: Any) -> None:
-        self._svc = service
 
     async def _infer(self, context: grpc.aio.ServicerContext, model: str, version: str, task: str,
                      image: Optional[pb.Image], tensors=(), **options: Any) -> Any:
@@ -44,7 +41,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             request = convert.inference_request(image, tensors, names, **options)
             return await self._svc.infer(model, task, request, deadline=deadline_of(context),
                                          version=version or None)
-        return await call(context, model, run)
+        return await self._call(context, model, run)
 
     async def _input_names(self, model: str, tensors: Any) -> List[str]:
         """The model's input names, needed only when some tensor was sent without a name."""
@@ -115,10 +112,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                                                version=config.version or None)
             except Exception as exc:  # noqa: BLE001 - a failed frame is answered, the stream goes on
                 code, message = to_status(exc)
-                observe(config.model, "", code, time.perf_counter() - start)
+                observe(self._metrics, config.model, "", code, time.perf_counter() - start)
                 return pb.StreamResponse(frame_id=frame.frame_id, status=pb.FRAME_STATUS_FAILED,
                                          error=pb.FrameError(code=code.value[0], message=message))
-            observe(config.model, str(result.device or ""), grpc.StatusCode.OK, time.perf_counter() - start)
+            observe(self._metrics, config.model, str(result.device or ""), grpc.StatusCode.OK,
+                    time.perf_counter() - start)
             return pb.StreamResponse(frame_id=frame.frame_id, status=pb.FRAME_STATUS_OK,
                                      served_by=convert.served_by(result), **_payload(task, result))
 

@@ -17,7 +17,7 @@ from edgetpud.protos.kserve import grpc_predict_v2_pb2 as pb
 from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from . import convert
-from .calls import call, deadline_of, resolve
+from .calls import Servicer, deadline_of, resolve
 from .management import daemon_version
 from .status import RequestError
 
@@ -113,15 +113,12 @@ def infer_response(request: pb.ModelInferRequest, result: Any, wanted: Sequence[
     return response
 
 
-class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, service: Any) -> None:
-        self._svc = service
-
+class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
-        status = await call(context, "", lambda: resolve(self._svc.status()))
+        status = await self._call(context, "", lambda: resolve(self._svc.status()))
         return pb.ServerReadyResponse(ready=bool(status.get("ready")))
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
@@ -132,7 +129,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                 return False
             info = convert.model(state)
             return info.state == "ready" and (not request.version or request.version == info.version)
-        return pb.ModelReadyResponse(ready=await call(context, request.name, run))
+        return pb.ModelReadyResponse(ready=await self._call(context, request.name, run))
 
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="edgetpud", version=daemon_version(), extensions=EXTENSIONS)
@@ -142,7 +139,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             info = convert.model(await resolve(self._svc.model_info(request.name)))
             inputs, outputs = await resolve(self._svc.model_specs(request.name))
             return info, inputs, outputs
-        info, inputs, outputs = await call(context, request.name, run)
+        info, inputs, outputs = await self._call(context, request.name, run)
 
         def meta(spec: Any) -> pb.ModelMetadataResponse.TensorMetadata:
             return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=datatype(spec.dtype),
@@ -161,11 +158,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             wanted.extend(requested_outputs(request, outputs))
             return await self._svc.infer(request.model_name, "raw", core.InferenceRequest(tensors=tensors),
                                          deadline=deadline_of(context), version=request.model_version or None)
-        result = await call(context, request.model_name, run)
+        result = await self._call(context, request.model_name, run)
         return infer_response(request, result, wanted)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
-        models = [convert.model(m) for m in await call(context, "", lambda: resolve(self._svc.models()))]
+        models = [convert.model(m) for m in await self._call(context, "", lambda: resolve(self._svc.models()))]
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(name=m.name, version=m.version, state=m.state.upper(),
                                                   reason=m.error)
@@ -179,9 +176,10 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                 await resolve(self._svc.load_model(request.model_name, path=path))
             else:
                 await resolve(self._svc.load_model(request.model_name))
-        await call(context, request.model_name, run)
+        await self._call(context, request.model_name, run)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context):
-        await call(context, request.model_name, lambda: resolve(self._svc.unload_model(request.model_name)))
+        await self._call(context, request.model_name,
+                         lambda: resolve(self._svc.unload_model(request.model_name)))
         return pb.RepositoryModelUnloadResponse()

@@ -8,7 +8,7 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import convert
-from .calls import call, resolve
+from .calls import Servicer, resolve
 from .status import RequestError
 
 #: Largest model accepted through Upload; a compiled Edge TPU model is at most a few tens of MB.
@@ -24,16 +24,13 @@ def daemon_version() -> str:
         return "unknown"
 
 
-class ModelsServicer(pb_grpc.ModelsServicer):
-    def __init__(self, service: Any) -> None:
-        self._svc = service
-
+class ModelsServicer(Servicer, pb_grpc.ModelsServicer):
     async def List(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
-        models = await call(context, "", lambda: resolve(self._svc.models()))
+        models = await self._call(context, "", lambda: resolve(self._svc.models()))
         return pb.ListModelsResponse(models=[convert.model(m) for m in models])
 
     async def Info(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfo:
-        state = await call(context, request.name, lambda: resolve(self._svc.model_info(request.name)))
+        state = await self._call(context, request.name, lambda: resolve(self._svc.model_info(request.name)))
         return convert.model(state)
 
     async def Load(self, request: pb.LoadModelRequest, context) -> pb.ModelInfo:
@@ -42,7 +39,7 @@ class ModelsServicer(pb_grpc.ModelsServicer):
                 raise RequestError("Load needs a model name and a path (a bundle folder or a .tflite file)")
             await resolve(self._svc.load_model(request.name, path=request.path))
             return await resolve(self._svc.model_info(request.name))
-        return convert.model(await call(context, request.name, run))
+        return convert.model(await self._call(context, request.name, run))
 
     async def Upload(self, request_iterator: AsyncIterator[pb.UploadModelChunk], context) -> pb.ModelInfo:
         name = ""
@@ -64,40 +61,31 @@ class ModelsServicer(pb_grpc.ModelsServicer):
                 raise RequestError("Upload needs a model name and at least one data chunk")
             await resolve(self._svc.load_model(name, data=bytes(data)))
             return await resolve(self._svc.model_info(name))
-        return convert.model(await call(context, name, run))
+        return convert.model(await self._call(context, name, run))
 
     async def Unload(self, request: pb.UnloadModelRequest, context) -> pb.UnloadModelResponse:
-        await call(context, request.name, lambda: resolve(self._svc.unload_model(request.name)))
+        await self._call(context, request.name, lambda: resolve(self._svc.unload_model(request.name)))
         return pb.UnloadModelResponse()
 
 
-class DevicesServicer(pb_grpc.DevicesServicer):
-    def __init__(self, service: Any) -> None:
-        self._svc = service
-
+class DevicesServicer(Servicer, pb_grpc.DevicesServicer):
     async def List(self, request: pb.ListDevicesRequest, context) -> pb.ListDevicesResponse:
-        devices = await call(context, "", lambda: resolve(self._svc.devices()))
+        devices = await self._call(context, "", lambda: resolve(self._svc.devices()))
         return pb.ListDevicesResponse(devices=[convert.device(d) for d in devices])
 
 
-class DaemonServicer(pb_grpc.DaemonServicer):
-    def __init__(self, service: Any) -> None:
-        self._svc = service
-
+class DaemonServicer(Servicer, pb_grpc.DaemonServicer):
     async def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
         async def run() -> Any:
             status = await resolve(self._svc.status())
             return status, await resolve(self._svc.devices()), await resolve(self._svc.models())
-        status, devices, models = await call(context, "", run)
+        status, devices, models = await self._call(context, "", run)
         return pb.StatusResponse(ready=bool(status.get("ready")), devices=[convert.device(d) for d in devices],
                                  models=[convert.model(m) for m in models], version=daemon_version())
 
 
-class MockControlServicer(pb_grpc.MockControlServicer):
+class MockControlServicer(Servicer, pb_grpc.MockControlServicer):
     """Fault injection: forwards to ``service.mock_control`` (mock_device.control.MockControl)."""
-
-    def __init__(self, service: Any) -> None:
-        self._svc = service
 
     async def _control(self, context, device: str, method: str, *args: Any, **kwargs: Any) -> pb.MockReply:
         async def run() -> Any:
@@ -111,7 +99,7 @@ class MockControlServicer(pb_grpc.MockControlServicer):
             except ValueError as exc:
                 raise RequestError(str(exc)) from None
             return await resolve(self._svc.devices())
-        devices = await call(context, "", run)
+        devices = await self._call(context, "", run)
         return pb.MockReply(devices=[convert.device(d) for d in devices])
 
     async def InjectFault(self, request: pb.InjectFaultRequest, context) -> pb.MockReply:
