@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
@@ -104,16 +104,46 @@ def rebuild_error(name: str, message: str) -> HalError:
 # child side
 # ---------------------------------------------------------------------------
 
-class _ChildModel:
-    def __init__(self, executor: Any) -> None:
-        self.executor = executor
+class _Slots:
+    """One model's shared-memory blocks and the array views into them; both processes keep one."""
+
+    def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+        self.inputs: List[TensorSpec] = list(inputs)
+        self.outputs: List[TensorSpec] = list(outputs)
+        self.in_offsets, self.out_offsets, self.size = slot_layout(self.inputs, self.outputs)
         self.shms: List[shared_memory.SharedMemory] = []
         self.in_views: List[List[np.ndarray]] = []
         self.out_views: List[List[np.ndarray]] = []
 
+    def add(self, shm: shared_memory.SharedMemory) -> None:
+        """Map one more slot: ``in_views[i]`` and ``out_views[i]`` view ``shms[i]``."""
+        self.shms.append(shm)
+        self.in_views.append(_views(shm.buf, self.inputs, self.in_offsets))
+        self.out_views.append(_views(shm.buf, self.outputs, self.out_offsets))
+
+    def close_slots(self, unlink: bool) -> None:
+        """Drop the views and close every block; ``unlink`` (the owner, the main process) also removes it."""
+        self.in_views.clear()
+        self.out_views.clear()
+        for shm in self.shms:
+            if unlink:
+                try:
+                    shm.unlink()  # first: the name must go even if a view keeps the mapping alive
+                except FileNotFoundError:  # pragma: no cover
+                    pass
+            try:
+                shm.close()
+            except BufferError:  # pragma: no cover - a caller still holds a view; GC unmaps it
+                pass
+        self.shms.clear()
+
+
+class _ChildModel(_Slots):
+    def __init__(self, executor: Any) -> None:
+        super().__init__(executor.inputs, executor.outputs)
+        self.executor = executor
+
     def attach(self, names: Sequence[str]) -> None:
-        ins, outs = self.executor.inputs, self.executor.outputs
-        in_off, out_off, _ = slot_layout(ins, outs)
         for name in names:
             # The main process owns and unlinks every block. Python >= 3.13 can skip
             # tracking here; before that the worker shares the parent's resource
@@ -122,19 +152,10 @@ class _ChildModel:
                 shm = shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
             except TypeError:
                 shm = shared_memory.SharedMemory(name=name)
-            self.shms.append(shm)
-            self.in_views.append(_views(shm.buf, ins, in_off))
-            self.out_views.append(_views(shm.buf, outs, out_off))
+            self.add(shm)
 
     def close(self) -> None:
-        self.in_views.clear()
-        self.out_views.clear()
-        for shm in self.shms:
-            try:
-                shm.close()
-            except BufferError:  # pragma: no cover
-                pass
-        self.shms.clear()
+        self.close_slots(unlink=False)
         self.executor.close()
 
 
@@ -309,30 +330,17 @@ class _Request:
     model: Optional["_ParentModel"] = None  # set when sent: its slots outlive an unload until the reply
 
 
-@dataclass
-class _ParentModel:
-    key: str
-    model_id: int
-    inputs: List[TensorSpec]
-    outputs: List[TensorSpec]
-    shms: List[shared_memory.SharedMemory] = field(default_factory=list)
-    in_views: List[List[np.ndarray]] = field(default_factory=list)
-    out_views: List[List[np.ndarray]] = field(default_factory=list)
-    free: List[int] = field(default_factory=list)
+class _ParentModel(_Slots):
+    """The main process's record of one loaded model: its slots (owned here) and which are free."""
+
+    def __init__(self, key: str, model_id: int, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+        super().__init__(inputs, outputs)
+        self.key = key
+        self.model_id = model_id
+        self.free: List[int] = []
 
     def release(self) -> None:
-        self.in_views.clear()
-        self.out_views.clear()
-        for shm in self.shms:
-            try:
-                shm.unlink()  # first: the name must go even if a view keeps the mapping alive
-            except FileNotFoundError:  # pragma: no cover
-                pass
-            try:
-                shm.close()
-            except BufferError:  # pragma: no cover - a caller still holds a view; GC unmaps it
-                pass
-        self.shms.clear()
+        self.close_slots(unlink=True)
 
 
 DeathCallback = Callable[["WorkerHandle", Optional[int], List[_Request]], None]
@@ -518,14 +526,10 @@ class WorkerHandle:
         model_id = next(self._model_ids) & 0xFFFF
         inputs, outputs = self.control("load", model_id, str(model_path),
                                        str(cpu_twin_path) if cpu_twin_path else None)
-        model = _ParentModel(model_key, model_id, list(inputs), list(outputs))
-        in_off, out_off, size = slot_layout(model.inputs, model.outputs)
+        model = _ParentModel(model_key, model_id, inputs, outputs)
         try:
             for _ in range(self.slots):
-                shm = shared_memory.SharedMemory(create=True, size=size)
-                model.shms.append(shm)
-                model.in_views.append(_views(shm.buf, model.inputs, in_off))
-                model.out_views.append(_views(shm.buf, model.outputs, out_off))
+                model.add(shared_memory.SharedMemory(create=True, size=model.size))
             model.free = list(range(self.slots))[::-1]
             self.control("attach", model_id, [s.name for s in model.shms])
         except BaseException:
