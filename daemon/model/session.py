@@ -187,7 +187,7 @@ class ModelSession:
         Raises:
             ImageError: bad image. ModelError: the model fails or has no score output.
         """
-        return self.run(image, "classify", **_given(top_k=top_k, threshold=threshold), **options)
+        return self.run(image, "classify", top_k=top_k, threshold=threshold, **options)
 
     def detect(
         self, image: Any, threshold: Optional[float] = None, top_k: Optional[int] = None, **options: Any
@@ -197,7 +197,7 @@ class ModelSession:
         Raises:
             ImageError: bad image. ModelError: the model fails or is not a detector.
         """
-        return self.run(image, "detect", **_given(threshold=threshold, top_k=top_k), **options)
+        return self.run(image, "detect", threshold=threshold, top_k=top_k, **options)
 
     def embed(self, image: Any, normalize: Optional[bool] = None, **options: Any) -> np.ndarray:
         """The embedding vector of ``image`` (float32, optionally unit L2 norm).
@@ -205,7 +205,7 @@ class ModelSession:
         Raises:
             ImageError: bad image. ModelError: the model fails.
         """
-        return self.run(image, "embed", **_given(normalize=normalize), **options)
+        return self.run(image, "embed", normalize=normalize, **options)
 
     def invoke_raw(self, tensors: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]) -> Dict[str, np.ndarray]:
         """Feed named input tensors as they are and return the outputs by name.
@@ -243,12 +243,8 @@ class ModelSession:
             raise InvalidArgumentError(f"unknown {task} option(s) {unknown}; allowed: {', '.join(allowed) or 'none'}")
         merged = dict(allowed)
         merged.update(self.bundle.options_for(task))
-        merged.update({k: v for k, v in given.items() if v is not None})
+        merged.update({k: v for k, v in given.items() if v is not None})  # None: not given
         return merged
-
-
-def _given(**options: Any) -> Dict[str, Any]:
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def open_executor(bundle: ModelBundle, device: str = "cpu") -> Executor:
