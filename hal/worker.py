@@ -5,7 +5,7 @@ PCIe TPU may be opened by one process only, so the daemon keeps each device in a
 child it can lose. Why this transport: a 224x224x3 input must cross in well under
 100 µs, so arrays are never pickled. Each loaded model gets ``slots`` shared-memory
 blocks (inputs then outputs, 64-byte aligned) created by the main process; a
-request is "copy inputs into a free slot, send 12 bytes", a reply is "8 bytes,
+request is "copy inputs into a free slot, send 12 bytes", a reply is "13 bytes,
 copy outputs out". A dedicated reader thread in the main process resolves the
 futures, and sees the pipe close the moment the child dies (SIGKILL, SIGABRT).
 
@@ -46,7 +46,8 @@ import numpy as np
 
 from . import errors as hal_errors
 from .errors import DeviceInitError, DeviceUnavailableError, HalError, ModelRuntimeError
-from .executor import TensorSpec, check_inputs
+from .executor import TensorSpec, TfliteExecutor, check_inputs
+from .runtime import find_runtime, load_edgetpu_delegate
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,15 @@ def _views(buf: Any, specs: Sequence[TensorSpec], offsets: Sequence[int]) -> Lis
     return [np.ndarray(s.shape, dtype=s.dtype, buffer=buf, offset=o) for s, o in zip(specs, offsets)]
 
 
-def _error_payload(exc: BaseException) -> bytes:
-    name = type(exc).__name__ if isinstance(exc, HalError) else "ModelRuntimeError"
-    message = str(exc) if isinstance(exc, HalError) else f"{type(exc).__name__}: {exc}"
-    return pickle.dumps((name, message))
+def _error_info(exc: BaseException) -> Tuple[str, str]:
+    """(HAL error class name, message): what crosses the pipe for an exception."""
+    if isinstance(exc, HalError):
+        return type(exc).__name__, str(exc)
+    return "ModelRuntimeError", f"{type(exc).__name__}: {exc}"
+
+
+def _ctrl_reply(req_id: int, result: Any) -> bytes:
+    return bytes([R_CTRL]) + pickle.dumps((req_id, result))
 
 
 def rebuild_error(name: str, message: str) -> HalError:
@@ -166,17 +172,12 @@ class _ChildDevice:
         self.config = config
         self.delegate: Any = None
         self.models: Dict[int, _ChildModel] = {}
-        self.world: Any = None
         if config.kind in ("usb", "pci") and config.tpu_executor == "edgetpu":
-            from .runtime import load_edgetpu_delegate
-
             self.delegate = load_edgetpu_delegate(config.delegate_device, dict(config.delegate_options))
 
     def open_executor(self, model_path: str, cpu_twin_path: Optional[str]) -> Any:
         cfg = self.config
         if cfg.kind == "cpu":
-            from .executor import TfliteExecutor
-
             return TfliteExecutor(cpu_twin_path or model_path, num_threads=cfg.num_threads)
         if cfg.kind == "mock" or cfg.tpu_executor == "mock":
             from edgetpud.mock_device.executor import MockTpuExecutor
@@ -184,8 +185,6 @@ class _ChildDevice:
             return MockTpuExecutor(cpu_twin_path or model_path, device_id=cfg.device_id,
                                    state_dir=cfg.mock_state_dir, latency_s=cfg.mock_latency_s,
                                    num_threads=cfg.num_threads)
-        from .executor import TfliteExecutor
-
         return TfliteExecutor(model_path, delegates=[self.delegate], num_threads=cfg.num_threads)
 
     def control(self, verb: str, args: tuple) -> Any:
@@ -229,8 +228,6 @@ def worker_main(conn: Any, config: Optional[WorkerConfig]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     if config is None:
         try:
-            from .runtime import find_runtime
-
             find_runtime()
         except HalError:
             pass  # the real start reports it
@@ -243,10 +240,10 @@ def worker_main(conn: Any, config: Optional[WorkerConfig]) -> None:
     try:
         device = _ChildDevice(config)
     except BaseException as exc:  # report why the device cannot be opened, then exit
-        conn.send_bytes(bytes([R_CTRL]) + pickle.dumps((0, ("error",) + pickle.loads(_error_payload(exc)))))
+        conn.send_bytes(_ctrl_reply(0, ("error",) + _error_info(exc)))
         conn.close()
         return
-    conn.send_bytes(bytes([R_CTRL]) + pickle.dumps((0, ("ready", os.getpid()))))
+    conn.send_bytes(_ctrl_reply(0, ("ready", os.getpid())))
     recv, send = conn.recv_bytes, conn.send_bytes
     unpack, pack = _INVOKE.unpack, _REPLY.pack
     perf_ns = time.perf_counter_ns
@@ -263,17 +260,17 @@ def worker_main(conn: Any, config: Optional[WorkerConfig]) -> None:
                     device.invoke(model_id, slot)
                     send(pack(R_OK, req_id, perf_ns() - start))
                 except Exception as exc:
-                    send(pack(R_ERR, req_id, perf_ns() - start) + _error_payload(exc))
+                    send(pack(R_ERR, req_id, perf_ns() - start) + pickle.dumps(_error_info(exc)))
                 continue
             req_id, verb, *args = pickle.loads(msg[1:])
             if verb == "stop":
-                send(bytes([R_CTRL]) + pickle.dumps((req_id, True)))
+                send(_ctrl_reply(req_id, True))
                 break
             try:
                 result = device.control(verb, tuple(args))
-                send(bytes([R_CTRL]) + pickle.dumps((req_id, result)))
+                send(_ctrl_reply(req_id, result))
             except Exception as exc:
-                send(pack(R_ERR, req_id, 0) + _error_payload(exc))
+                send(pack(R_ERR, req_id, 0) + pickle.dumps(_error_info(exc)))
     finally:
         device.close()
         conn.close()
@@ -563,10 +560,6 @@ class WorkerHandle:
     def models(self) -> List[str]:
         with self._lock:
             return list(self._models)
-
-    def specs(self, model_key: str) -> Optional[Tuple[List[TensorSpec], List[TensorSpec]]]:
-        model = self._models.get(model_key)
-        return (list(model.inputs), list(model.outputs)) if model else None
 
     # -- invocations ------------------------------------------------------
     def capacity(self) -> int:
