@@ -23,7 +23,7 @@ from edgetpud.hal.executor import TensorSpec
 from .adapters import DETECTION_POSTPROCESS_OP, detection_layout
 from .labels import read_labels
 from .preprocess import RESIZE_METHODS, input_size
-from .tflite import TfliteModel
+from .tflite import TensorInfo, TfliteModel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -224,15 +224,9 @@ def infer_task(model: TfliteModel, inputs: Sequence[TensorSpec], outputs: Sequen
     return "raw"
 
 
-def _spec(info: Any) -> TensorSpec:
-    return TensorSpec(
-        name=str(info.name),
-        index=int(info.index),
-        shape=tuple(int(d) for d in info.shape),
-        dtype=np.dtype(info.dtype),
-        scale=float(info.scale or 0.0),
-        zero_point=int(info.zero_point or 0),
-    )
+def _spec(info: TensorInfo) -> TensorSpec:
+    """TensorInfo's fields are already plain Python/numpy (tuple of ints, np.dtype, float, int)."""
+    return TensorSpec(info.name, info.index, info.shape, info.dtype, info.scale, info.zero_point)
 
 
 def _output_names(model: TfliteModel) -> List[str]:
@@ -321,7 +315,7 @@ def _read_config(path: Path) -> Dict[str, Any]:
                 raise ModelError(f"{path}: unknown key(s) {unknown} in [{key}]; allowed: {allowed}")
         elif key not in _TOP_KEYS:
             log.warning("%s: ignoring unknown key %r", path, key)
-    for key in ("task", "name", "description", "labels"):
+    for key in _TOP_KEYS:
         if key in config and not isinstance(config[key], str):
             raise ModelError(f"{path}: {key} must be a string")
     for task in ("classify", "detect"):
