@@ -65,11 +65,8 @@ def eight_bit(ctx: OpContext) -> Result:
 def static_shape(ctx: OpContext) -> Result:
     """A -1 in a shape signature means the size is only known at run time."""
     for pos, t in ctx.present_inputs() + ctx.present_outputs():
-        sig = t.shape_signature
-        shape = list(t.shape)
-        unknown = sig is not None and len(sig) and any(int(d) < 0 for d in sig)
-        if unknown or any(int(d) < 0 for d in shape):
-            shown = sig if unknown else shape
+        if t.is_dynamic or any(d < 0 for d in t.shape):
+            shown = t.shape_signature if t.is_dynamic else t.shape
             return f"tensor {tensor_label(t)} has a dynamic shape: shape_signature {dims(shown)}"
     return None
 
