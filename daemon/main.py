@@ -106,8 +106,10 @@ def _build_server(service: Any, config: Config) -> Any:
 
 
 def _status_line(service: Any) -> str:
+    from .scheduler import USABLE_STATES
+
     status = service.status()
-    devices = [d for d in status["devices"] if d["state"] in ("ready", "busy", "throttled")]
+    devices = [d for d in status["devices"] if d["state"] in USABLE_STATES]
     models = [m for m in status["models"] if m["state"] == "ready"]
     failed = [m["name"] for m in status["models"] if m["state"] == "failed"]
     text = f"serving {len(models)} model(s) on {len(devices)}/{len(status['devices'])} device(s)"

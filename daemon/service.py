@@ -138,9 +138,10 @@ class Service:
         self._pool_started = True  # stop() must stop whatever part of the pool came up
         await self._blocking(self.pool.start)
         self.pool.on_change(self._on_device_change)
-        self.scheduler.set_devices(d.id for d in self.pool.devices() if d.state in USABLE_STATES)
+        devices = self.pool.devices()
+        self.scheduler.set_devices(d.id for d in devices if d.state in USABLE_STATES)
         log.info("devices up in %.2f s: %s", time.monotonic() - started,
-                 ", ".join(f"{d.id}={d.state}" for d in self.pool.devices()) or "none")
+                 ", ".join(f"{d.id}={d.state}" for d in devices) or "none")
         self._started = True
         self._accepting = True
         outcome = await self.registry.load_folder(self.config.models_dir)
@@ -188,7 +189,10 @@ class Service:
     @property
     def ready(self) -> bool:
         """Accepting requests with at least one device in service."""
-        return self._accepting and any(d.state in USABLE_STATES for d in self._devices_quietly())
+        return self._ready(self._devices_quietly())
+
+    def _ready(self, devices: List[DeviceInfo]) -> bool:
+        return self._accepting and any(d.state in USABLE_STATES for d in devices)
 
     def healthy(self) -> bool:
         """Whether the systemd watchdog should be fed: started, not stopping, pool answering."""
@@ -205,7 +209,7 @@ class Service:
     def status(self) -> Dict[str, Any]:
         devices = self._devices_quietly()
         return {
-            "ready": self._accepting and any(d.state in USABLE_STATES for d in devices),
+            "ready": self._ready(devices),
             "devices": [d.to_dict() for d in devices],
             "models": [m.to_dict() for m in self.registry.states()],
             "in_flight": self._active,

@@ -176,10 +176,9 @@ class FakeService:
             payload = {"output": np.asarray(next(iter(tensors.values()))).astype(np.float32) * 2}
         return FakeResult(model, "1", "mock:0", timing, payload)
 
-    def status(self) -> dict:
-        ready = any(d.state in ("ready", "busy", "throttled") for d in self.device_list)
-        return {"ready": ready, "devices": [d.to_dict() for d in self.device_list],
-                "models": list(self.model_states)}
+    @property
+    def ready(self) -> bool:
+        return any(d.state in ("ready", "busy", "throttled") for d in self.device_list)
 
     def devices(self) -> List[DeviceInfo]:
         return list(self.device_list)

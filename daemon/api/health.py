@@ -1,6 +1,6 @@
-"""grpc.health.v1: SERVING while at least one device can serve, NOT_SERVING otherwise.
+"""grpc.health.v1: SERVING while the service is ready (accepting, with a device that can serve).
 
-The status is read from the service's device list when asked, so it is never
+The status is read from the service's ``ready`` when asked, so it is never
 stale; Watch re-reads it on every device change the service reports (when it
 offers ``on_change``) and at least every ``poll_s`` seconds.
 """
@@ -11,10 +11,6 @@ from typing import Any, AsyncIterator, Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from edgetpud.daemon.scheduler import USABLE_STATES
-
-from .calls import resolve
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -40,16 +36,8 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             self._loop.call_soon_threadsafe(self._changed.set)
 
     async def serving_status(self) -> int:
-        """SERVING when any device is in a state that accepts work (and the service accepts requests)."""
-        ready = getattr(self._svc, "ready", None)
-        if isinstance(ready, bool):  # the façade's own answer: accepting, with a usable device
-            return SERVING if ready else NOT_SERVING
-        try:
-            devices = await resolve(self._svc.devices())
-        except Exception:  # noqa: BLE001 - a façade that cannot even list devices is not serving
-            return NOT_SERVING
-        states = {str(getattr(getattr(d, "state", ""), "value", getattr(d, "state", ""))) for d in devices}
-        return SERVING if states & USABLE_STATES else NOT_SERVING
+        """SERVING when the façade is ready: accepting requests, with a device in a state that accepts work."""
+        return SERVING if getattr(self._svc, "ready", False) else NOT_SERVING
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context) -> health_pb2.HealthCheckResponse:
         if request.service not in self._names:

@@ -118,8 +118,8 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
-        status = await self._call(context, "", lambda: resolve(self._svc.status()))
-        return pb.ServerReadyResponse(ready=bool(status.get("ready")))
+        ready = await self._call(context, "", lambda: resolve(self._svc.ready))
+        return pb.ServerReadyResponse(ready=bool(ready))
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
         async def run() -> bool:

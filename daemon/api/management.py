@@ -77,10 +77,10 @@ class DevicesServicer(Servicer, pb_grpc.DevicesServicer):
 class DaemonServicer(Servicer, pb_grpc.DaemonServicer):
     async def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
         async def run() -> Any:
-            status = await resolve(self._svc.status())
-            return status, await resolve(self._svc.devices()), await resolve(self._svc.models())
-        status, devices, models = await self._call(context, "", run)
-        return pb.StatusResponse(ready=bool(status.get("ready")), devices=[convert.device(d) for d in devices],
+            ready = await resolve(self._svc.ready)
+            return ready, await resolve(self._svc.devices()), await resolve(self._svc.models())
+        ready, devices, models = await self._call(context, "", run)
+        return pb.StatusResponse(ready=bool(ready), devices=[convert.device(d) for d in devices],
                                  models=[convert.model(m) for m in models], version=daemon_version())
 
 
