@@ -38,13 +38,14 @@ ModelSource = Union[str, Path, bytes, bytearray, memoryview]
 DTypeLike = Union[str, int, type, np.dtype]
 
 
-def _enum_names(enum_cls: type) -> Dict[int, str]:
+def enum_names(enum_cls: type) -> Dict[int, str]:
+    """Value -> name of a schema enum class (``ActivationFunctionType``, ``TensorType``...)."""
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
-_OP_NAMES: Dict[int, str] = _enum_names(schema.BuiltinOperator)
+_OP_NAMES: Dict[int, str] = enum_names(schema.BuiltinOperator)
 _OP_CODES: Dict[str, int] = {name: code for code, name in _OP_NAMES.items()}
-_TYPE_NAMES: Dict[int, str] = _enum_names(schema.TensorType)
+_TYPE_NAMES: Dict[int, str] = enum_names(schema.TensorType)
 _TYPE_CODES: Dict[str, int] = {name: code for code, name in _TYPE_NAMES.items()}
 _OPTIONS1: Dict[str, int] = {k: v for k, v in vars(schema.BuiltinOptions).items() if isinstance(v, int) and k != "NONE"}
 _OPTIONS2: Dict[str, int] = {

@@ -10,6 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from .._schema import schema
+from ..tflite import enum_names
 from .context import (
     EIGHT_BIT,
     OpContext,
@@ -24,8 +26,8 @@ Result = Optional[str]
 # (axes, data shape) of an op whose axes are a constant input; None when they are not known.
 Axes = Optional[tuple[list[int], list[int]]]
 
-_ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
-_WEIGHTS_FORMATS = {0: "DEFAULT", 1: "SHUFFLED4x16INT8"}
+_ACTIVATIONS = enum_names(schema.ActivationFunctionType)
+_WEIGHTS_FORMATS = enum_names(schema.FullyConnectedOptionsWeightsFormat)
 
 SOFTMAX_MAX_ELEMENTS = 16_000
 # Coral only says "some large reshapes"; this threshold is edgetpud's own heuristic.
