@@ -440,14 +440,18 @@ class ModelBuilder:
         self.op("RESHAPE", [x, shape_tensor], [out], opts)
         return out
 
+    def _unit_interval(self, x: int, scale: Scale, zero_point: ZeroPoint) -> Tuple[Scale, ZeroPoint]:
+        """Output quantization of an op whose values lie in [0, 1): 1/256 when x is quantized and none is given."""
+        src = self.info(x)
+        if src.scales.size and scale is None:
+            return 1.0 / 256, (-128 if src.dtype == np.int8 else 0)
+        return scale, zero_point
+
     def softmax(self, x: int, beta: float = 1.0, scale: Scale = None, zero_point: ZeroPoint = None,
                 name: Optional[str] = None) -> int:
         """SOFTMAX over the last axis; quantized outputs default to 1/256 (zero point 0 uint8, -128 int8)."""
-        src = self.info(x)
-        if src.scales.size and scale is None:
-            scale = 1.0 / 256
-            zero_point = -128 if src.dtype == np.int8 else 0
-        out = self._out("softmax", x, src.shape, scale, zero_point, name=name)
+        scale, zero_point = self._unit_interval(x, scale, zero_point)
+        out = self._out("softmax", x, self.info(x).shape, scale, zero_point, name=name)
         opts = schema.SoftmaxOptionsT()
         opts.beta = beta
         self.op("SOFTMAX", [x], [out], opts)
@@ -455,11 +459,8 @@ class ModelBuilder:
 
     def logistic(self, x: int, scale: Scale = None, zero_point: ZeroPoint = None, name: Optional[str] = None) -> int:
         """LOGISTIC (sigmoid); quantized outputs default to 1/256 (zero point 0 uint8, -128 int8)."""
-        src = self.info(x)
-        if src.scales.size and scale is None:
-            scale = 1.0 / 256
-            zero_point = -128 if src.dtype == np.int8 else 0
-        out = self._out("logistic", x, src.shape, scale, zero_point, name=name)
+        scale, zero_point = self._unit_interval(x, scale, zero_point)
+        out = self._out("logistic", x, self.info(x).shape, scale, zero_point, name=name)
         self.op("LOGISTIC", [x], [out])
         return out
 
