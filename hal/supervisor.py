@@ -291,9 +291,10 @@ class DevicePool:
         """
         dev = self._get(device_id)
         handle = self._handle(dev)
-        specs = handle.load(model_key, str(model_path), str(cpu_twin_path) if cpu_twin_path else None)
+        paths = (str(model_path), str(cpu_twin_path) if cpu_twin_path else None)
+        specs = handle.load(model_key, *paths)
         with dev.lock:
-            dev.models[model_key] = (str(model_path), str(cpu_twin_path) if cpu_twin_path else None)
+            dev.models[model_key] = paths
         return specs
 
     def unload(self, device_id: str, model_key: str) -> None:
@@ -392,20 +393,17 @@ class DevicePool:
                         log.error("%s: model %s could not be reloaded and was dropped: %s", dev.id, key, exc)
                         with dev.lock:
                             dev.models.pop(key, None)
-            except RuntimeMissingError as exc:
-                handle.stop(1.0)
-                if spare is not None:
-                    spare.close()
-                with dev.lock:
-                    dev.state, dev.error = DeviceState.FAILED, str(exc)  # not retried: nothing will change
-                log.error("%s cannot be used: %s", dev.id, exc)
-                self._fail(queued, exc)
-                self._emit(dev, DeviceEvent.FAILED)
-                return
             except HalError as exc:
                 handle.stop(1.0)
                 if spare is not None:
                     spare.close()  # a no-op once the handle took it over
+                if isinstance(exc, RuntimeMissingError):
+                    with dev.lock:
+                        dev.state, dev.error = DeviceState.FAILED, str(exc)  # not retried: nothing will change
+                    log.error("%s cannot be used: %s", dev.id, exc)
+                    self._fail(queued, exc)
+                    self._emit(dev, DeviceEvent.FAILED)
+                    return
                 with dev.lock:
                     dev.failures += 1
                     dev.state, dev.error = DeviceState.FAILED, str(exc)
@@ -488,6 +486,10 @@ class DevicePool:
     def poll(self) -> None:
         """One monitor pass (telemetry, hot-plug rescan, hang watchdog); the monitor thread calls it."""
         self._rescan()
+        self._check_devices()
+
+    def _check_devices(self) -> None:
+        """Telemetry and hang watchdog of every device (each monitor pass; rescans are rarer)."""
         for dev in list(self._devices.values()):
             self._read_telemetry(dev)
             self._watchdog(dev)
@@ -546,8 +548,6 @@ class DevicePool:
                 if time.monotonic() >= next_rescan:
                     self._rescan()
                     next_rescan = time.monotonic() + self.rescan_interval_s
-                for dev in list(self._devices.values()):
-                    self._read_telemetry(dev)
-                    self._watchdog(dev)
+                self._check_devices()
             except Exception:
                 log.exception("device monitor pass failed")
