@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -436,27 +436,32 @@ def _image_of(request: InferenceRequest) -> Any:
     return image.data
 
 
+def _request_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The documented errors pass; any other ValueError from the model layer becomes an InvalidRequestError."""
+    @functools.wraps(fn)
+    def wrapped(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (ImageError, ModelError, InvalidArgumentError):
+            raise
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from exc
+    return wrapped
+
+
+@_request_errors
 def _preprocess(mv: ModelVersion, task: str, request: InferenceRequest, options: Dict[str, Any]) -> Any:
-    """Image or tensors -> input tensors (runs on the CPU pool)."""
-    try:
-        if task == "raw":
-            if request.tensors is None:
-                raise InvalidRequestError("task raw needs input tensors")
-            return mv.session.preprocess(request.tensors, "raw")
-        if request.image is not None and request.image.crop is not None:
-            options = {**options, "roi": tuple(int(v) for v in request.image.crop)}
-        return mv.session.preprocess(_image_of(request), task, **options)
-    except (ImageError, ModelError, InvalidArgumentError):
-        raise
-    except ValueError as exc:
-        raise InvalidRequestError(str(exc)) from exc
+    """Image or tensors -> input tensors (on the loop or the CPU pool)."""
+    if task == "raw":
+        if request.tensors is None:
+            raise InvalidRequestError("task raw needs input tensors")
+        return mv.session.preprocess(request.tensors, "raw")
+    if request.image is not None and request.image.crop is not None:
+        options = {**options, "roi": tuple(int(v) for v in request.image.crop)}
+    return mv.session.preprocess(_image_of(request), task, **options)
 
 
+@_request_errors
 def _postprocess(mv: ModelVersion, task: str, outputs: List[np.ndarray], context: Any, options: Dict[str, Any]) -> Any:
-    """Output tensors -> the task's answer (runs on the CPU pool)."""
-    try:
-        return mv.session.postprocess(task, outputs, context, **options)
-    except (ImageError, ModelError, InvalidArgumentError):
-        raise
-    except ValueError as exc:
-        raise InvalidRequestError(str(exc)) from exc
+    """Output tensors -> the task's answer (on the loop or the CPU pool)."""
+    return mv.session.postprocess(task, outputs, context, **options)
