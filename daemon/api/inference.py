@@ -78,11 +78,12 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
             grpc.aio.AbortError: the first message is not a config, or a later one is.
         """
         messages = request_iterator.__aiter__()
-        config = await self._first_config(messages, context)
-        task = convert.TASKS.get(config.task)
-        if task is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown task {config.task} in StreamConfig")
-        try:  # a stream for a model that is not there fails as a whole, not frame by frame
+        try:
+            config = await self._first_config(messages)
+            task = convert.TASKS.get(config.task)
+            if task is None:
+                raise RequestError(f"unknown task {config.task} in StreamConfig")
+            # a stream for a model that is not there fails as a whole, not frame by frame
             await resolve(self._svc.model_info(config.model))
         except Exception as exc:  # noqa: BLE001 - mapped like every other error
             await context.abort(*to_status(exc))
@@ -130,17 +131,15 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
             async for response in pipeline.run(frames()):
                 yield response
         except RequestError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(*to_status(exc))
 
     @staticmethod
-    async def _first_config(messages: AsyncIterator[pb.StreamRequest],
-                            context: grpc.aio.ServicerContext) -> pb.StreamConfig:
+    async def _first_config(messages: AsyncIterator[pb.StreamRequest]) -> pb.StreamConfig:
+        """Raises: RequestError: the stream does not start with a StreamConfig."""
         try:
             message = await messages.__anext__()
         except StopAsyncIteration:
             message = None
         if message is not None and message.WhichOneof("message") == "config":
             return message.config
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            "a Stream must start with a StreamConfig message (model, task, frame policy)")
-        raise AssertionError("unreachable")
+        raise RequestError("a Stream must start with a StreamConfig message (model, task, frame policy)")
