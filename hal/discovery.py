@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .device import DeviceKind
 from .errors import DeviceSpecError
-from .pcie import find_apex_devices
+from .pcie import apex_node_dir, find_apex_devices
 from .usb import UsbAccelerator, find_usb_accelerators
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class Discovery:
             if kind == DeviceKind.MOCK.value:
                 # The mock bus puts mock:i on port i+1 of bus 1 (see mock_device.usb_backend).
                 index = acc.ports[0] - 1 if acc.ports else i
-                sysfs = Path(self.mock_sysfs_root) / "class" / "apex" / f"apex_{index}" if self.mock_sysfs_root else None
+                sysfs = apex_node_dir(index, self.mock_sysfs_root) if self.mock_sysfs_root else None
                 found.append(Found(f"mock:{index}", kind, index, acc.path, usb=acc, sysfs_dir=sysfs))
             else:
                 found.append(Found("", kind, i, acc.path, usb=acc, delegate_device=f"usb:{i}"))

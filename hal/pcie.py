@@ -55,6 +55,11 @@ def apex_class_dir(sysfs_root: Union[str, Path, None] = None) -> Path:
     return Path(sysfs_root or DEFAULT_SYSFS_ROOT) / "class" / "apex"
 
 
+def apex_node_dir(index: int, sysfs_root: Union[str, Path, None] = None) -> Path:
+    """``<sysfs_root>/class/apex/apex_<index>``: the node of ``/dev/apex_<index>``."""
+    return apex_class_dir(sysfs_root) / f"apex_{index}"
+
+
 def find_apex_devices(sysfs_root: Union[str, Path, None] = None, dev_root: str = "/dev") -> List[ApexDevice]:
     """List apex nodes in index order; an absent driver gives an empty list."""
     base = apex_class_dir(sysfs_root)
