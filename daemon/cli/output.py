@@ -37,14 +37,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells) + "\n"
 
 
-def device_dict(device: Device) -> Dict[str, Any]:
-    return plain(device)
-
-
-def model_dict(model: Model) -> Dict[str, Any]:
-    return plain(model)
-
-
 def devices_table(devices: Sequence[Device]) -> str:
     if not devices:
         return "no devices\n"
