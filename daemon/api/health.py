@@ -1,8 +1,7 @@
 """grpc.health.v1: SERVING while the service is ready (accepting, with a device that can serve).
 
 The status is read from the service's ``ready`` when asked, so it is never
-stale; Watch re-reads it on every device change the service reports (when it
-offers ``on_change``) and at least every ``poll_s`` seconds.
+stale; Watch re-reads it every ``poll_s`` seconds and answers when it changes.
 """
 from __future__ import annotations
 
@@ -24,37 +23,22 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self._svc = service
         self._names = {"", *service_names}
         self._poll_s = poll_s
-        self._changed = asyncio.Event()
-        self._loop: "asyncio.AbstractEventLoop | None" = None
-        on_change = getattr(service, "on_change", None)
-        if callable(on_change):
-            on_change(lambda *_: self._wake())
 
-    def _wake(self) -> None:
-        """Wake watchers; safe from any thread (device events come from HAL threads)."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._changed.set)
-
-    async def serving_status(self) -> int:
+    def serving_status(self) -> int:
         """SERVING when the façade is ready: accepting requests, with a device in a state that accepts work."""
         return SERVING if getattr(self._svc, "ready", False) else NOT_SERVING
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context) -> health_pb2.HealthCheckResponse:
         if request.service not in self._names:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
-        return health_pb2.HealthCheckResponse(status=await self.serving_status())
+        return health_pb2.HealthCheckResponse(status=self.serving_status())
 
     async def Watch(self, request: health_pb2.HealthCheckRequest,
                     context) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        self._loop = asyncio.get_running_loop()
         last = None
         while True:
-            status = await self.serving_status() if request.service in self._names else SERVICE_UNKNOWN
+            status = self.serving_status() if request.service in self._names else SERVICE_UNKNOWN
             if status != last:
                 yield health_pb2.HealthCheckResponse(status=status)
                 last = status
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), self._poll_s)
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(self._poll_s)
