@@ -54,6 +54,7 @@ class MockWorld:
     def __init__(self, state_dir: Union[str, Path]) -> None:
         self.root = Path(state_dir)
         self._cache: Dict[str, Tuple[Tuple[int, int], Dict[str, Any]]] = {}
+        self._paths: Dict[str, Path] = {}  # building a Path costs more than the stat of the per-invoke check
 
     @classmethod
     def create(cls, state_dir: Union[str, Path], count: int) -> "MockWorld":
@@ -85,7 +86,10 @@ class MockWorld:
         return [f"mock:{p.stem.split('_')[1]}" for p in names]
 
     def _path(self, device_id: str) -> Path:
-        return self.root / "devices" / f"{device_id.replace(':', '_')}.json"
+        path = self._paths.get(device_id)
+        if path is None:
+            path = self._paths[device_id] = self.root / "devices" / f"{device_id.replace(':', '_')}.json"
+        return path
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
