@@ -258,7 +258,7 @@ def reduces_xy_only(ctx: OpContext) -> Result:
     return _xy_only(ctx, _axes(ctx, 1, 0), "reduces", "only x/y reductions are mapped")
 
 
-def _not_batch(ctx: OpContext, found: Axes, verb: str, t) -> Result:
+def _not_batch(found: Axes, verb: str, t) -> Result:
     """Shared by the 'not in the batch dimension' limitations."""
     if found is None:
         return None
@@ -274,7 +274,7 @@ def _not_batch(ctx: OpContext, found: Axes, verb: str, t) -> Result:
 
 def reduces_not_batch(ctx: OpContext) -> Result:
     """Reductions over the batch dimension are not mapped."""
-    return _not_batch(ctx, _axes(ctx, 1, 0), "reduces", ctx.input(0))
+    return _not_batch(_axes(ctx, 1, 0), "reduces", ctx.input(0))
 
 
 def z_reduction_multiple_of_4(ctx: OpContext) -> Result:
@@ -293,7 +293,7 @@ def z_reduction_multiple_of_4(ctx: OpContext) -> Result:
 
 def splits_not_batch(ctx: OpContext) -> Result:
     """Split takes its axis as input 0 and its data as input 1."""
-    return _not_batch(ctx, _axes(ctx, 0, 1), "splits along", ctx.input(1))
+    return _not_batch(_axes(ctx, 0, 1), "splits along", ctx.input(1))
 
 
 def packs_not_batch(ctx: OpContext) -> Result:
@@ -304,7 +304,7 @@ def packs_not_batch(ctx: OpContext) -> Result:
     shape = ctx.shape(out)
     axis = int(ctx.option("axis", 0) or 0)
     axis = axis + len(shape) if axis < 0 else axis
-    return _not_batch(ctx, ([axis], shape), "packs along", out)
+    return _not_batch(([axis], shape), "packs along", out)
 
 
 def _padded_axes(ctx: OpContext) -> Axes:
@@ -324,7 +324,7 @@ def pads_xy_only(ctx: OpContext) -> Result:
 
 def pads_not_batch(ctx: OpContext) -> Result:
     """Padding the batch dimension is not mapped."""
-    return _not_batch(ctx, _padded_axes(ctx), "pads", ctx.input(0))
+    return _not_batch(_padded_axes(ctx), "pads", ctx.input(0))
 
 
 def large_reshape(ctx: OpContext) -> Result:
