@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import time
@@ -50,6 +51,8 @@ INLINE_FRAME_MAX_PIXELS = 224 * 224
 #: switches. With other requests in flight, or a bigger file (a long decode would keep new
 #: requests from being read), it goes to the pool, so two decodes can also run in parallel.
 INLINE_ENCODED_MAX_BYTES = 1024 * 1024
+#: Configuration keys a reload (SIGHUP) applies; every other key takes effect after a restart.
+RELOADABLE_KEYS = ("models_dir", "grace_s", "log_level")
 
 
 class InvalidRequestError(InvalidArgumentError):
@@ -176,14 +179,11 @@ class Service:
 
     async def reload(self, config: Config) -> Dict[str, Optional[str]]:
         """Apply a new configuration (SIGHUP): rescan the models folder; some keys need a restart."""
-        needs_restart = [k for k in ("devices", "listen", "socket_mode", "socket_group", "tls_cert", "tls_key",
-                                     "tls_client_ca", "max_message_bytes", "max_concurrent_requests",
-                                     "metrics_listen", "mock_latency_s", "state_dir", "queue_depth")
-                         if getattr(config, k) != getattr(self.config, k)]
+        needs_restart = [f.name for f in dataclasses.fields(Config)
+                         if f.name not in RELOADABLE_KEYS and getattr(config, f.name) != getattr(self.config, f.name)]
         if needs_restart:
             log.warning("configuration changes that take effect after a restart: %s", ", ".join(needs_restart))
-        self.config = self.config.replace(models_dir=config.models_dir, grace_s=config.grace_s,
-                                          log_level=config.log_level)
+        self.config = self.config.replace(**{k: getattr(config, k) for k in RELOADABLE_KEYS})
         return await self.registry.load_folder(self.config.models_dir)
 
     @property
