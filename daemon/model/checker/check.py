@@ -219,7 +219,7 @@ def _predicted_report(graph: _Graph, path: Optional[str]) -> CompatibilityReport
             cut = entry
         entries.append(entry)
     if boundaries:
-        warnings.insert(0, _float_io_warning(graph, boundaries))
+        warnings.insert(0, _float_io_warning(boundaries))
     core = [e for e in entries if not e.boundary]
     if core and all(e.target == "tpu" for e in core):
         verdict = "full"
@@ -244,7 +244,7 @@ def _blocking_input(graph: _Graph, op: Any, available: set[int]) -> Optional[tup
     return None
 
 
-def _float_io_warning(graph: _Graph, boundaries: list[OperatorEntry]) -> str:
+def _float_io_warning(boundaries: list[OperatorEntry]) -> str:
     ops = ", ".join(f"op {e.index} ({e.op})" for e in boundaries)
     return (
         f"float I/O adds a CPU quantize/dequantize: {ops} run on the CPU around the Edge TPU; "
