@@ -158,8 +158,9 @@ class Daemon:
             return EXIT_FAILURE
         started = True
         listening = ", ".join(self.config.listen) if server is not None else "no listener"
-        log.info("ready: %s; %s", listening, _status_line(service))
-        self._notifier.ready(_status_line(service))
+        status_line = _status_line(service)
+        log.info("ready: %s; %s", listening, status_line)
+        self._notifier.ready(status_line)
         try:
             while not self._stop.is_set():
                 hup = asyncio.ensure_future(self._hup.wait())
@@ -194,7 +195,7 @@ class Daemon:
             log.info("reload done%s", f": {changed}" if changed else ": nothing changed")
         except (ConfigError, EdgetpudError) as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
-        self._notifier.send("READY=1", f"STATUS={_status_line(service)}")
+        self._notifier.ready(_status_line(service))
 
 
 def tune_malloc() -> None:
