@@ -196,8 +196,7 @@ class Registry:
             if name in self._failed:
                 return self._failed[name]
             raise NotFoundError(self._unknown(name))
-        versions = sorted(v.version for v in self._live.values() if v.name == name)
-        return ModelState.of(mv, versions)
+        return ModelState.of(mv, self._live_versions(name))
 
     def current(self, name: str) -> ModelVersion:
         """Raises: NotFoundError: no such model is being served."""
@@ -208,6 +207,9 @@ class Registry:
 
     def names(self) -> List[str]:
         return sorted(self._current)
+
+    def _live_versions(self, name: str) -> List[int]:
+        return sorted(v.version for v in self._live.values() if v.name == name)
 
     def _unknown(self, name: str) -> str:
         known = ", ".join(sorted(self._current)) or "none"
@@ -226,8 +228,8 @@ class Registry:
         if version:
             mv = self._live.get(f"{name}@{int(version)}")
             if mv is None or mv.state not in ("ready", "retiring"):
-                live = sorted(v.version for v in self._live.values() if v.name == name)
-                raise NotFoundError(f"model {name} has no version {version} (live: {live or 'none'})")
+                raise NotFoundError(f"model {name} has no version {version} "
+                                    f"(live: {self._live_versions(name) or 'none'})")
         else:
             mv = self.current(name)
         mv.refs += 1
