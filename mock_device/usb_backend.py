@@ -49,6 +49,13 @@ MANUFACTURER = {"dfu": "Global Unichip Corp.", "runtime": "Google Inc."}
 PRODUCT = {"dfu": "Coral USB Accelerator (DFU)", "runtime": "Coral USB Accelerator"}
 
 
+def _vid_pid(mode: str) -> Tuple[int, int]:
+    """What an accelerator enumerates as: DFU mode until its firmware is loaded."""
+    if mode == "dfu":
+        return hal_usb.DFU_VID, hal_usb.DFU_PID
+    return hal_usb.RUNTIME_VID, hal_usb.RUNTIME_PID
+
+
 def _no_device() -> USBError:
     return USBError("No such device (it may have been disconnected)", LIBUSB_ERROR_NO_DEVICE, errno.ENODEV)
 
@@ -112,9 +119,7 @@ class MockAccelerator:
 
     @property
     def vid_pid(self) -> Tuple[int, int]:
-        if self.mode == "dfu":
-            return hal_usb.DFU_VID, hal_usb.DFU_PID
-        return hal_usb.RUNTIME_VID, hal_usb.RUNTIME_PID
+        return _vid_pid(self.mode)
 
     def _dfu_reset(self) -> None:
         self.dfu_state = hal_usb.STATE_DFU_IDLE
@@ -239,7 +244,7 @@ class MockUsbBackend(usb.backend.IBackend):
 
     def get_device_descriptor(self, dev: _DevRef) -> _Desc:
         acc = dev.acc
-        vid, pid = (hal_usb.DFU_VID, hal_usb.DFU_PID) if dev.mode == "dfu" else (hal_usb.RUNTIME_VID, hal_usb.RUNTIME_PID)
+        vid, pid = _vid_pid(dev.mode)  # the mode it had when enumerated
         return _Desc(
             bLength=18, bDescriptorType=1, bcdUSB=0x0210 if acc.usb2 else 0x0320,
             bDeviceClass=0, bDeviceSubClass=0, bDeviceProtocol=0,
