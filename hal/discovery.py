@@ -212,6 +212,23 @@ class Discovery:
             self.present["cpu:0"] = True
         return [self.known[k] for k in self.known]
 
+    def _claim_id(self, dev: Found) -> Optional[str]:
+        """The id a device at a path not known yet takes, or None when no spec wants it."""
+        if dev.kind == "usb":
+            if self._all_usb:
+                return f"usb:{self._next_usb_index()}"
+            # A pinned USB device not present at start takes the first accelerator that appears.
+            for spec in self._pinned:
+                sid = str(spec)
+                if spec.kind == "usb" and sid in self.known and not self.known[sid].path:
+                    return sid
+            return None
+        # A pinned device not present at start claims the first match of its index.
+        pending = f"{dev.kind}:{dev.index}"
+        if pending in self.known and not self.known[pending].path:
+            return pending
+        return dev.id if self._accepts(dev) else None
+
     def rescan(self) -> RescanResult:
         """Compare what is present with what is known: new, vanished and returned devices."""
         result = RescanResult()
@@ -219,20 +236,7 @@ class Discovery:
         for dev in self.scan():
             dev_id = self._match(dev)
             if dev_id is None:
-                # A pinned device not present at start claims the first match of its index.
-                pending = f"{dev.kind}:{dev.index}"
-                if dev.kind != "usb" and pending in self.known and not self.known[pending].path:
-                    dev_id = pending
-                elif dev.kind == "usb" and self._all_usb:
-                    dev_id = f"usb:{self._next_usb_index()}"
-                elif dev.kind == "usb":
-                    for spec in self._pinned:
-                        sid = str(spec)
-                        if spec.kind == "usb" and sid in self.known and not self.known[sid].path:
-                            dev_id = sid
-                            break
-                elif self._accepts(dev):
-                    dev_id = dev.id
+                dev_id = self._claim_id(dev)
                 if dev_id is None:
                     continue
                 dev.id = dev_id
