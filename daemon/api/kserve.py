@@ -127,8 +127,8 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
                 state = await resolve(self._svc.model_info(request.name))
             except NotFoundError:
                 return False
-            info = convert.model(state)
-            return info.state == "ready" and (not request.version or request.version == info.version)
+            served, version = convert.model_state_and_version(state)
+            return served == "ready" and (not request.version or request.version == version)
         return pb.ModelReadyResponse(ready=await self._call(context, request.name, run))
 
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
