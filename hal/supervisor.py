@@ -30,7 +30,7 @@ from .errors import DeviceUnavailableError, HalError, ModelRuntimeError, Runtime
 from .executor import TensorSpec
 from .pcie import read_telemetry
 from .thermal import ThermalMonitor
-from .worker import SpareWorker, WorkerConfig, WorkerHandle
+from .worker import SpareWorker, WorkerConfig, WorkerHandle, fail_future
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ class DevicePool:
         with dev.lock:
             if dev.lifecycle is not None and dev.lifecycle.is_alive():
                 for r in queued:
-                    r.future.set_exception(DeviceUnavailableError(f"{dev.id} is restarting"))
+                    fail_future(r.future, DeviceUnavailableError(f"{dev.id} is restarting"))
                 return
             dev.lifecycle = threading.Thread(target=self._bring_up, args=(dev, event, queued),
                                              name=f"edgetpud-lifecycle-{dev.id}", daemon=True)
@@ -437,8 +437,7 @@ class DevicePool:
     @staticmethod
     def _fail(queued: Sequence[Any], error: Exception) -> None:
         for r in queued:
-            if not r.future.done():
-                r.future.set_exception(error)
+            fail_future(r.future, error)
 
     def _on_worker_death(self, handle: WorkerHandle, exitcode: Optional[int], queued: list) -> None:
         dev = self._devices.get(handle.config.device_id)

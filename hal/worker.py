@@ -37,7 +37,7 @@ import signal
 import struct
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
@@ -96,6 +96,20 @@ def _error_info(exc: BaseException) -> Tuple[str, str]:
 
 def _ctrl_reply(req_id: int, result: Any) -> bytes:
     return bytes([R_CTRL]) + pickle.dumps((req_id, result))
+
+
+def fail_future(future: Future, error: BaseException) -> None:
+    """Fail ``future`` unless its owner already cancelled it while it waited in a queue.
+
+    A request is marked running when it is sent to the worker, so only queued ones
+    can be cancelled; every path that fails queued requests (unload, worker death,
+    restart) goes through here rather than calling ``set_exception`` on a future
+    that may be cancelled, which would raise on the reader or life-cycle thread.
+    """
+    try:
+        future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 def rebuild_error(name: str, message: str) -> HalError:
@@ -548,7 +562,7 @@ class WorkerHandle:
             for r in waiting:
                 self._queue.remove(r)
         for r in waiting:
-            r.future.set_exception(ModelRuntimeError(f"model {model_key} was unloaded from {self.config.device_id}"))
+            fail_future(r.future, ModelRuntimeError(f"model {model_key} was unloaded from {self.config.device_id}"))
         if model is None:
             return
         try:
@@ -582,16 +596,16 @@ class WorkerHandle:
         """Queue one invocation; the returned future resolves on the reader thread."""
         future = future if future is not None else Future()
         if not self._alive:
-            future.set_exception(DeviceUnavailableError(f"worker for {self.config.device_id} is not running"))
+            fail_future(future, DeviceUnavailableError(f"worker for {self.config.device_id} is not running"))
             return future
         model = self._models.get(model_key)
         if model is None:
-            future.set_exception(ModelRuntimeError(f"model {model_key} is not loaded on {self.config.device_id}"))
+            fail_future(future, ModelRuntimeError(f"model {model_key} is not loaded on {self.config.device_id}"))
             return future
         try:
             check_inputs(model.inputs, inputs)
         except ModelRuntimeError as exc:
-            future.set_exception(exc)
+            fail_future(future, exc)
             return future
         request = _Request(future, model_key, inputs)
         orphans: List[_Request] = []
@@ -603,7 +617,7 @@ class WorkerHandle:
                 self._queue.append(request)
                 orphans = self._pump()
         if error is not None:
-            future.set_exception(error)
+            fail_future(future, error)
         self._fail_orphans(orphans)
         return future
 
@@ -644,7 +658,7 @@ class WorkerHandle:
     @staticmethod
     def _fail_orphans(orphans: List[_Request]) -> None:
         for r in orphans:
-            r.future.set_exception(ModelRuntimeError(f"model {r.model_key} is not loaded"))
+            fail_future(r.future, ModelRuntimeError(f"model {r.model_key} is not loaded"))
 
     def _read_loop(self) -> None:
         conn = self._conn
@@ -715,14 +729,13 @@ class WorkerHandle:
         error = DeviceUnavailableError(
             (self._stop_reason or f"{device} stopped") if stopping else f"the worker for {device} died ({self.death_reason})")
         for r in inflight:
-            r.future.set_exception(error)
+            fail_future(r.future, error)
         for f in controls:
-            if not f.done():
-                f.set_exception(error)
+            fail_future(f, error)
         self._release_models()
         if stopping or not was_alive:
             for r in queued:
-                r.future.set_exception(error)
+                fail_future(r.future, error)
             return
         log.error("worker for %s (pid %s) died: %s; %d request(s) in flight failed, %d queued kept",
                   device, self.pid, self.death_reason, len(inflight), len(queued))
@@ -733,4 +746,4 @@ class WorkerHandle:
                 log.exception("on_death callback failed for %s", device)
         else:
             for r in queued:
-                r.future.set_exception(error)
+                fail_future(r.future, error)

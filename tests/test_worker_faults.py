@@ -202,3 +202,30 @@ def test_stop_during_restart_backoff_is_prompt(model):
         pool.stop()
     assert time.monotonic() - start < 10
     assert [_outcome(f, 5) for f in futures] == ["DeviceUnavailableError"] * 4
+
+
+def test_cancelled_queued_requests_are_skipped_by_unload_and_by_worker_death(model):
+    """A caller may cancel a request still queued (concurrent.futures allows it until it runs).
+
+    Unloading its model, or losing its worker, must then fail only the others: failing a
+    cancelled future would raise on the reader or life-cycle thread and leak its slots.
+    """
+    pool, events = _pool(model, count=1, mock_latency_s=0.2)
+    try:
+        x = _inputs(pool)
+        futures = [pool.submit("mock:0", "m", x) for _ in range(4)]  # 2 slots: the last two queue
+        assert futures[3].cancel() and not futures[0].cancel(), "only a queued request can be cancelled"
+        pool.unload("mock:0", "m")
+        assert futures[3].cancelled()
+        assert [_outcome(f) for f in futures[:3]] == ["ok", "ok", "ModelRuntimeError"]
+
+        pool.load("mock:0", "m", *model)
+        queued = [pool.submit("mock:0", "m", x) for _ in range(4)]
+        assert queued[3].cancel()
+        os.kill(pool.device("mock:0").pid, signal.SIGKILL)
+        assert queued[3].cancelled()
+        assert all(_outcome(f) in ("ok", "DeviceUnavailableError") for f in queued[:3])
+        wait_for(lambda: ("mock:0", "restarted") in events, what="the restart")
+        wait_for(lambda: _outcome(pool.submit("mock:0", "m", x)) == "ok", what="the device serving again")
+    finally:
+        pool.stop()
