@@ -11,12 +11,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .device import DeviceKind
 from .errors import DeviceSpecError
 from .pcie import apex_node_dir, find_apex_devices
-from .usb import UsbAccelerator, find_usb_accelerators
+from .usb import UsbAccelerator, find_usb_accelerators, slow_link, warn_slow_link
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class Discovery:
         self.known: Dict[str, Found] = {}
         self.present: Dict[str, bool] = {}
         self.fell_back_to_cpu = False
+        self._slow_link_told: Set[str] = set()
         kinds = {s.kind for s in self.specs}
         self._auto = "auto" in kinds
         self._all_usb = self._auto or DeviceSpec("usb") in self.specs
@@ -182,8 +183,7 @@ class Discovery:
                 continue
             if dev.kind == "usb":
                 dev.id = f"usb:{dev.index}"
-            self.known[dev.id] = dev
-            self.present[dev.id] = True
+            self._enter(dev)
         for spec in self._pinned:
             dev_id = str(spec)
             if dev_id not in self.known:
@@ -211,6 +211,19 @@ class Discovery:
             self.known["cpu:0"] = Found("cpu:0", "cpu", 0, "cpu")
             self.present["cpu:0"] = True
         return [self.known[k] for k in self.known]
+
+    def _enter(self, dev: Found) -> None:
+        """Record ``dev`` as present under its id (first seen, appeared, or back)."""
+        self.known[dev.id] = dev
+        self.present[dev.id] = True
+        self._slow_link_told.discard(dev.id)
+        self._note_link(dev)
+
+    def _note_link(self, dev: Found) -> None:
+        """Warn of a USB 2 link once per stay on the bus, not at every rescan."""
+        if dev.usb is not None and slow_link(dev.usb) and dev.id not in self._slow_link_told:
+            warn_slow_link(dev.usb, dev.id)
+            self._slow_link_told.add(dev.id)
 
     def _claim_id(self, dev: Found) -> Optional[str]:
         """The id a device at a path not known yet takes, or None when no spec wants it."""
@@ -244,8 +257,7 @@ class Discovery:
                     dev.index = int(dev_id.split(":")[1])
                     dev.delegate_device = dev.delegate_device or f"usb:{dev.index}"
                 was_known = dev_id in self.known
-                self.known[dev_id] = dev
-                self.present[dev_id] = True
+                self._enter(dev)
                 seen.add(dev_id)
                 (result.returned if was_known else result.added).append(dev)
                 continue
@@ -253,9 +265,11 @@ class Discovery:
             old = self.known[dev_id]
             dev.id, dev.index = dev_id, old.index
             dev.delegate_device = old.delegate_device or dev.delegate_device
-            self.known[dev_id] = dev
-            if not self.present.get(dev_id):
-                self.present[dev_id] = True
+            if self.present.get(dev_id):
+                self.known[dev_id] = dev
+                self._note_link(dev)  # e.g. firmware just loaded: now its real speed shows
+            else:
+                self._enter(dev)
                 result.returned.append(dev)
         for dev_id, known in self.known.items():
             if known.kind == "cpu":

@@ -114,16 +114,24 @@ def _find_devices(backend: Any) -> Iterator[Any]:
 def find_usb_accelerators(backend: Any = None) -> List[UsbAccelerator]:
     """List Coral accelerators (both modes) in enumeration order, the order ``usb:N`` follows.
 
-    A USB 2 link is logged: the accelerator works but its bandwidth drops by ~10x.
+    Silent: discovery calls it every few seconds, and says what it finds (such as a
+    USB 2 link, :func:`slow_link`) only when a device enters service.
     """
-    found = []
-    for dev in _find_devices(backend):
-        acc = _describe(dev)
-        if acc.usb2_link and not acc.needs_firmware:
-            log.warning("USB accelerator at %s runs on a USB 2 link (%s speed): use a USB 3 port and cable",
-                        acc.path, acc.speed_name or "high")
-        found.append(acc)
-    return found
+    return [_describe(dev) for dev in _find_devices(backend)]
+
+
+def slow_link(acc: UsbAccelerator) -> bool:
+    """A running accelerator on a USB 2 link: it works, with ~10x less bandwidth.
+
+    In DFU mode every accelerator enumerates at high speed, so only runtime mode counts.
+    """
+    return acc.usb2_link and not acc.needs_firmware
+
+
+def warn_slow_link(acc: UsbAccelerator, device_id: str) -> None:
+    """Say so in words an operator can act on (discovery decides when: once per stay)."""
+    log.warning("%s (USB accelerator at %s) runs on a USB 2 link (%s speed): use a USB 3 port and cable",
+                device_id, acc.path, acc.speed_name or "high")
 
 
 def open_accelerator(acc: UsbAccelerator, backend: Any = None) -> Any:

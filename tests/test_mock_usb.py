@@ -8,6 +8,7 @@ import usb.core
 import usb.util
 
 from edgetpud.hal import usb as hal_usb
+from edgetpud.hal.discovery import Discovery, parse_specs
 from edgetpud.hal.errors import DeviceInitError
 from edgetpud.mock_device.usb_backend import MockAccelerator, MockUsbBackend
 
@@ -58,14 +59,33 @@ def test_bulk_round_trip_is_recorded():
         dev.read(0x81, 64, 10)  # nothing queued
 
 
-def test_usb2_link_is_reported(caplog):
-    backend = MockUsbBackend([MockAccelerator(ports=(2, 1), mode="runtime", usb2=True)])
+def test_usb2_link_is_reported_once_per_entry_into_service(caplog, tmp_path):
+    accelerator = MockAccelerator(ports=(2, 1), mode="runtime", usb2=True)
+    backend = MockUsbBackend([accelerator])
     dev = usb.core.find(idVendor=0x18D1, backend=backend)
     assert dev.bcdUSB == 0x0210 and dev.speed == 3
-    with caplog.at_level("WARNING"):
-        [acc] = hal_usb.find_usb_accelerators(backend)
+    [acc] = hal_usb.find_usb_accelerators(backend)
     assert acc.usb2_link and acc.speed_name == "high" and acc.path == "1-2.1"
-    assert "USB 2 link" in caplog.text
+
+    def warnings() -> int:
+        return caplog.text.count("USB 2 link")
+
+    discovery = Discovery(parse_specs(["usb"]), str(tmp_path), backend)
+    with caplog.at_level("WARNING"):
+        discovery.initial()
+        assert warnings() == 1 and "usb:0" in caplog.text
+        for _ in range(5):  # the pool rescans every few seconds: no repeat
+            discovery.rescan()
+        assert discovery.probe("usb:0") and warnings() == 1
+        accelerator.unplug()
+        assert discovery.rescan().lost == ["usb:0"]
+        accelerator.replug()  # back in DFU mode: every accelerator enumerates at high speed there
+        assert [d.id for d in discovery.rescan().returned] == ["usb:0"]
+        assert warnings() == 1
+        accelerator.replug(mode="runtime")  # firmware loaded: its real link shows, said again once
+        discovery.rescan()
+        discovery.rescan()
+        assert warnings() == 2
 
 
 def test_dfu_device_is_brought_to_runtime_mode():
