@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import ModelRuntimeError
+from .errors import DeviceInitError, ModelRuntimeError
 from .runtime import EDGETPU_CUSTOM_OP, find_runtime
 
 log = logging.getLogger(__name__)
@@ -169,3 +169,39 @@ def check_inputs(specs: Sequence[TensorSpec], inputs: Sequence[np.ndarray]) -> N
             raise ModelRuntimeError(
                 f"input '{spec.name}' must have shape {list(spec.shape)}, got {list(array.shape)}"
             )
+
+
+def open_executor(
+    kind: str,
+    model_path: ModelSource,
+    cpu_twin_path: Optional[ModelSource] = None,
+    *,
+    delegate: Any = None,
+    device_id: str = "",
+    num_threads: Optional[int] = None,
+    mock_state_dir: Optional[Union[str, Path]] = None,
+    mock_latency_s: Optional[float] = None,
+) -> Executor:
+    """The executor that runs a model on a device of ``kind``: the one place that decides.
+
+    ``model_path`` is what an Edge TPU runs (the compiled file when there is one),
+    ``cpu_twin_path`` the fully quantized CPU twin (default: ``model_path``).
+    ``cpu`` runs the twin; ``mock`` runs the twin through the mock device's executor
+    (imported only then); ``usb``/``pci`` run ``model_path`` with ``delegate``, the
+    libedgetpu delegate the caller loaded for that device.
+
+    Raises:
+        ModelRuntimeError: the runtime refuses the model.
+        DeviceInitError: an Edge TPU kind without a delegate.
+    """
+    twin = cpu_twin_path if cpu_twin_path is not None else model_path
+    if kind == "cpu":
+        return TfliteExecutor(twin, num_threads=num_threads)
+    if kind == "mock":
+        from edgetpud.mock_device.executor import MockTpuExecutor
+
+        return MockTpuExecutor(twin, device_id=device_id or "mock:0", state_dir=mock_state_dir,
+                               latency_s=mock_latency_s, num_threads=num_threads)
+    if delegate is None:
+        raise DeviceInitError(f"{device_id or kind}: an Edge TPU executor needs the libedgetpu delegate")
+    return TfliteExecutor(model_path, delegates=[delegate], num_threads=num_threads)

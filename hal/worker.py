@@ -46,7 +46,7 @@ import numpy as np
 
 from . import errors as hal_errors
 from .errors import DeviceInitError, DeviceUnavailableError, HalError, ModelRuntimeError
-from .executor import TensorSpec, TfliteExecutor, check_inputs
+from .executor import TensorSpec, check_inputs, open_executor
 from .runtime import find_runtime, load_edgetpu_delegate
 
 log = logging.getLogger(__name__)
@@ -191,15 +191,11 @@ class _ChildDevice:
 
     def open_executor(self, model_path: str, cpu_twin_path: Optional[str]) -> Any:
         cfg = self.config
-        if cfg.kind == "cpu":
-            return TfliteExecutor(cpu_twin_path or model_path, num_threads=cfg.num_threads)
-        if cfg.kind == "mock" or cfg.tpu_executor == "mock":
-            from edgetpud.mock_device.executor import MockTpuExecutor
-
-            return MockTpuExecutor(cpu_twin_path or model_path, device_id=cfg.device_id,
-                                   state_dir=cfg.mock_state_dir, latency_s=cfg.mock_latency_s,
-                                   num_threads=cfg.num_threads)
-        return TfliteExecutor(model_path, delegates=[self.delegate], num_threads=cfg.num_threads)
+        return open_executor(
+            "mock" if cfg.tpu_executor == "mock" else cfg.kind, model_path, cpu_twin_path,
+            delegate=self.delegate, device_id=cfg.device_id, num_threads=cfg.num_threads,
+            mock_state_dir=cfg.mock_state_dir, mock_latency_s=cfg.mock_latency_s,
+        )
 
     def control(self, verb: str, args: tuple) -> Any:
         if verb == "load":

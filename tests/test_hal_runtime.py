@@ -78,3 +78,22 @@ def test_defaults_are_the_real_host(monkeypatch):
     assert seen == [None, None]  # pyusb default backend, sysfs root None -> /sys
     assert str(pcie.apex_class_dir(None)) == "/sys/class/apex"
     assert hal_usb.RUNTIME_VID == 0x18D1 and hal_usb.DFU_PID == 0x089A
+
+
+def test_one_place_decides_which_executor_runs_on_which_device(test_data):
+    from edgetpud.hal.errors import DeviceInitError
+    from edgetpud.hal.executor import TfliteExecutor, open_executor
+    from edgetpud.mock_device.executor import MockTpuExecutor
+
+    compiled = test_data / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
+    twin = test_data / "mobilenet_v1_0.25_128_quant.tflite"
+    cpu = open_executor("cpu", compiled, twin)
+    mock = open_executor("mock", compiled, twin, device_id="mock:3")
+    try:
+        assert type(cpu) is TfliteExecutor and cpu.inputs[0].shape == (1, 128, 128, 3)  # the twin, not the compiled file
+        assert isinstance(mock, MockTpuExecutor) and mock.device_id == "mock:3"
+    finally:
+        cpu.close()
+        mock.close()
+    with pytest.raises(DeviceInitError, match="needs the libedgetpu delegate"):
+        open_executor("usb", compiled, twin, device_id="usb:0")

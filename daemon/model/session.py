@@ -17,7 +17,8 @@ import numpy as np
 
 from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError
 from edgetpud.hal.errors import ModelRuntimeError
-from edgetpud.hal.executor import Executor, TensorSpec, TfliteExecutor
+from edgetpud.hal.executor import Executor, TensorSpec
+from edgetpud.hal.executor import open_executor as hal_open_executor
 
 from . import adapters
 from .adapters import Class, DetectedObject
@@ -260,17 +261,13 @@ def open_executor(bundle: ModelBundle, device: str = "cpu") -> Executor:
     kind = device.split(":", 1)[0].lower()
     path = bundle.file_for(kind)
     try:
-        if kind == "mock":
-            from edgetpud.mock_device.executor import MockTpuExecutor
-
-            executor: Executor = MockTpuExecutor(path, device_id=device if ":" in device else "mock:0")
-        elif kind in ("usb", "pci"):
+        delegate = None
+        if kind in ("usb", "pci"):
             from edgetpud.hal.runtime import load_edgetpu_delegate
 
             delegate = load_edgetpu_delegate(device if ":" in device else kind)
-            executor = TfliteExecutor(path, delegates=[delegate])
-        else:
-            executor = TfliteExecutor(path)
+        executor = hal_open_executor(kind, path, bundle.model_path, delegate=delegate,
+                                     device_id=device if ":" in device else "")
     except ModelRuntimeError as exc:
         raise ModelError(f"bundle {bundle.name}: {exc}") from exc
     _check_executor(bundle, executor, path)
