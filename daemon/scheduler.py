@@ -1,7 +1,7 @@
 """Per-device queues in front of the device pool: affinity, deadlines, backpressure, retries.
 
 The scheduler lives on the asyncio loop and owns no threads: the pool's futures
-call back into the loop. It only moves tensors to devices; images, versions and
+call back into the loop (directly when the pool reads its replies on the loop). It only moves tensors to devices; images, versions and
 models are the registry's and the service's business.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -240,10 +241,11 @@ class Scheduler:
             self._queues[device].appendleft(req)
         else:
             self._queues[device].append(req)
-        if req.deadline is not None and req.timer is None:
+        self._dispatch(device)
+        if req.queued_on is not None and req.deadline is not None and req.timer is None:
+            # still waiting for the device: expire it in the queue when its deadline passes
             assert self._loop is not None
             req.timer = self._loop.call_later(max(0.0, req.deadline - time.monotonic()), self._expire, req)
-        self._dispatch(device)
 
     def _expire(self, req: _Request) -> None:
         req.timer = None
@@ -299,9 +301,13 @@ class Scheduler:
     def _callback(self, req: _Request, device: str) -> Callable[["concurrent.futures.Future"], None]:
         loop = self._loop
         assert loop is not None
+        loop_thread = threading.get_ident()  # _dispatch runs on the loop
 
         def on_done(cf: "concurrent.futures.Future") -> None:
             finished = time.monotonic()
+            if threading.get_ident() == loop_thread:  # the pool reads replies on the loop: no wake-up needed
+                loop.call_soon(self._finished, req, device, cf, finished)
+                return
             try:
                 loop.call_soon_threadsafe(self._finished, req, device, cf, finished)
             except RuntimeError:  # the loop is closed: nobody is waiting any more

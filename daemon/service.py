@@ -139,6 +139,9 @@ class Service:
         self._cpu = concurrent.futures.ThreadPoolExecutor(CPU_THREADS, thread_name_prefix="edgetpud-cpu")
         started = time.monotonic()
         self._pool_started = True  # stop() must stop whatever part of the pool came up
+        read_replies_on = getattr(self.pool, "read_replies_on", None)
+        if read_replies_on is not None:  # completions then wake the loop itself, not a thread that wakes it
+            read_replies_on(self._loop)
         await self._blocking(self.pool.start)
         self.pool.on_change(self._on_device_change)
         devices = self.pool.devices()

@@ -30,7 +30,7 @@ from .errors import DeviceUnavailableError, HalError, ModelRuntimeError, Runtime
 from .executor import TensorSpec
 from .pcie import read_telemetry
 from .thermal import ThermalMonitor
-from .worker import SpareWorker, WorkerConfig, WorkerHandle, fail_future
+from .worker import ReplyLoop, SpareWorker, WorkerConfig, WorkerHandle, fail_future
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,19 @@ class DevicePool:
         self._monitor: Optional[threading.Thread] = None
         self._discovery: Optional[Discovery] = None
         self._started = False
+        self._reply_loop: Optional[ReplyLoop] = None
 
     # -- life cycle ---------------------------------------------------------------
+    def read_replies_on(self, loop: Optional[ReplyLoop]) -> None:
+        """Have workers started from now on read their replies on ``loop`` (an asyncio loop).
+
+        Without one, each worker has a reader thread, and futures resolve there. An
+        asyncio caller that awaits the futures on ``loop`` saves that thread's wake-up
+        and its hand-over to the loop on every inference. Then nothing may wait on the
+        pool (``load``, ``stop``...) from the loop's own thread: use ``run_in_executor``.
+        """
+        self._reply_loop = loop
+
     def start(self) -> None:
         """Discover devices and start one worker each; returns when all have tried once.
 
@@ -378,7 +389,8 @@ class DevicePool:
             if not present:
                 self._mark_lost(dev, "not on the bus", queued)
                 return
-            handle = WorkerHandle(self._config(dev), on_death=self._on_worker_death, slots=self.slots)
+            handle = WorkerHandle(self._config(dev), on_death=self._on_worker_death, slots=self.slots,
+                                  reply_loop=self._reply_loop)
             with self._spare_lock:
                 spare, self._spare = self._spare, None
             try:

@@ -6,13 +6,17 @@ child it can lose. Why this transport: a 224x224x3 input must cross in well unde
 100 µs, so arrays are never pickled. Each loaded model gets ``slots`` shared-memory
 blocks (inputs then outputs, 64-byte aligned) created by the main process; a
 request is "copy inputs into a free slot, send 12 bytes", a reply is "13 bytes,
-copy outputs out". A dedicated reader thread in the main process resolves the
-futures, and sees the pipe close the moment the child dies (SIGKILL, SIGABRT).
+copy outputs out". Replies are read either by a dedicated reader thread in the
+main process or, when the pool is given an asyncio loop (the daemon does), by that
+loop through ``add_reader``, which saves the thread's wake-up and its hop back to
+the loop on every inference; either sees the pipe close the moment the child dies
+(SIGKILL, SIGABRT), and the death itself is handled on a thread.
 
 Latency: the code path costs a few tens of µs (one 150 KB copy each way at
 most, 12-byte messages). What dominates a lone request is the operating system
-waking two sleeping threads (worker, then reader) and the caller; on a loaded
-2-vCPU virtual machine that is 60-150 µs per wake-up. Busy-waiting near the
+waking sleeping threads (worker, then reader, then the caller; with the loop
+reading, worker then loop); on a loaded 2-vCPU virtual machine that is 60-190 µs
+per wake-up. Busy-waiting near the
 expected completion was tried and measured worse there (it steals the CPU the
 worker needs), so both ends block. Under load the scheduler keeps >= 2 requests
 in flight per device, the worker finds the next request already queued, and the
@@ -40,7 +44,7 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -353,19 +357,38 @@ class _ParentModel(_Slots):
 DeathCallback = Callable[["WorkerHandle", Optional[int], List[_Request]], None]
 
 
-class WorkerHandle:
-    """The main process's end of one worker: spawn, slots, in-flight table, reader thread.
+class ReplyLoop(Protocol):
+    """The part of an asyncio event loop a handle needs to have its replies read there."""
 
-    ``on_death(handle, exitcode, queued)`` runs on the reader thread after the
-    worker died: dispatched requests have already failed with
-    ``DeviceUnavailableError``; ``queued`` are the ones never sent, for the
-    supervisor to re-queue on the next worker.
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None: ...
+
+    def remove_reader(self, fd: int) -> bool: ...
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+    def is_closed(self) -> bool: ...
+
+
+class WorkerHandle:
+    """The main process's end of one worker: spawn, slots, in-flight table, reply reading.
+
+    Replies are read by a reader thread, or by ``reply_loop`` (an asyncio loop) when
+    one is given: futures then resolve on the loop's thread, and callers must not
+    wait on the handle (``control``, ``stop``) from that thread.
+
+    ``on_death(handle, exitcode, queued)`` runs on the reader thread (with a loop,
+    on a thread started for it) after the worker died: dispatched requests have
+    already failed with ``DeviceUnavailableError``; ``queued`` are the ones never
+    sent, for the supervisor to re-queue on the next worker.
     """
 
-    def __init__(self, config: WorkerConfig, on_death: Optional[DeathCallback] = None, slots: int = 4) -> None:
+    def __init__(self, config: WorkerConfig, on_death: Optional[DeathCallback] = None, slots: int = 4,
+                 reply_loop: Optional[ReplyLoop] = None) -> None:
         self.config = config
         self.slots = max(2, int(slots))
         self._on_death = on_death
+        self._reply_loop = reply_loop
+        self._death_handled = threading.Event()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._model_ids = itertools.count(1)
@@ -383,6 +406,8 @@ class WorkerHandle:
         self._pid: Optional[int] = None
         self._stop_reason: Optional[str] = None
         self._dead = False
+        self._death_thread: Optional[threading.Thread] = None
+        self._reply_fd = -1
 
     # -- life cycle -------------------------------------------------------
     @property
@@ -433,8 +458,16 @@ class WorkerHandle:
             self._reap()
             raise rebuild_error(reply[1], reply[2])
         self._alive = True
-        self._reader = threading.Thread(target=self._read_loop, name=f"{name}-reader", daemon=True)
-        self._reader.start()
+        if self._reply_loop is None:
+            self._reader = threading.Thread(target=self._read_loop, name=f"{name}-reader", daemon=True)
+            self._reader.start()
+        else:
+            try:
+                self._reply_loop.call_soon_threadsafe(self._watch_replies)
+            except RuntimeError as exc:  # the loop is closed: nobody would read the replies
+                self._reap(kill=True)
+                self._alive = False
+                raise DeviceInitError(f"worker for {self.config.device_id}: its event loop is closed") from exc
         log.debug("worker for %s started, pid %s", self.config.device_id, process.pid)
 
     def _reap(self, kill: bool = False) -> None:
@@ -469,14 +502,15 @@ class WorkerHandle:
                 self.control("stop", timeout_s=timeout_s)
             except HalError:
                 self.kill()
-        reader = self._reader
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(timeout_s)
-            if reader.is_alive():
-                self.kill()
-                reader.join(timeout_s)
-        elif reader is None:
+        if not alive and not self._dead:  # never started, or failed while starting
             self._reap(kill=True)
+        elif self._reply_loop is not None and self._reply_loop.is_closed():
+            self.kill()  # nobody reads the pipe any more: handle the death here
+            self._handle_death()
+        elif threading.current_thread() is not self._death_thread:
+            if not self._death_handled.wait(timeout_s):
+                self.kill()
+                self._death_handled.wait(timeout_s)
         self._release_models()
 
     def kill(self, sig: int = signal.SIGKILL, reason: Optional[str] = None) -> None:
@@ -504,6 +538,7 @@ class WorkerHandle:
             DeviceUnavailableError: the worker is dead or died meanwhile.
             HalError subclasses: what the worker raised.
         """
+        self._check_not_on_reply_loop(verb)
         future: Future = Future()
         with self._lock:
             if not self._alive:
@@ -520,6 +555,23 @@ class WorkerHandle:
         except TimeoutError as exc:
             raise hal_errors.DeviceTimeoutError(
                 f"worker for {self.config.device_id} did not answer {verb!r} within {timeout_s:.0f} s") from exc
+
+    def _check_not_on_reply_loop(self, verb: str) -> None:
+        """Waiting for a reply on the thread that reads replies would wait forever."""
+        loop = self._reply_loop
+        if loop is None:
+            return
+        if loop.is_closed():
+            raise DeviceUnavailableError(f"worker for {self.config.device_id}: the event loop reading its replies is closed")
+        try:
+            import asyncio
+
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is loop:
+            raise RuntimeError(f"WorkerHandle.{verb} waits for a reply the event loop reads: "
+                               "call it from another thread (run_in_executor)")
 
     def load(self, model_key: str, model_path: str, cpu_twin_path: Optional[str]) -> Tuple[List[TensorSpec], List[TensorSpec]]:
         """Open the model in the worker and give it its shared-memory slots.
@@ -657,48 +709,79 @@ class WorkerHandle:
             fail_future(r.future, ModelRuntimeError(f"model {r.model_key} is not loaded"))
 
     def _read_loop(self) -> None:
+        """The reader thread: one reply after another until the pipe closes."""
+        self._death_thread = threading.current_thread()
         conn = self._conn
-        unpack = _REPLY.unpack_from
         while True:
             try:
                 msg = conn.recv_bytes()
             except (EOFError, OSError, ValueError):
                 break
-            op = msg[0]
-            if op == R_CTRL:
-                req_id, result = pickle.loads(msg[1:])
-                with self._lock:
-                    future = self._control.pop(req_id, None)
-                if future is not None:
-                    future.set_result(result)
-                continue
-            _, req_id, invoke_ns = unpack(msg)
-            error = rebuild_error(*pickle.loads(msg[_REPLY.size:])) if op == R_ERR else None
-            outputs: Optional[List[np.ndarray]] = None
-            with self._lock:
-                request = self._inflight.pop(req_id, None)
-                if request is None:
-                    control = self._control.pop(req_id, None)
-                    if control is not None and error is not None:
-                        control.set_exception(error)
-                    continue
-                model = request.model
-                if model is not None and model.shms:
-                    if error is None:
-                        outputs = [np.array(v, copy=True) for v in model.out_views[request.slot]]
-                    model.free.append(request.slot)
-                orphans = self._pump()
-            self._fail_orphans(orphans)
-            request.future.invoke_s = invoke_ns / 1e9  # type: ignore[attr-defined]
-            if error is not None:
-                request.future.set_exception(error)
-            elif outputs is None:
-                request.future.set_exception(ModelRuntimeError(f"model {request.model_key} was unloaded"))
-            else:
-                request.future.set_result(outputs)
+            self._on_reply(msg)
         self._handle_death()
 
+    def _watch_replies(self) -> None:
+        """On the reply loop: read the pipe whenever it is readable."""
+        if self._dead or self._conn is None or self._conn.closed:
+            return
+        self._reply_fd = self._conn.fileno()
+        self._reply_loop.add_reader(self._reply_fd, self._on_readable)  # type: ignore[union-attr]
+
+    def _on_readable(self) -> None:
+        """On the reply loop: take one reply (the loop calls again while more are waiting)."""
+        try:
+            msg = self._conn.recv_bytes()
+        except (EOFError, OSError, ValueError):
+            self._reply_loop.remove_reader(self._reply_fd)  # type: ignore[union-attr]
+            # Reaping and the supervisor's restart block: never on the loop.
+            self._death_thread = threading.Thread(target=self._handle_death, daemon=True,
+                                                  name=f"edgetpud-worker-{self.config.device_id}-death")
+            self._death_thread.start()
+            return
+        self._on_reply(msg)
+
+    def _on_reply(self, msg: bytes) -> None:
+        """Resolve the future a reply answers, and send what waited for its slot."""
+        op = msg[0]
+        if op == R_CTRL:
+            req_id, result = pickle.loads(msg[1:])
+            with self._lock:
+                future = self._control.pop(req_id, None)
+            if future is not None:
+                future.set_result(result)
+            return
+        _, req_id, invoke_ns = _REPLY.unpack_from(msg)
+        error = rebuild_error(*pickle.loads(msg[_REPLY.size:])) if op == R_ERR else None
+        outputs: Optional[List[np.ndarray]] = None
+        with self._lock:
+            request = self._inflight.pop(req_id, None)
+            if request is None:
+                control = self._control.pop(req_id, None)
+                if control is not None and error is not None:
+                    control.set_exception(error)
+                return
+            model = request.model
+            if model is not None and model.shms:
+                if error is None:
+                    outputs = [np.array(v, copy=True) for v in model.out_views[request.slot]]
+                model.free.append(request.slot)
+            orphans = self._pump()
+        self._fail_orphans(orphans)
+        request.future.invoke_s = invoke_ns / 1e9  # type: ignore[attr-defined]
+        if error is not None:
+            request.future.set_exception(error)
+        elif outputs is None:
+            request.future.set_exception(ModelRuntimeError(f"model {request.model_key} was unloaded"))
+        else:
+            request.future.set_result(outputs)
+
     def _handle_death(self) -> None:
+        try:
+            self._fail_everything()
+        finally:
+            self._death_handled.set()
+
+    def _fail_everything(self) -> None:
         with self._lock:
             if self._dead:
                 return

@@ -1,9 +1,16 @@
-"""WorkerHandle on its own: the spawn process, shared-memory slots, control messages, death."""
+"""WorkerHandle on its own: the spawn process, shared-memory slots, control messages, death.
+
+Replies are read by a reader thread, or by an asyncio loop (what the daemon does);
+the behaviour tests run in both modes.
+"""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import threading
 from pathlib import Path
+from typing import Iterator, Optional
 
 import numpy as np
 import pytest
@@ -15,6 +22,33 @@ from edgetpud.hal.worker import WorkerConfig, WorkerHandle, slot_layout
 SMALL = "mobilenet_v1_0.25_128_quant.tflite"
 
 
+@contextlib.contextmanager
+def running_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An asyncio loop running on its own thread, as the daemon's main loop is."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@pytest.fixture(params=["reader-thread", "event-loop"])
+def reply_loop(request) -> Iterator[Optional[asyncio.AbstractEventLoop]]:
+    if request.param == "reader-thread":
+        yield None
+    else:
+        with running_loop() as loop:
+            yield loop
+
+
+def reader_threads() -> list:
+    return [t for t in threading.enumerate() if t.name.endswith("-reader")]
+
+
 def test_slot_layout_aligns_every_tensor():
     a = TensorSpec("a", 0, (1, 3), np.dtype(np.uint8))
     b = TensorSpec("b", 1, (2, 2), np.dtype(np.float32))
@@ -23,10 +57,11 @@ def test_slot_layout_aligns_every_tensor():
     assert ins == [0, 64] and outs == [128] and size == 192
 
 
-def test_worker_round_trip_and_unload(test_data: Path):
-    handle = WorkerHandle(WorkerConfig("cpu:0", "cpu", num_threads=1), slots=2)
+def test_worker_round_trip_and_unload(test_data: Path, reply_loop):
+    handle = WorkerHandle(WorkerConfig("cpu:0", "cpu", num_threads=1), slots=2, reply_loop=reply_loop)
     handle.start()
     try:
+        assert bool(reader_threads()) == (reply_loop is None)  # with a loop, no reader thread
         assert handle.alive and handle.pid and handle.control("ping") == handle.pid
         inputs, outputs = handle.load("m", str(test_data / SMALL), None)
         assert handle.capacity() == 2 and handle.models() == ["m"]
@@ -62,15 +97,18 @@ def test_load_error_comes_back_as_model_runtime_error(tmp_path: Path):
         handle.stop()
 
 
-def test_death_fails_sent_requests_and_hands_back_queued_ones(test_data: Path):
+def test_death_fails_sent_requests_and_hands_back_queued_ones(test_data: Path, reply_loop):
     died = threading.Event()
     handed_back = []
+    death_threads = []
 
     def on_death(handle, exitcode, queued):
         handed_back.extend(queued)
+        death_threads.append(threading.current_thread().name)
         died.set()
 
-    handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.2), on_death=on_death, slots=2)
+    handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.2), on_death=on_death, slots=2,
+                          reply_loop=reply_loop)
     handle.start()
     try:
         inputs, _ = handle.load("m", str(test_data / SMALL), None)
@@ -78,6 +116,7 @@ def test_death_fails_sent_requests_and_hands_back_queued_ones(test_data: Path):
         futures = [handle.submit("m", x) for _ in range(5)]
         handle.kill(signal.SIGKILL)
         assert died.wait(30)
+        assert death_threads[0] != "test-loop"  # reaping and restarting block: never on the loop
         assert handle.exitcode == -signal.SIGKILL and "SIGKILL" in handle.death_reason
         for f in futures[:2]:
             assert isinstance(f.exception(5), DeviceUnavailableError)
@@ -92,8 +131,8 @@ def test_death_fails_sent_requests_and_hands_back_queued_ones(test_data: Path):
             r.future.cancel()
 
 
-def test_unload_lets_requests_already_sent_finish(test_data: Path):
-    handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.05), slots=2)
+def test_unload_lets_requests_already_sent_finish(test_data: Path, reply_loop):
+    handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.05), slots=2, reply_loop=reply_loop)
     handle.start()
     try:
         inputs, _ = handle.load("m", str(test_data / SMALL), None)
@@ -104,3 +143,39 @@ def test_unload_lets_requests_already_sent_finish(test_data: Path):
         assert outcomes == ["ok", "ok", "ModelRuntimeError", "ModelRuntimeError"]
     finally:
         handle.stop()
+
+
+def test_futures_resolve_on_the_loop_and_waiting_there_is_refused(test_data: Path):
+    """With a reply loop, completions run on its thread; a blocking call from that thread would never return."""
+    with running_loop() as loop:
+        handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.05), slots=2, reply_loop=loop)
+        handle.start()
+        try:
+            inputs, _ = handle.load("m", str(test_data / SMALL), None)
+            resolved_on = []
+            future = handle.submit("m", [np.zeros(inputs[0].shape, np.uint8)])
+            future.add_done_callback(lambda f: resolved_on.append(threading.current_thread().name))
+            assert future.result(30)[0].shape == (1, 1001)
+            assert resolved_on == ["test-loop"]
+
+            async def ping_on_the_loop():
+                return handle.control("ping")
+
+            with pytest.raises(RuntimeError, match="run_in_executor"):
+                asyncio.run_coroutine_threadsafe(ping_on_the_loop(), loop).result(10)
+            assert handle.control("ping") == handle.pid  # from any other thread it works
+        finally:
+            handle.stop()
+        assert not handle.alive
+
+
+def test_stop_after_the_reply_loop_closed_still_ends_the_worker(test_data: Path):
+    with running_loop() as loop:
+        handle = WorkerHandle(WorkerConfig("mock:0", "mock"), slots=2, reply_loop=loop)
+        handle.start()
+        assert handle.control("ping") == handle.pid
+    assert loop.is_closed()
+    handle.stop(timeout_s=2)  # nobody reads its pipe now: the worker is killed and reaped
+    assert not handle.alive and handle.exitcode is not None
+    with pytest.raises(DeviceUnavailableError):
+        handle.control("ping")

@@ -1,6 +1,7 @@
 """Workers dying under load: SIGKILL, SIGABRT (libedgetpu's way), hangs, errors, unplug."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 from edgetpud.hal import DevicePool, DeviceIOError, DeviceTimeoutError, DeviceUnavailableError
+
+from test_worker import running_loop
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 
@@ -29,11 +32,12 @@ def wait_for(predicate, timeout_s=30.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _pool(model, count=2, **kwargs):
+def _pool(model, count=2, reply_loop=None, **kwargs):
     kwargs.setdefault("mock_latency_s", 0.05)
     kwargs.setdefault("poll_interval_s", 0.05)
     kwargs.setdefault("rescan_interval_s", 0.05)
     pool = DevicePool([f"mock:{count}"], slots=2, **kwargs)
+    pool.read_replies_on(reply_loop)
     events = []
     pool.on_change(lambda info, event: events.append((info.id, event)))
     pool.start()
@@ -54,9 +58,16 @@ def _outcome(future, timeout_s=30.0):
         return type(exc).__name__
 
 
+@pytest.mark.parametrize("replies", ["reader-thread", "event-loop"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGABRT])
-def test_killed_worker_restarts_and_others_keep_serving(model, sig):
-    pool, events = _pool(model)
+def test_killed_worker_restarts_and_others_keep_serving(model, sig, replies):
+    with contextlib.ExitStack() as stack:
+        loop = stack.enter_context(running_loop()) if replies == "event-loop" else None
+        _killed_worker_restarts_and_others_keep_serving(model, sig, loop)
+
+
+def _killed_worker_restarts_and_others_keep_serving(model, sig, reply_loop):
+    pool, events = _pool(model, reply_loop=reply_loop)
     try:
         x = _inputs(pool)
         victim_pid = pool.device("mock:0").pid
