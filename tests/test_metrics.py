@@ -73,3 +73,42 @@ def test_http_endpoint_serves_and_stops():
         assert 'edgetpud_queue_depth{device="mock:0"} 1.0' in text
     finally:
         m.close()
+
+
+def test_request_histogram_matches_prometheus_clients_own():
+    """The plain-row histogram exposes what prometheus_client's Histogram would, bucket bounds included."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from edgetpud.daemon.metrics import LATENCY_BUCKETS
+
+    reference = CollectorRegistry()
+    counter = Counter("edgetpud_requests", "x", ["model", "device", "code"], registry=reference)
+    histogram = Histogram("edgetpud_request_seconds", "x", ["model", "device", "code"],
+                          buckets=LATENCY_BUCKETS, registry=reference)
+    m = Metrics()
+    rng = random.Random(7)
+    values = [rng.choice(LATENCY_BUCKETS) for _ in range(50)] + [rng.uniform(0, 12) for _ in range(200)] + [0.0]
+    for i, seconds in enumerate(values):
+        labels = ("cls", f"mock:{i % 2}", "OK" if i % 5 else "NOT_FOUND")
+        m.observe_request(*labels, seconds)
+        counter.labels(*labels).inc()
+        histogram.labels(*labels).observe(seconds)
+
+    def samples(registry: CollectorRegistry) -> dict:
+        out = {}
+        for family in registry.collect():
+            if family.name.startswith("edgetpud_request"):
+                for s in family.samples:
+                    if not s.name.endswith("_created"):
+                        out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    ours, theirs = samples(m.registry), samples(reference)
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert abs(ours[key] - value) < 1e-9, key
+    text = generate_latest(m.registry).decode()
+    assert 'edgetpud_request_seconds_bucket{code="OK",device="mock:0",le="+Inf",model="cls"}' in text
+    assert 'edgetpud_request_seconds_bucket{code="OK",device="mock:0",le="0.001",model="cls"}' in text
