@@ -76,11 +76,10 @@ class MockTpuExecutor:
         latency = self.latency_s
         fault: Optional[Dict[str, Any]] = None
         if self.world is not None:
-            if not self.world.plugged(self.device_id):
+            plugged, world_latency, fault = self.world.for_invoke(self.device_id, EXECUTOR_FAULTS)
+            if not plugged:
                 abort_like_libedgetpu(f"{self.device_id} is unplugged (transfer failed: LIBUSB_ERROR_NO_DEVICE)")
-            world_latency = self.world.latency_s(self.device_id)
             latency = world_latency if world_latency is not None else latency
-            fault = self.world.take_fault(self.device_id, EXECUTOR_FAULTS)
         fault = fault or {}
         kind = fault.get("fault")
         if kind == "error":

@@ -137,9 +137,23 @@ class MockWorld:
         value = self.read(device_id).get("latency_s")
         return None if value is None else float(value)
 
-    def take_fault(self, device_id: str, kinds: Tuple[str, ...]) -> Optional[Dict[str, Any]]:
-        """Pop the first queued fault of one of ``kinds``; cheap when none is queued."""
-        if not any(f.get("fault") in kinds for f in self.read(device_id).get("faults", ())):
+    def for_invoke(self, device_id: str, kinds: Tuple[str, ...]) -> Tuple[bool, Optional[float], Optional[Dict[str, Any]]]:
+        """(plugged, latency_s, the first queued fault of ``kinds`` popped) from one ``stat`` when no fault waits.
+
+        What every mock invocation asks, so it costs one state read rather than three.
+        """
+        state = self.read(device_id)
+        latency = None if state.get("latency_s") is None else float(state["latency_s"])
+        if not state.get("plugged", True):
+            return False, latency, None  # the invocation fails before any fault is consumed
+        return True, latency, self.take_fault(device_id, kinds, state)
+
+    def take_fault(self, device_id: str, kinds: Tuple[str, ...],
+                   state: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+        """Pop the first queued fault of one of ``kinds``; cheap when none is queued (in ``state``, if read already)."""
+        if state is None:
+            state = self.read(device_id)
+        if not any(f.get("fault") in kinds for f in state.get("faults", ())):
             return None
 
         def pop(state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
