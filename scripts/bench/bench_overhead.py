@@ -10,6 +10,9 @@ own process on a unix socket, like the daemon, and every round measures all of
 them in turn so load from other processes hits them alike. A fourth server, the
 gRPC layer (build_server) over a façade that answers at once, tells how much of
 the overhead is the API layer and how much the service core and device worker.
+A fifth, "in_handler", runs the same classify inside its gRPC handler (no device
+worker, no scheduler, no API layer): its ratio is what any gRPC server that
+computes out of the caller's process pays on this host, the floor under ours.
 Prints one JSON document. Target: overhead_ratio <= 1.2. The host is noisy (other
 processes share its cores), so judge the median of several runs (``--runs 5``).
 
@@ -103,8 +106,30 @@ def serve_api(address: str) -> None:
     asyncio.run(main())
 
 
-def start_server(mode: str, address: str, default_malloc: bool) -> subprocess.Popen:
-    command = [sys.executable, __file__, mode, address] + (["--glibc-default-malloc"] if default_malloc else [])
+def serve_in_handler(address: str, model_path: str, labels: str) -> None:
+    """The floor: a grpc.aio server whose Classify handler runs the model in its own process."""
+    local = load_model(model_path, labels=labels)
+
+    async def classify(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        message = pb.ClassifyRequest.FromString(request)
+        top = local.classify(message.image.encoded, top_k=message.top_k)
+        return pb.ClassifyResponse(classes=[pb.Class(id=c.id, score=c.score, label=c.label or "")
+                                            for c in top]).SerializeToString()
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                                          ("grpc.max_send_message_length", MAX_MESSAGE)])
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "bench.InHandler", {"Classify": grpc.unary_unary_rpc_method_handler(classify)})])
+        server.add_insecure_port(address)
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+    asyncio.run(main())
+
+
+def start_server(mode: str, address: str, default_malloc: bool, extra: List[str] = ()) -> subprocess.Popen:
+    command = [sys.executable, __file__, mode, address, *extra] + (["--glibc-default-malloc"] if default_malloc else [])
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process
@@ -138,6 +163,7 @@ def main() -> int:
                         "malloc defaults while the daemon tunes its own: shows the page-fault cost, not a fair ratio")
     parser.add_argument("--echo-server", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--api-server", metavar="ADDRESS", help=argparse.SUPPRESS)
+    parser.add_argument("--in-handler-server", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.glibc_default_malloc:
         tune_malloc()  # what the daemon does at start-up, so every side allocates alike
@@ -148,17 +174,24 @@ def main() -> int:
         serve_api(args.api_server)
         return 0
     data = test_data_dir()
+    model_path, labels_path = str(data / f"{args.model}.tflite"), str(data / "imagenet_labels.txt")
+    if args.in_handler_server:
+        serve_in_handler(args.in_handler_server, model_path, labels_path)
+        return 0
     image_path = args.image or data / "parrot.jpg"
     image: Any = image_path.read_bytes()
     if args.frame:
         width, height = (int(v) for v in args.frame.lower().split("x"))
         image = np.asarray(Image.open(image_path).convert("RGB").resize((width, height)))
     request_bytes = pb.ClassifyRequest(model=args.model, image=_convert.image(image), top_k=3).SerializeToString()
-    local = load_model(str(data / f"{args.model}.tflite"), labels=str(data / "imagenet_labels.txt"))
+    request_image_bytes = None if args.frame else image
+    local = load_model(model_path, labels=labels_path)
     sockets = Path(tempfile.mkdtemp(prefix="edgetpud-echo-"))
     echo_address, api_address = f"unix:{sockets / 'echo.sock'}", f"unix:{sockets / 'api.sock'}"
+    floor_address = f"unix:{sockets / 'in-handler.sock'}"
     echo = start_server("--echo-server", echo_address, args.glibc_default_malloc)
     api = start_server("--api-server", api_address, args.glibc_default_malloc)
+    floor = start_server("--in-handler-server", floor_address, args.glibc_default_malloc, ["--model", args.model])
     shuffler = random.Random(20261121)
     per_run: List[Dict[str, float]] = []
     pooled: Dict[str, List[float]] = {}
@@ -167,14 +200,20 @@ def main() -> int:
         options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
         for _ in range(args.runs):  # a fresh daemon each run: its start-up luck counts too
             with BenchDaemon(args.model, [args.device]) as daemon, Client(daemon.address) as client, \
-                    grpc.insecure_channel(echo_address, options=options) as channel, Client(api_address) as api_only:
+                    grpc.insecure_channel(echo_address, options=options) as channel, Client(api_address) as api_only, \
+                    grpc.insecure_channel(floor_address, options=options) as floor_channel:
                 echo_call = channel.unary_unary(ECHO_METHOD)
+                floor_call = floor_channel.unary_unary("/bench.InHandler/Classify")
+                classify_bytes = pb.ClassifyRequest(model=args.model, image=pb.Image(encoded=request_image_bytes),
+                                                    top_k=3).SerializeToString() if request_image_bytes else None
                 runs: Dict[str, Callable[[], object]] = {
                     "daemon": lambda: client.classify(args.model, image, top_k=3),
                     "in_process": lambda: local.classify(image, top_k=3),
                     "echo": lambda: echo_call(request_bytes, timeout=30),
                     "api_layer_only": lambda: api_only.classify(args.model, image, top_k=3),
                 }
+                if classify_bytes is not None:  # the floor takes encoded images only
+                    runs["in_handler"] = lambda: floor_call(classify_bytes, timeout=30)
                 same = [c.id for c in client.classify(args.model, image, top_k=3).classes] == \
                     [c.id for c in local.classify(image, top_k=3)]
                 samples: Dict[str, List[float]] = {name: [] for name in runs}
@@ -192,19 +231,20 @@ def main() -> int:
             for name, values in samples.items():
                 pooled.setdefault(name, []).extend(values)
     finally:
-        for process in (echo, api):
+        for process in (echo, api, floor):
             process.terminate()
             process.wait(10)
         shutil.rmtree(sockets, ignore_errors=True)
         local.close()
     ratios = [(m["daemon"] - m["in_process"]) / m["echo"] for m in per_run]
+    floor_ratios = [(m["in_handler"] - m["in_process"]) / m["echo"] for m in per_run if "in_handler" in m]
     median = {name: statistics.median(m[name] for m in per_run) for name in per_run[0]}
     ratio = statistics.median(ratios)
     print(json.dumps({
         "benchmark": "overhead", "model": args.model, "device": args.device,
         "input": f"raw RGB frame {args.frame}" if args.frame else f"encoded {image_path.name}",
         "request_bytes": len(request_bytes), "rounds": args.rounds, "runs": args.runs,
-        "order": "shuffled each round" if args.shuffle else "daemon, in_process, echo, api_layer_only",
+        "order": "shuffled each round" if args.shuffle else "daemon, in_process, echo, api_layer_only, in_handler",
         "same_top3_as_in_process": same,
         # with --runs N: the median over the runs of each run's median (and of the runs' ratios)
         "median_ms": {name: round(value * 1000, 3) for name, value in median.items()},
@@ -214,6 +254,8 @@ def main() -> int:
         "overhead_ratio_per_run": [round(r, 3) for r in ratios],
         # The gRPC layer alone (build_server over a façade that answers at once) versus the bare echo:
         "api_layer_vs_echo_ms": round((median["api_layer_only"] - median["echo"]) * 1000, 3),
+        # The same ratio for a gRPC server that classifies in its own handler (encoded images only):
+        "in_handler_floor_ratio": round(statistics.median(floor_ratios), 3) if floor_ratios else None,
         "target": 1.2, "meets_target": ratio <= 1.2,
         "daemon_startup_s": round(statistics.median(startup), 2),
         "malloc": ("glibc defaults in the bench processes, tuned in the daemon (skewed comparison)"
