@@ -112,3 +112,16 @@ def test_a_fault_is_taken_exactly_once(world: MockWorld):
         t.join(30)
     assert len(taken) == 20
     assert json.loads((world.root / "devices" / "mock_0.json").read_text())["faults"] == []
+
+
+def test_an_unplugged_device_fails_before_it_takes_a_fault(world: MockWorld):
+    """One state read answers an invocation; unplugged, the queued fault waits for the replug."""
+    ctl = MockControl(world.root)
+    ctl.inject("mock:0", "error", message="later")
+    ctl.set_latency("mock:0", 0.02)
+    ctl.unplug("mock:0")
+    assert world.for_invoke("mock:0", ("error",)) == (False, 0.02, None)
+    ctl.replug("mock:0")
+    plugged, latency, fault = world.for_invoke("mock:0", ("error",))
+    assert plugged and latency == 0.02 and fault == {"fault": "error", "message": "later"}
+    assert world.for_invoke("mock:0", ("error",)) == (True, 0.02, None)
