@@ -31,6 +31,7 @@ Wire format (``Connection.send_bytes``; first byte is the opcode):
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
@@ -564,8 +565,6 @@ class WorkerHandle:
         if loop.is_closed():
             raise DeviceUnavailableError(f"worker for {self.config.device_id}: the event loop reading its replies is closed")
         try:
-            import asyncio
-
             running = asyncio.get_running_loop()
         except RuntimeError:
             return
