@@ -1,8 +1,9 @@
 """Per-device queues in front of the device pool: affinity, deadlines, backpressure, retries.
 
 The scheduler lives on the asyncio loop and owns no threads: the pool's futures
-call back into the loop (directly when the pool reads its replies on the loop). It only moves tensors to devices; images, versions and
-models are the registry's and the service's business.
+call back into the loop (directly when the pool reads its replies on the loop).
+It only moves tensors to devices; images, versions and models are the registry's
+and the service's business.
 """
 from __future__ import annotations
 

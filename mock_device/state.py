@@ -30,6 +30,10 @@ EXECUTOR_FAULTS = ("abort", "hang", "error", "timeout")
 FAULTS = EXECUTOR_FAULTS
 
 
+def _plugged(state: Dict[str, Any]) -> bool:
+    return bool(state.get("plugged", True))
+
+
 def _default_state() -> Dict[str, Any]:
     return {"plugged": True, "latency_s": None, "faults": []}
 
@@ -131,11 +135,7 @@ class MockWorld:
 
     # -- convenience used by both sides ------------------------------------
     def plugged(self, device_id: str) -> bool:
-        return bool(self.read(device_id).get("plugged", True))
-
-    def latency_s(self, device_id: str) -> Optional[float]:
-        value = self.read(device_id).get("latency_s")
-        return None if value is None else float(value)
+        return _plugged(self.read(device_id))
 
     def for_invoke(self, device_id: str, kinds: Tuple[str, ...]) -> Tuple[bool, Optional[float], Optional[Dict[str, Any]]]:
         """(plugged, latency_s, the first queued fault of ``kinds`` popped) from one ``stat`` when no fault waits.
@@ -143,8 +143,9 @@ class MockWorld:
         What every mock invocation asks, so it costs one state read rather than three.
         """
         state = self.read(device_id)
-        latency = None if state.get("latency_s") is None else float(state["latency_s"])
-        if not state.get("plugged", True):
+        value = state.get("latency_s")
+        latency = None if value is None else float(value)
+        if not _plugged(state):
             return False, latency, None  # the invocation fails before any fault is consumed
         return True, latency, self.take_fault(device_id, kinds, state)
 
