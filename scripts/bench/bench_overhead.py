@@ -12,7 +12,14 @@ gRPC layer (build_server) over a façade that answers at once, tells how much of
 the overhead is the API layer and how much the service core and device worker.
 A fifth, "in_handler", runs the same classify inside its gRPC handler (no device
 worker, no scheduler, no API layer): its ratio is what any gRPC server that
-computes out of the caller's process pays on this host, the floor under ours.
+computes out of the caller's process pays on this host. A sixth, "two_process",
+is the least the architecture in DESIGN.md can do: a gRPC handler that
+preprocesses, leaves the input in shared memory, sends one byte down a pipe to a
+worker process that invokes the model, and reads the worker's reply on its event
+loop (no scheduler, no registry, no API layer, no metrics): the floor under the
+daemon on this host. "daemon_same_bytes" sends the daemon the very request bytes
+the echo and the floors get, so the client library's own work (building the
+request, converting the answer) is left out; "client_library_ms" is that work.
 Prints one JSON document. Target: overhead_ratio <= 1.2. The host is noisy (other
 processes share its cores), so judge the median of several runs (``--runs 5``).
 
@@ -32,13 +39,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import shutil
 import tempfile
 import time
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -132,6 +142,90 @@ def serve_in_handler(address: str, model_path: str, labels: str) -> None:
     asyncio.run(main())
 
 
+def two_process_worker(conn: Any, shm_name: str, model_path: str, labels: str, offsets: List[int]) -> None:
+    """The worker half of the two-process floor: invoke what the handler left in shared memory."""
+    tune_malloc()
+    local = load_model(model_path, labels=labels)
+    shm = shared_memory.SharedMemory(shm_name)
+    specs = local.inputs + local.outputs
+    views = [np.ndarray(spec.shape, dtype=spec.dtype, buffer=shm.buf, offset=offset)
+             for spec, offset in zip(specs, offsets)]
+    inputs, outputs = views[:len(local.inputs)], views[len(local.inputs):]
+    conn.send_bytes(b"ready")
+    try:
+        while conn.recv_bytes():
+            for view, array in zip(outputs, local.invoke(inputs)):
+                np.copyto(view, array)
+            conn.send_bytes(b"\x01")
+    except EOFError:
+        pass
+    finally:
+        del inputs, outputs, views
+        shm.close()
+
+
+def serve_two_process(address: str, model_path: str, labels: str) -> None:
+    """The two-process floor: preprocess in the gRPC handler, invoke in a worker process, nothing else.
+
+    One shared-memory slot, so one request at a time: the bench never sends two at once.
+    """
+    local = load_model(model_path, labels=labels)
+    specs = local.inputs + local.outputs
+    offsets, size = [], 0
+    for spec in specs:
+        offsets.append(size)
+        size += (int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize + 63) // 64 * 64
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    views = [np.ndarray(spec.shape, dtype=spec.dtype, buffer=shm.buf, offset=offset)
+             for spec, offset in zip(specs, offsets)]
+    inputs, outputs = views[:len(local.inputs)], views[len(local.inputs):]
+    conn, child = multiprocessing.Pipe()
+    worker = multiprocessing.get_context("spawn").Process(
+        target=two_process_worker, args=(child, shm.name, model_path, labels, offsets), daemon=True)
+    worker.start()
+    assert conn.recv_bytes() == b"ready"
+
+    async def classify(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        message = pb.ClassifyRequest.FromString(request)
+        image: Any = message.image.encoded
+        if message.image.HasField("frame"):
+            frame = message.image.frame
+            image = np.frombuffer(frame.data, np.uint8).reshape(frame.height, frame.width, 3)
+        tensors, prepared = local.preprocess(image, "classify")
+        for view, tensor in zip(inputs, tensors):
+            np.copyto(view, tensor)
+        loop = asyncio.get_running_loop()
+        replied = loop.create_future()
+
+        def on_reply() -> None:
+            loop.remove_reader(conn.fileno())
+            replied.set_result(conn.recv_bytes())
+        loop.add_reader(conn.fileno(), on_reply)
+        conn.send_bytes(b"\x01")
+        await replied
+        top = local.postprocess("classify", [np.array(v) for v in outputs], prepared, top_k=message.top_k)
+        return pb.ClassifyResponse(classes=[pb.Class(id=c.id, score=c.score, label=c.label or "")
+                                            for c in top]).SerializeToString()
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                                          ("grpc.max_send_message_length", MAX_MESSAGE)])
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "bench.TwoProcess", {"Classify": grpc.unary_unary_rpc_method_handler(classify)})])
+        server.add_insecure_port(address)
+        await server.start()
+        # terminate() from the bench: stop serving so the finally below ends the worker and frees the memory
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(server.stop(0)))
+        print("ready", flush=True)
+        await server.wait_for_termination()
+    try:
+        asyncio.run(main())
+    finally:
+        conn.close()  # the worker sees the pipe close and ends
+        worker.join(5)
+        shm.unlink()  # the mapping itself goes with this process
+
+
 def start_server(mode: str, address: str, default_malloc: bool, extra: List[str] = ()) -> subprocess.Popen:
     command = [sys.executable, __file__, mode, address, *extra] + (["--glibc-default-malloc"] if default_malloc else [])
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -147,10 +241,10 @@ def timed(call: Callable[[], object]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=300, help="measured calls per side and run")
+    parser.add_argument("--warmup", type=int, default=30, help="unmeasured calls per side first")
     parser.add_argument("--shuffle", action="store_true",
-                        help="measure the four sides in a new random order each round instead of daemon, "
+                        help="measure the sides in a new random order each round instead of daemon, "
                         "in-process, echo, API layer: the daemon call then often follows the in-process one, "
                         "whose JPEG decode and inference evict the daemon's working set from the caches")
     parser.add_argument("--runs", type=int, default=1,
@@ -168,6 +262,7 @@ def main() -> int:
     parser.add_argument("--echo-server", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--api-server", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--in-handler-server", metavar="ADDRESS", help=argparse.SUPPRESS)
+    parser.add_argument("--two-process-server", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.glibc_default_malloc:
         tune_malloc()  # what the daemon does at start-up, so every side allocates alike
@@ -182,6 +277,9 @@ def main() -> int:
     if args.in_handler_server:
         serve_in_handler(args.in_handler_server, model_path, labels_path)
         return 0
+    if args.two_process_server:
+        serve_two_process(args.two_process_server, model_path, labels_path)
+        return 0
     image_path = args.image or data / "parrot.jpg"
     image: Any = image_path.read_bytes()
     if args.frame:
@@ -192,9 +290,11 @@ def main() -> int:
     sockets = Path(tempfile.mkdtemp(prefix="edgetpud-echo-"))
     echo_address, api_address = f"unix:{sockets / 'echo.sock'}", f"unix:{sockets / 'api.sock'}"
     floor_address = f"unix:{sockets / 'in-handler.sock'}"
+    two_address = f"unix:{sockets / 'two-process.sock'}"
     echo = start_server("--echo-server", echo_address, args.glibc_default_malloc)
     api = start_server("--api-server", api_address, args.glibc_default_malloc)
     floor = start_server("--in-handler-server", floor_address, args.glibc_default_malloc, ["--model", args.model])
+    two = start_server("--two-process-server", two_address, args.glibc_default_malloc, ["--model", args.model])
     shuffler = random.Random(20261121)
     per_run: List[Dict[str, float]] = []
     pooled: Dict[str, List[float]] = {}
@@ -204,20 +304,27 @@ def main() -> int:
         for _ in range(args.runs):  # a fresh daemon each run: its start-up luck counts too
             with BenchDaemon(args.model, [args.device]) as daemon, Client(daemon.address) as client, \
                     grpc.insecure_channel(echo_address, options=options) as channel, Client(api_address) as api_only, \
-                    grpc.insecure_channel(floor_address, options=options) as floor_channel:
+                    grpc.insecure_channel(floor_address, options=options) as floor_channel, \
+                    grpc.insecure_channel(two_address, options=options) as two_channel, \
+                    grpc.insecure_channel(daemon.address, options=options) as daemon_channel:
                 echo_call = channel.unary_unary(ECHO_METHOD)
                 floor_call = floor_channel.unary_unary("/bench.InHandler/Classify")
+                two_call = two_channel.unary_unary("/bench.TwoProcess/Classify")
+                daemon_call = daemon_channel.unary_unary("/edgetpud.v1.Inference/Classify")
+                # in this order no call follows one to the same server, whose caches it would find warm
                 runs: Dict[str, Callable[[], object]] = {
                     "daemon": lambda: client.classify(args.model, image, top_k=3),
                     "in_process": lambda: local.classify(image, top_k=3),
                     "echo": lambda: echo_call(request_bytes, timeout=30),
+                    "daemon_same_bytes": lambda: daemon_call(request_bytes, timeout=30),
                     "api_layer_only": lambda: api_only.classify(args.model, image, top_k=3),
+                    "in_handler": lambda: floor_call(request_bytes, timeout=30),
+                    "two_process": lambda: two_call(request_bytes, timeout=30),
                 }
-                runs["in_handler"] = lambda: floor_call(request_bytes, timeout=30)
-                same = [c.id for c in client.classify(args.model, image, top_k=3).classes] == \
-                    [c.id for c in local.classify(image, top_k=3)]
-                same = same and [c.id for c in pb.ClassifyResponse.FromString(floor_call(request_bytes)).classes] == \
-                    [c.id for c in local.classify(image, top_k=3)]
+                expected = [c.id for c in local.classify(image, top_k=3)]
+                same = [c.id for c in client.classify(args.model, image, top_k=3).classes] == expected
+                for call in (floor_call, two_call, daemon_call):
+                    same = same and [c.id for c in pb.ClassifyResponse.FromString(call(request_bytes)).classes] == expected
                 samples: Dict[str, List[float]] = {name: [] for name in runs}
                 order = list(runs)
                 for i in range(args.warmup + args.rounds):
@@ -233,20 +340,22 @@ def main() -> int:
             for name, values in samples.items():
                 pooled.setdefault(name, []).extend(values)
     finally:
-        for process in (echo, api, floor):
+        for process in (echo, api, floor, two):
             process.terminate()
             process.wait(10)
         shutil.rmtree(sockets, ignore_errors=True)
         local.close()
     ratios = [(m["daemon"] - m["in_process"]) / m["echo"] for m in per_run]
-    floor_ratios = [(m["in_handler"] - m["in_process"]) / m["echo"] for m in per_run]
+    def ratios_of(side: str) -> List[float]:
+        return [(m[side] - m["in_process"]) / m["echo"] for m in per_run]
+    floor_ratios = ratios_of("in_handler")
     median = {name: statistics.median(m[name] for m in per_run) for name in per_run[0]}
     ratio = statistics.median(ratios)
     print(json.dumps({
         "benchmark": "overhead", "model": args.model, "device": args.device,
         "input": f"raw RGB frame {args.frame}" if args.frame else f"encoded {image_path.name}",
         "request_bytes": len(request_bytes), "rounds": args.rounds, "runs": args.runs,
-        "order": "shuffled each round" if args.shuffle else "daemon, in_process, echo, api_layer_only, in_handler",
+        "order": "shuffled each round" if args.shuffle else ", ".join(runs),
         "same_top3_as_in_process": same,  # the daemon's and the in-handler server's answers
         # with --runs N: the median over the runs of each run's median (and of the runs' ratios)
         "median_ms": {name: round(value * 1000, 3) for name, value in median.items()},
@@ -259,6 +368,13 @@ def main() -> int:
         # The same ratio for a gRPC server that classifies in its own handler: what any server out of
         # the caller's process pays here; overhead_ratio minus it is what the worker and service add.
         "in_handler_floor_ratio": round(statistics.median(floor_ratios), 3),
+        # The least DESIGN.md's worker-per-device architecture can cost here (see the docstring), and
+        # what the daemon adds above it: its scheduler, registry, API layer, metrics and mock device.
+        "two_process_floor_ratio": round(statistics.median(ratios_of("two_process")), 3),
+        "above_two_process_floor": round(ratio - statistics.median(ratios_of("two_process")), 3),
+        # The daemon sent the same request bytes as the echo and the floors (no client library):
+        "overhead_ratio_same_bytes": round(statistics.median(ratios_of("daemon_same_bytes")), 3),
+        "client_library_ms": round((median["daemon"] - median["daemon_same_bytes"]) * 1000, 3),
         "target": 1.2, "meets_target": ratio <= 1.2,
         "daemon_startup_s": round(statistics.median(startup), 2),
         "malloc": ("glibc defaults in the bench processes, tuned in the daemon (skewed comparison)"
