@@ -6,11 +6,13 @@ child it can lose. Why this transport: a 224x224x3 input must cross in well unde
 100 µs, so arrays are never pickled. Each loaded model gets ``slots`` shared-memory
 blocks (inputs then outputs, 64-byte aligned) created by the main process; a
 request is "copy inputs into a free slot, send 12 bytes", a reply is "13 bytes,
-copy outputs out". Replies are read either by a dedicated reader thread in the
-main process or, when the pool is given an asyncio loop (the daemon does), by that
-loop through ``add_reader``, which saves the thread's wake-up and its hop back to
-the loop on every inference; either sees the pipe close the moment the child dies
-(SIGKILL, SIGABRT), and the death itself is handled on a thread.
+copy outputs out". The blocks are unlinked as soon as the worker has mapped
+them, so whatever kills the daemon leaves nothing in /dev/shm. Replies are read
+either by a dedicated reader thread in the main process or, when the pool is
+given an asyncio loop (the daemon does), by that loop through ``add_reader``,
+which saves the thread's wake-up and its hop back to the loop on every
+inference; either sees the pipe close the moment the child dies (SIGKILL,
+SIGABRT), and the death itself is handled on a thread.
 
 Latency: the code path costs a few tens of µs (one 150 KB copy each way at
 most, 12-byte messages). What dominates a lone request is the operating system
@@ -139,23 +141,38 @@ class _Slots:
         self.shms: List[shared_memory.SharedMemory] = []
         self.in_views: List[List[np.ndarray]] = []
         self.out_views: List[List[np.ndarray]] = []
+        self.named = False  # the blocks still have names in /dev/shm (see unlink_names)
 
     def add(self, shm: shared_memory.SharedMemory) -> None:
         """Map one more slot: ``in_views[i]`` and ``out_views[i]`` view ``shms[i]``."""
         self.shms.append(shm)
+        self.named = True
         self.in_views.append(_views(shm.buf, self.inputs, self.in_offsets))
         self.out_views.append(_views(shm.buf, self.outputs, self.out_offsets))
+
+    def unlink_names(self) -> None:
+        """Remove the blocks' names; the memory stays mapped in every process that attached it.
+
+        The owner does this as soon as the worker has attached: the kernel then frees
+        the memory when the last process unmaps it, even if every process of the
+        daemon is killed at once (``systemctl kill -s KILL``, a cgroup OOM kill),
+        which would otherwise leave the blocks in /dev/shm, in RAM, until reboot.
+        """
+        if self.named:
+            self.named = False
+            for shm in self.shms:
+                try:
+                    shm.unlink()
+                except FileNotFoundError:  # pragma: no cover - someone else removed it
+                    pass
 
     def close_slots(self, unlink: bool) -> None:
         """Drop the views and close every block; ``unlink`` (the owner, the main process) also removes it."""
         self.in_views.clear()
         self.out_views.clear()
+        if unlink:
+            self.unlink_names()  # first: the names must go even if a view keeps the mapping alive
         for shm in self.shms:
-            if unlink:
-                try:
-                    shm.unlink()  # first: the name must go even if a view keeps the mapping alive
-                except FileNotFoundError:  # pragma: no cover
-                    pass
             try:
                 shm.close()
             except BufferError:  # pragma: no cover - a caller still holds a view; GC unmaps it
@@ -590,6 +607,7 @@ class WorkerHandle:
                 model.add(shared_memory.SharedMemory(create=True, size=model.size))
             model.free = list(range(self.slots))[::-1]
             self.control("attach", model_id, [s.name for s in model.shms])
+            model.unlink_names()  # both processes have them mapped: nothing else needs the names
         except BaseException:
             model.release()
             try:

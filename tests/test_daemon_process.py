@@ -169,6 +169,27 @@ def test_sighup_rescans_the_models_folder(daemon_env, test_data):
     assert proc.wait(30) == 0
 
 
+def shm_names() -> set:
+    return set(os.listdir("/dev/shm"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory is not under /dev/shm here")
+def test_killing_every_process_at_once_leaves_nothing_in_dev_shm(daemon_env, test_data):
+    """What ``systemctl kill -s KILL`` or a cgroup OOM kill does: no process is left to clean up."""
+    from edgetpud.daemon.client import Client
+
+    before = shm_names()
+    start, notify, _, address = daemon_env
+    proc = start()
+    notify.wait_for("READY=1", START_TIMEOUT_S, proc)
+    with Client(address, timeout=30) as client:  # the model's slots are mapped and in use
+        assert client.classify("small", (test_data / "cat.bmp").read_bytes()).classes[0].label == "tiger cat"
+    assert shm_names() - before == set()  # unlinked as soon as the worker had mapped them
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert shm_names() - before == set()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
 from pathlib import Path
@@ -49,6 +50,11 @@ def reader_threads() -> list:
     return [t for t in threading.enumerate() if t.name.endswith("-reader")]
 
 
+def slot_names() -> set:
+    """The shared-memory blocks that have a name (empty where /dev/shm does not list them)."""
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
 def test_slot_layout_aligns_every_tensor():
     a = TensorSpec("a", 0, (1, 3), np.dtype(np.uint8))
     b = TensorSpec("b", 1, (2, 2), np.dtype(np.float32))
@@ -63,8 +69,10 @@ def test_worker_round_trip_and_unload(test_data: Path, reply_loop):
     try:
         assert bool(reader_threads()) == (reply_loop is None)  # with a loop, no reader thread
         assert handle.alive and handle.pid and handle.control("ping") == handle.pid
+        named = slot_names()
         inputs, outputs = handle.load("m", str(test_data / SMALL), None)
         assert handle.capacity() == 2 and handle.models() == ["m"]
+        assert slot_names() == named  # both sides mapped the slots, so their names are gone already
         rng = np.random.default_rng(1)
         images = [rng.integers(0, 255, inputs[0].shape, dtype=np.uint8) for _ in range(5)]
         futures = [handle.submit("m", [img]) for img in images]  # 2 in the worker, 3 queued
