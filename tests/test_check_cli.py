@@ -157,6 +157,20 @@ def test_bad_runtime_version_exits_4(tmp_path, capsys, value):
     assert "--runtime-version" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [[], ["m.tflite", "--runtime-version", "0"], ["m.tflite", "--no-such-flag"]])
+def test_usage_errors_through_edgetpuctl_exit_4_not_2(tmp_path, capsys, argv):
+    """2 would read as "partially mapped" to a script branching on the code."""
+    from edgetpud.daemon.cli.main import main as edgetpuctl
+
+    argv = [str(tmp_path / a) if a.endswith(".tflite") else a for a in argv]
+    if argv:
+        write(tmp_path, "m.tflite", chain("RELU"))
+    with pytest.raises(SystemExit) as exc:
+        edgetpuctl(["check", *argv])
+    assert exc.value.code == 4
+    assert "edgetpuctl check: error:" in capsys.readouterr().err
+
+
 def test_several_subgraphs_checks_the_first_with_a_warning(tmp_path, capsys):
     b = ModelBuilder()
     x = b.input("x", [1, 8], np.int8, 0.05, 0)

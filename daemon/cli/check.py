@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
 from typing import Any, Optional, Sequence, TextIO
 
 from ..errors import ModelError
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``check`` on edgetpuctl's subparsers; ``args.func`` is ``run``."""
     parser = subparsers.add_parser(COMMAND, help=HELP, description=HELP)
+    parser.error = types.MethodType(_Parser.error, parser)  # type: ignore[method-assign]  # usage errors exit 4
     add_arguments(parser)
     parser.set_defaults(func=run)
     return parser

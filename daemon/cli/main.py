@@ -272,7 +272,13 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # refused as parse_args would, but check's usage errors keep check's exit code
+        message = f"unrecognized arguments: {' '.join(unknown)}"
+        if getattr(args, "command", None) == "check":  # argparse's 2 would read as "partially mapped"
+            from .check import EXIT_BAD_INPUT
+            parser.exit(EXIT_BAD_INPUT, f"{parser.prog} check: error: {message}\n")
+        parser.error(message)
     if args.command == "check":
         return args.func(args)
     ctx: Optional[Context] = None
