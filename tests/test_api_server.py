@@ -104,3 +104,22 @@ def test_tls_with_client_certificates(pki):
             assert info.value.code == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop()
+
+
+def test_fault_injection_against_a_daemon_on_real_devices_says_what_to_do(tmp_path):
+    """Without --device mock the MockControl service is not served: gRPC alone would say "Method not found"."""
+    import grpc
+
+    service = FakeService()
+    service.mock_control = None
+    sock = tmp_path / "edgetpud.sock"
+    server = InProcessServer(service, Config(listen=[f"unix:{sock}"])).start()
+    try:
+        with Client(f"unix:{sock}", timeout=10) as client:
+            with pytest.raises(ClientError) as exc:
+                client.mock.unplug("mock:0")
+            assert exc.value.code == grpc.StatusCode.UNIMPLEMENTED
+            assert "--device mock" in exc.value.message
+            assert client.status().ready  # and the daemon serves on
+    finally:
+        server.stop()

@@ -65,6 +65,20 @@ def _wrap_errors(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _mock_only(method: Callable[..., T]) -> Callable[..., T]:
+    """A daemon on real devices does not serve MockControl: say so instead of "Method not found"."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except ClientError as exc:
+            if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            raise ClientError(exc.code, "this daemon does not serve fault injection: "
+                              "it runs on real devices; start it with --device mock") from None
+    return wrapper
+
+
 def _client_error(exc: grpc.RpcError) -> ClientError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
@@ -78,6 +92,7 @@ class MockControl:
         self._stub = stub
         self._timeout = timeout
 
+    @_mock_only
     @_wrap_errors
     def inject_fault(self, device: str, fault: str, count: int = 1, seconds: float = 0.0, message: str = "",
                      after_s: float = 0.0) -> List[Device]:
@@ -86,27 +101,32 @@ class MockControl:
                                         message=message, after_s=after_s)
         return [convert.device(d) for d in self._stub.InjectFault(request, timeout=self._timeout).devices]
 
+    @_mock_only
     @_wrap_errors
     def clear_faults(self, device: str) -> List[Device]:
         reply = self._stub.ClearFaults(pb.MockDeviceRequest(device=device), timeout=self._timeout)
         return [convert.device(d) for d in reply.devices]
 
+    @_mock_only
     @_wrap_errors
     def unplug(self, device: str) -> List[Device]:
         reply = self._stub.Unplug(pb.MockDeviceRequest(device=device), timeout=self._timeout)
         return [convert.device(d) for d in reply.devices]
 
+    @_mock_only
     @_wrap_errors
     def replug(self, device: str) -> List[Device]:
         reply = self._stub.Replug(pb.MockDeviceRequest(device=device), timeout=self._timeout)
         return [convert.device(d) for d in reply.devices]
 
+    @_mock_only
     @_wrap_errors
     def set_temperature(self, device: str, celsius: float) -> List[Device]:
         reply = self._stub.SetTemperature(pb.SetTemperatureRequest(device=device, celsius=celsius),
                                           timeout=self._timeout)
         return [convert.device(d) for d in reply.devices]
 
+    @_mock_only
     @_wrap_errors
     def set_latency(self, device: str, latency_s: Optional[float]) -> List[Device]:
         """Fixed invoke time in seconds; None returns to the daemon's configured mock latency."""
