@@ -91,12 +91,21 @@ def test_missing_required_file_fails_cleanly(fetch_models, test_data: Path, tmp_
     assert not list(out.glob(".*.partial"))
 
 
-def test_not_a_model_is_refused(fetch_models, test_data: Path, tmp_path: Path):
+def test_not_a_model_is_refused(fetch_models, test_data: Path, tmp_path: Path, caplog):
     source = tmp_path / "source"
     source.mkdir()
+    for name in ("mobilenet_v1_0.25_128_quant_edgetpu.tflite", "imagenet_labels.txt"):  # all else is fine
+        (source / name).write_bytes((test_data / name).read_bytes())
     (source / "mobilenet_v1_0.25_128_quant.tflite").write_text("<html>404</html>")
     out = tmp_path / "models"
-    assert fetch_models.main(["--from", str(source), "--out", str(out), "--bundle", REQUIRED[0], "-q"]) == 1
+    with caplog.at_level("ERROR", logger="fetch_models"):
+        assert fetch_models.main(["--from", str(source), "--out", str(out), "--bundle", REQUIRED[0], "-q"]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"bundle {REQUIRED[0]}: mobilenet_v1_0.25_128_quant.tflite is not a TFLite model (identifier b'l>40')"
+    ]
+    assert not (out / REQUIRED[0]).exists()
+    assert not list(out.glob(".*.partial"))
 
 
 def test_usage_errors(fetch_models, tmp_path: Path):
