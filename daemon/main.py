@@ -78,7 +78,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--device", action="append", metavar="SPEC",
                         help="auto, mock[:N], cpu, usb[:N] or pci[:N]; repeatable")
     parser.add_argument("--models", metavar="DIR", type=Path, help="folder of model bundles")
-    parser.add_argument("--state-dir", metavar="DIR", type=Path, help="uploads, retrained heads and samples")
+    parser.add_argument("--state-dir", metavar="DIR", type=Path, help="where uploaded models are kept")
     parser.add_argument("--listen", action="append", metavar="ADDR", help="unix:PATH or HOST:PORT; repeatable")
     parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here")
     parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower)

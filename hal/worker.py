@@ -5,7 +5,7 @@ PCIe TPU may be opened by one process only, so the daemon keeps each device in a
 child it can lose. Why this transport: a 224x224x3 input must cross in well under
 100 µs, so arrays are never pickled. Each loaded model gets ``slots`` shared-memory
 blocks (inputs then outputs, 64-byte aligned) created by the main process; a
-request is "copy inputs into a free slot, send 12 bytes", a reply is "13 bytes,
+request is "copy inputs into a free slot, send 9 bytes", a reply is "13 bytes,
 copy outputs out". The blocks are unlinked as soon as the worker has mapped
 them, so whatever kills the daemon leaves nothing in /dev/shm. Replies are read
 either by a dedicated reader thread in the main process or, when the pool is
@@ -15,7 +15,7 @@ inference; either sees the pipe close the moment the child dies (SIGKILL,
 SIGABRT), and the death itself is handled on a thread.
 
 Latency: the code path costs a few tens of µs (one 150 KB copy each way at
-most, 12-byte messages). What dominates a lone request is the operating system
+most, 9-byte messages). What dominates a lone request is the operating system
 waking sleeping threads (worker, then reader, then the caller; with the loop
 reading, worker then loop); on a loaded 2-vCPU virtual machine that is 60-190 µs
 per wake-up. Busy-waiting near the

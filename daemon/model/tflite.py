@@ -1,6 +1,6 @@
 """Read, inspect, mutate and write ``.tflite`` files through the schema object API.
 
-Every other part of the project (checker, retraining export, sessions, the
+Every other part of the project (checker, sessions, the
 synthetic-model builder) sees a model only through ``TfliteModel``, so the
 flatbuffer details (deprecated opcode fields, buffers stored after the
 flatbuffer in >2 GB files, file identifier) are handled in exactly one place.

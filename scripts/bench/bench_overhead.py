@@ -13,7 +13,7 @@ the overhead is the API layer and how much the service core and device worker.
 A fifth, "in_handler", runs the same classify inside its gRPC handler (no device
 worker, no scheduler, no API layer): its ratio is what any gRPC server that
 computes out of the caller's process pays on this host. A sixth, "two_process",
-is the least the architecture in DESIGN.md can do: a gRPC handler that
+is the least edgetpud's design (a worker process per device) can do: a gRPC handler that
 preprocesses, leaves the input in shared memory, sends one byte down a pipe to a
 worker process that invokes the model, and reads the worker's reply on its event
 loop (no scheduler, no registry, no API layer, no metrics): the floor under the
@@ -370,7 +370,7 @@ def main() -> int:
         # The same ratio for a gRPC server that classifies in its own handler: what any server out of
         # the caller's process pays here; overhead_ratio minus it is what the worker and service add.
         "in_handler_floor_ratio": round(statistics.median(floor_ratios), 3),
-        # The least DESIGN.md's worker-per-device architecture can cost here (see the docstring), and
+        # The least the worker-per-device design can cost here (see the docstring), and
         # what the daemon adds above it: its scheduler, registry, API layer, metrics and mock device.
         "two_process_floor_ratio": round(statistics.median(ratios_of("two_process")), 3),
         "above_two_process_floor": round(ratio - statistics.median(ratios_of("two_process")), 3),
