@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -10,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from daemon_fixture import FakeService, InProcessServer, wait_for
+from edgetpud.daemon.api.stream import FramePipeline
 from edgetpud.daemon.client import Client, ClientError, Frame
 from edgetpud.daemon.config import Config
 from edgetpud.daemon.errors import ImageError, ModelError, NotFoundError, PreconditionError, ResourceExhaustedError
@@ -177,19 +179,32 @@ def test_stream_reports_failed_frames_and_goes_on(fake, client):
     assert results[1].error.code == Code.INVALID_ARGUMENT and "decode" in results[1].error.message
 
 
-def test_stream_latest_frame_wins_answers_every_frame_once_in_order(fake, client):
+def test_stream_latest_frame_wins_answers_every_frame_once_in_order(fake, client, monkeypatch):
     fake.close_gate()
     frames = [b"x"] * 8
+    admitted = []
+    admit = FramePipeline._admit
+
+    async def counting_admit(self, frame):
+        await admit(self, frame)
+        admitted.append(frame.frame_id)
+    monkeypatch.setattr(FramePipeline, "_admit", counting_admit)
 
     def sent_all():
         for frame in frames:
             yield frame
+        # frame 1 holds the only slot until the gate opens: open it once the daemon has read every frame
+        end = time.monotonic() + 5
+        while len(admitted) < len(frames) and time.monotonic() < end:
+            time.sleep(0.01)
         fake.open_gate()
     results = list(client.stream("cls", sent_all(), latest_frame_wins=True, max_in_flight=1))
     assert [r.frame_id for r in results] == list(range(1, 9))
-    assert {r.status for r in results} <= {"ok", "dropped"}
+    # 1 runs, 2..7 each wait until the next replaces them, 8 waits for 1 and runs
+    assert [r.status for r in results] == ["ok"] + ["dropped"] * 6 + ["ok"]
     assert results[0].ok and results[-1].ok  # the newest frame is never dropped
     assert all(r.result is None for r in results if r.status == "dropped")
+    assert all(r.result.classes[0].id == 283 for r in results if r.ok)
 
 
 def test_stream_edge_cases(fake, client):
