@@ -83,7 +83,16 @@ def test_worker_round_trip_and_unload(test_data: Path, reply_loop):
         local = TfliteExecutor(test_data / SMALL)
         for img, got in zip(images, results):
             np.testing.assert_array_equal(got, local.invoke([img])[0])
-        results[0][...] = 0  # outputs are copies, not views of a slot
+        # outputs are copies, not views of a slot: later requests through the same slots leave them alone
+        kept = [r.copy() for r in results]
+        assert not any(np.shares_memory(a, b) for i, a in enumerate(results) for b in results[i + 1:])
+        again = [handle.submit("m", [255 - img]) for img in images[:2]]
+        for f, img in zip(again, images):
+            np.testing.assert_array_equal(f.result(30)[0], local.invoke([255 - img])[0])
+        for got, before in zip(results, kept):
+            np.testing.assert_array_equal(got, before)
+        results[0][...] = 0  # and writing to one does not reach the next request through its slot
+        np.testing.assert_array_equal(handle.submit("m", images[:1]).result(30)[0], kept[0])
         handle.unload("m")
         assert handle.models() == []
         assert isinstance(handle.submit("m", images[:1]).exception(5), ModelRuntimeError)
