@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import time
 import urllib.request
 from pathlib import Path
 from typing import List
 
+import grpc
 import numpy as np
 import pytest
 
+from edgetpud.daemon.api.status import to_status
 from edgetpud.daemon.config import build_config
-from edgetpud.daemon.errors import InvalidArgumentError, ModelError, NotFoundError, PreconditionError
+from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError
 from edgetpud.daemon.scheduler import DeadlineExceededError
 from edgetpud.daemon.service import ImageInput, InferenceRequest, RawFrame, Service
 
@@ -146,9 +149,19 @@ def test_frames_crops_raw_tensors_and_bad_requests(tmp_path, models_dir, test_da
             result = await svc.infer(LARGE, "classify", InferenceRequest(image=ImageInput(frame=frame),
                                                                            options={"top_k": 1}))
             assert [c.id for c in result.payload] == [286]
+            full = await svc.infer(LARGE, "classify", InferenceRequest(
+                image=ImageInput(data=(test_data / "cat.bmp").read_bytes()), options={"top_k": 3}))
+            x, y, cw, ch = 0, h // 2, w // 2, h - h // 2  # the bottom-left quarter: mostly not the cat
             cropped = await svc.infer(LARGE, "classify", InferenceRequest(
-                image=ImageInput(data=(test_data / "cat.bmp").read_bytes(), crop=(0, 0, w, h))))
-            assert cropped.payload[0].id == 286
+                image=ImageInput(data=(test_data / "cat.bmp").read_bytes(), crop=(x, y, cw, ch)),
+                options={"top_k": 3}))
+            quarter = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(rgb[y:y + ch, x:x + cw])).save(quarter, "BMP")
+            reference = await svc.infer(LARGE, "classify", InferenceRequest(
+                image=ImageInput(data=quarter.getvalue()), options={"top_k": 3}))
+            top3 = [[(c.id, c.score) for c in r.payload] for r in (full, cropped, reference)]
+            assert top3[1] == top3[2]  # the crop is that region, as if the client had cut it out itself
+            assert top3[1] != top3[0] and cropped.payload[0].score < full.payload[0].score - 0.3
 
             zeros = {"input": np.zeros((1, 128, 128, 3), np.uint8)}
             name = svc.model_specs(SMALL)[0][0].name
@@ -157,16 +170,21 @@ def test_frames_crops_raw_tensors_and_bad_requests(tmp_path, models_dir, test_da
             assert out.shape == (1, 1001)
 
             bad = [
-                (InferenceRequest(image=ImageInput(data=b"not an image")), Exception),
-                (InferenceRequest(image=ImageInput(frame=RawFrame(b"\0" * 10, w, h, w * 3))), Exception),
-                (InferenceRequest(tensors={name: np.zeros((1, 2), np.uint8)}), Exception),
-                (InferenceRequest(image=ImageInput(data=b"x"), options={"bogus": 1}), InvalidArgumentError),
+                (InferenceRequest(image=ImageInput(data=b"not an image")), ImageError, "not a JPEG, PNG or BMP"),
+                (InferenceRequest(image=ImageInput(frame=RawFrame(b"\0" * 10, w, h, w * 3))), ImageError,
+                 f"frame buffer holds 10 bytes; {w}x{h} RGB with stride {w * 3} needs {w * 3 * h}"),
+                (InferenceRequest(tensors={name: np.zeros((1, 2), np.uint8)}), ImageError,
+                 r"input 'input' must have shape \[1, 128, 128, 3\], got \[1, 2\]"),
+                (InferenceRequest(tensors={name: np.zeros((1, 128, 128, 3), np.float32)}), ImageError,
+                 "must have dtype uint8, got float32"),
+                (InferenceRequest(image=ImageInput(data=b"x"), options={"bogus": 1}), InvalidArgumentError,
+                 "unknown option 'bogus'"),
             ]
-            for request, error in bad:
+            for request, error, message in bad:
                 task = "raw" if request.tensors is not None else "classify"
-                with pytest.raises(error) as info:
+                with pytest.raises(error, match=message) as info:
                     await svc.infer(SMALL, task, request)
-                assert isinstance(info.value, (InvalidArgumentError, ValueError)), info.value
+                assert to_status(info.value)[0] == grpc.StatusCode.INVALID_ARGUMENT, info.value
             with pytest.raises(InvalidArgumentError, match="serves classify"):
                 await svc.infer(SMALL, "detect", cat(test_data))
             with pytest.raises(DeadlineExceededError):
