@@ -173,7 +173,15 @@ def test_edgetpu_device_without_libedgetpu_is_a_hal_error(test_data: Path):
 
 
 def test_public_exports():
-    assert TfliteModel.__name__ == "TfliteModel"
+    import edgetpud.daemon.model as model
+
+    assert {"Class", "DetectedObject", "ModelBundle", "ModelSession", "TfliteModel", "load_model"} <= set(model.__all__)
+    for name in model.__all__:
+        assert getattr(model, name).__name__ == name, name
+    namespace: dict = {}
+    exec("from edgetpud.daemon.model import *", namespace)
+    assert set(model.__all__) <= set(namespace)
+    assert (model.TfliteModel, model.load_model, model.ModelSession) == (TfliteModel, load_model, ModelSession)
 
 
 # ----------------------------------------------------------------------------- bad models
