@@ -132,10 +132,23 @@ def test_embedding_extractor(test_data: Path):
 def test_invoke_raw_split_concat(test_data: Path):
     with load_model(test_data / "tools" / "split_concat.tflite") as session:
         assert session.bundle.task == "raw"
-        tensors = {s.name: np.full(s.shape, 7, dtype=s.dtype) for s in session.inputs}
+        rng = np.random.default_rng(3)  # every input value distinct enough to tell the channels apart
+        tensors = {s.name: rng.integers(0, 256, s.shape, dtype=s.dtype) for s in session.inputs}
         outputs = session.invoke_raw(tensors)
         assert set(outputs) == {s.name for s in session.outputs}
-        assert all(isinstance(a, np.ndarray) for a in outputs.values())
+        # the graph concatenates input1 (3 channels), rnn1 (1) and rnn2 (2) into six channels, splits them
+        # one by one, and sends some on: all with one scale and zero point, so values pass unchanged
+        channels = np.concatenate([tensors["input1"], tensors["inputs/rnn1"], tensors["inputs/rnn2"]], axis=-1)
+        expected = {
+            "concat/split0": channels[..., [0]],
+            "concat/split2": channels[..., [2]],
+            "concat/split4": channels[..., [4]],
+            "outputs/rnn1": channels[..., [1]],
+            "outputs/rnn2": channels[..., [3, 5]],
+        }
+        for name, want in expected.items():
+            assert outputs[name].dtype == np.uint8
+            np.testing.assert_array_equal(outputs[name], want, err_msg=name)
         with pytest.raises(ImageError, match="missing"):
             session.invoke_raw({"input1": tensors["input1"]})
         wrong = dict(tensors, input1=tensors["input1"].astype(np.float32))
