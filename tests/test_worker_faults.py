@@ -222,20 +222,35 @@ def test_cancelled_queued_requests_are_skipped_by_unload_and_by_worker_death(mod
     cancelled future would raise on the reader or life-cycle thread and leak its slots.
     """
     pool, events = _pool(model, count=1, mock_latency_s=0.2)
+    ctl = pool.mock_control
+    # every invocation on the mock device pops one queued fault: near-zero "hang" faults count them
+    marker = {"seconds": 1e-6}
+
+    def faults_left():
+        return len(ctl.world.read("mock:0")["faults"])
     try:
         x = _inputs(pool)
+        ctl.inject("mock:0", "hang", 10, **marker)
         futures = [pool.submit("mock:0", "m", x) for _ in range(4)]  # 2 slots: the last two queue
         assert futures[3].cancel() and not futures[0].cancel(), "only a queued request can be cancelled"
         pool.unload("mock:0", "m")
         assert futures[3].cancelled()
         assert [_outcome(f) for f in futures[:3]] == ["ok", "ok", "ModelRuntimeError"]
+        assert faults_left() == 8, "only the two requests sent before the unload ran"
 
         pool.load("mock:0", "m", *model)
+        ctl.clear_faults("mock:0")
+        ctl.inject("mock:0", "hang", 1, seconds=60)  # holds the first request in the worker until the kill
+        ctl.inject("mock:0", "hang", 10, **marker)
         queued = [pool.submit("mock:0", "m", x) for _ in range(4)]
         assert queued[3].cancel()
+        wait_for(lambda: faults_left() == 10, what="the first request to start")
         os.kill(pool.device("mock:0").pid, signal.SIGKILL)
         assert queued[3].cancelled()
-        assert all(_outcome(f) in ("ok", "DeviceUnavailableError") for f in queued[:3])
+        # the two sent fail with the worker; the queued one runs on its successor, the cancelled one never
+        assert [_outcome(f) for f in queued[:3]] == ["DeviceUnavailableError", "DeviceUnavailableError", "ok"]
+        wait_for(lambda: pool.device("mock:0").inflight == 0, what="the device to be idle")
+        assert faults_left() == 9, "the cancelled request ran on the restarted worker"
         wait_for(lambda: ("mock:0", "restarted") in events, what="the restart")
         wait_for(lambda: _outcome(pool.submit("mock:0", "m", x)) == "ok", what="the device serving again")
     finally:
