@@ -69,14 +69,20 @@ def test_embed_returns_the_vector(client, test_data):
     assert np.linalg.norm(normalized.ravel()) == pytest.approx(1.0, rel=1e-3)
 
 
-def test_invoke_by_name_and_by_position(client):
+def test_invoke_by_name_and_by_position(client, test_data):
     info = client.model_info(SMALL)
-    data = np.full(info.inputs[0].shape, 128, np.uint8)
+    data = np.asarray(Image.open(test_data / "cat.bmp").convert("RGB").resize(info.inputs[0].shape[2:0:-1]))[None]
+    assert data.shape == tuple(info.inputs[0].shape)
     by_name = client.invoke(SMALL, {info.inputs[0].name: data}).outputs
     by_position = client.invoke(SMALL, [data]).outputs
-    assert by_name.keys() == by_position.keys()
-    for name in by_name:
-        np.testing.assert_array_equal(by_name[name], by_position[name])
+    assert list(by_name) == list(by_position) == [o.name for o in info.outputs]
+    with load_model(str(test_data / f"{SMALL}.tflite")) as local:  # the mock device runs this very twin
+        expected = local.invoke_raw({info.inputs[0].name: data})
+    for output in info.outputs:
+        for got in (by_name[output.name], by_position[output.name]):
+            assert got.shape == tuple(output.shape) and got.dtype == np.dtype(output.dtype)
+            np.testing.assert_array_equal(got, expected[output.name])
+    assert by_name[info.outputs[0].name].argmax() == 283  # a cat ("tiger cat"), not an all-zero answer
 
 
 def test_errors_carry_code_and_message(client):
