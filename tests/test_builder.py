@@ -99,6 +99,25 @@ def test_float_model_with_dynamic_batch() -> None:
     np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
+def bilinear_half_pixel(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """RESIZE_BILINEAR with half-pixel centers (TensorFlow's rule) of an NHWC array, in float64."""
+    def taps(out_size: int, in_size: int):
+        source = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+        low = np.floor(source)
+        weight = source - low
+        low = low.astype(int)
+        return np.clip(low, 0, in_size - 1), np.clip(low + 1, 0, in_size - 1), weight
+
+    y0, y1, wy = taps(out_h, image.shape[1])
+    x0, x1, wx = taps(out_w, image.shape[2])
+    f = image.astype(np.float64)
+    wx = wx[None, None, :, None]
+    rows0 = f[:, y0][:, :, x0] * (1 - wx) + f[:, y0][:, :, x1] * wx
+    rows1 = f[:, y1][:, :, x0] * (1 - wx) + f[:, y1][:, :, x1] * wx
+    wy = wy[None, :, None, None]
+    return rows0 * (1 - wy) + rows1 * wy
+
+
 def test_shape_ops_chain_infers_the_interpreters_shapes_and_values() -> None:
     b = ModelBuilder()
     x = b.input("x", [1, 4, 4, 2], np.uint8, scale=0.1, zero_point=3)
@@ -118,13 +137,17 @@ def test_shape_ops_chain_infers_the_interpreters_shapes_and_values() -> None:
         assert [o.shape for o in built.outputs] == [
             (1, 6, 6, 2), (1, 3, 3, 2), (1, 1, 1, 2), (1, 8, 6, 2), (1, 18), (1, 4, 4, 4)
         ]
-        padded_v, pooled_v, _, _, flat_v, joined_v = executor.invoke([image])
+        padded_v, pooled_v, avg_v, resized_v, flat_v, joined_v = executor.invoke([image])
     finally:
         executor.close()
     ref_pad = np.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=3)  # padded with the zero point
     np.testing.assert_array_equal(padded_v, ref_pad)
     ref_pool = ref_pad.reshape(1, 3, 2, 3, 2, 2).max(axis=(2, 4))
     np.testing.assert_array_equal(pooled_v, ref_pool)
+    # same scale in and out, so the kernels work on the integers and round half up
+    ref_avg = np.floor(ref_pool.mean(axis=(1, 2), keepdims=True) + 0.5)
+    np.testing.assert_array_equal(avg_v, ref_avg.astype(np.uint8))
+    np.testing.assert_array_equal(resized_v, np.floor(bilinear_half_pixel(image, 8, 6) + 0.5).astype(np.uint8))
     np.testing.assert_array_equal(flat_v, ref_pool.reshape(1, -1))
     np.testing.assert_array_equal(joined_v, np.concatenate([image, image], axis=3))
 
