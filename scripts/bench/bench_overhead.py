@@ -50,7 +50,7 @@ import tempfile
 import time
 from multiprocessing import shared_memory
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import grpc
 import numpy as np
@@ -69,24 +69,43 @@ ECHO_METHOD = "/bench.Echo/Echo"
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
+async def serve_one_method(address: str, service: str, method: str, handler: Callable[..., Any]) -> None:
+    """A bare grpc.aio server with one unary method; says "ready" on stdout and serves until SIGTERM.
+
+    The handler is a coroutine, so it runs on the event loop as the daemon's servicers
+    do; a plain function would be sent to a thread pool and pay a thread round trip.
+    """
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                                      ("grpc.max_send_message_length", MAX_MESSAGE)])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        service, {method: grpc.unary_unary_rpc_method_handler(handler)})])
+    server.add_insecure_port(address)
+    await server.start()
+    # terminate() from the bench stops serving, so a caller's clean-up (a worker, shared memory) runs
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(server.stop(0)))
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
+def request_image(message: Any) -> Any:
+    """A ClassifyRequest's image as the bench sends it: encoded bytes, or a frame of packed RGB rows."""
+    if message.image.HasField("frame"):
+        frame = message.image.frame
+        return np.frombuffer(frame.data, np.uint8).reshape(frame.height, frame.width, 3)
+    return message.image.encoded
+
+
+def classify_response(top: Sequence[Any]) -> bytes:
+    return pb.ClassifyResponse(classes=[pb.Class(id=c.id, score=c.score, label=c.label or "")
+                                        for c in top]).SerializeToString()
+
+
 def serve_echo(address: str) -> None:
     """The echo server process: returns every request's bytes unchanged."""
     async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return request
 
-    async def main() -> None:
-        # A coroutine handler runs on the event loop, as the daemon's servicers do; a plain
-        # function would be sent to a thread pool and pay a thread round trip on every echo.
-        handler = grpc.unary_unary_rpc_method_handler(echo)
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                          ("grpc.max_send_message_length", MAX_MESSAGE)])
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "bench.Echo", {"Echo": handler})])
-        server.add_insecure_port(address)
-        await server.start()
-        print("ready", flush=True)
-        await server.wait_for_termination()
-    asyncio.run(main())
+    asyncio.run(serve_one_method(address, "bench.Echo", "Echo", echo))
 
 
 class InstantService:
@@ -122,24 +141,9 @@ def serve_in_handler(address: str, model_path: str, labels: str) -> None:
 
     async def classify(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         message = pb.ClassifyRequest.FromString(request)
-        image: Any = message.image.encoded
-        if message.image.HasField("frame"):  # the bench sends packed RGB rows
-            frame = message.image.frame
-            image = np.frombuffer(frame.data, np.uint8).reshape(frame.height, frame.width, 3)
-        top = local.classify(image, top_k=message.top_k)
-        return pb.ClassifyResponse(classes=[pb.Class(id=c.id, score=c.score, label=c.label or "")
-                                            for c in top]).SerializeToString()
+        return classify_response(local.classify(request_image(message), top_k=message.top_k))
 
-    async def main() -> None:
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                          ("grpc.max_send_message_length", MAX_MESSAGE)])
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "bench.InHandler", {"Classify": grpc.unary_unary_rpc_method_handler(classify)})])
-        server.add_insecure_port(address)
-        await server.start()
-        print("ready", flush=True)
-        await server.wait_for_termination()
-    asyncio.run(main())
+    asyncio.run(serve_one_method(address, "bench.InHandler", "Classify", classify))
 
 
 def two_process_worker(conn: Any, shm_name: str, model_path: str, labels: str, offsets: List[int]) -> None:
@@ -187,11 +191,7 @@ def serve_two_process(address: str, model_path: str, labels: str) -> None:
 
     async def classify(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         message = pb.ClassifyRequest.FromString(request)
-        image: Any = message.image.encoded
-        if message.image.HasField("frame"):
-            frame = message.image.frame
-            image = np.frombuffer(frame.data, np.uint8).reshape(frame.height, frame.width, 3)
-        tensors, prepared = local.preprocess(image, "classify")
+        tensors, prepared = local.preprocess(request_image(message), "classify")
         for view, tensor in zip(inputs, tensors):
             np.copyto(view, tensor)
         loop = asyncio.get_running_loop()
@@ -204,22 +204,10 @@ def serve_two_process(address: str, model_path: str, labels: str) -> None:
         conn.send_bytes(b"\x01")
         await replied
         top = local.postprocess("classify", [np.array(v) for v in outputs], prepared, top_k=message.top_k)
-        return pb.ClassifyResponse(classes=[pb.Class(id=c.id, score=c.score, label=c.label or "")
-                                            for c in top]).SerializeToString()
+        return classify_response(top)
 
-    async def main() -> None:
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                          ("grpc.max_send_message_length", MAX_MESSAGE)])
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "bench.TwoProcess", {"Classify": grpc.unary_unary_rpc_method_handler(classify)})])
-        server.add_insecure_port(address)
-        await server.start()
-        # terminate() from the bench: stop serving so the finally below ends the worker and frees the memory
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(server.stop(0)))
-        print("ready", flush=True)
-        await server.wait_for_termination()
     try:
-        asyncio.run(main())
+        asyncio.run(serve_one_method(address, "bench.TwoProcess", "Classify", classify))
     finally:
         conn.close()  # the worker sees the pipe close and ends
         worker.join(5)
