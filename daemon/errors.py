@@ -31,5 +31,9 @@ class PreconditionError(EdgetpudError):
     """The request is valid but the daemon is not in a state to serve it."""
 
 
+class ShuttingDownError(EdgetpudError):
+    """The daemon is stopping and takes no new work; retry in a moment, or on another daemon."""
+
+
 class ResourceExhaustedError(EdgetpudError):
     """A queue or a limit is full; retry later."""

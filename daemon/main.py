@@ -39,6 +39,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 #: glibc mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+#: After SIGTERM, how long at least the listeners keep answering new requests UNAVAILABLE before the
+#: gRPC server stops (within grace_s): a server that stops cancels calls it has read but not handled.
+LAME_DUCK_S = 0.25
 
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -176,9 +179,15 @@ class Daemon:
         grace = self.config.grace_s
         log.info("stopping: draining requests for up to %.1f s", grace)
         self._notifier.stopping("draining requests")
-        deadline = loop.time() + grace
+        started = loop.time()
+        deadline = started + grace
+        # Lame duck first: the listeners stay up and new requests are answered UNAVAILABLE (health
+        # NOT_SERVING) while the accepted ones finish, for at least LAME_DUCK_S so that calls already
+        # on the wire are answered too. Only then does the gRPC server stop.
+        await service.drain(grace)
+        await asyncio.sleep(max(0.0, min(deadline, started + LAME_DUCK_S) - loop.time()))
         if server is not None:
-            await server.stop(grace)  # stops accepting at once, waits for running RPCs up to grace
+            await server.stop(max(0.0, deadline - loop.time()))  # waits for RPCs still running (streams)
         await service.stop(max(0.0, deadline - loop.time()))
         log.info("stopped")
         return EXIT_OK

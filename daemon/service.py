@@ -26,7 +26,7 @@ from edgetpud.hal.device import DeviceInfo
 from edgetpud.hal.executor import TensorSpec
 
 from .config import Config
-from .errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError
+from .errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError, ShuttingDownError
 from .metrics import Metrics
 from .model.bundle import TASKS
 from .model.preprocess import frame_view, input_size
@@ -117,6 +117,7 @@ class Service:
         self._started = False
         self._pool_started = False
         self._accepting = False
+        self._draining = False
         self._stopped = False
         self._active = 0
         self._idle = asyncio.Event()
@@ -157,12 +158,16 @@ class Service:
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
 
-    async def stop(self, grace_s: Optional[float] = None) -> None:
-        """Refuse new requests, let accepted ones finish within ``grace_s``, then stop the workers."""
-        if self._stopped:
-            return
-        self._stopped = True
+    async def drain(self, grace_s: Optional[float] = None) -> None:
+        """Refuse new requests (UNAVAILABLE: shutting down) and wait up to ``grace_s`` for the accepted ones.
+
+        The daemon does this while its gRPC server still runs, so that a request arriving
+        now reaches a handler and is told to retry: a server that stops first cancels the
+        calls it has read but not yet handed to a handler (CANCELLED, which a client takes
+        for its own doing).
+        """
         self._accepting = False
+        self._draining = True
         grace = self.config.grace_s if grace_s is None else grace_s
         if self._active:
             log.info("draining %d in-flight request(s) (up to %.1f s)", self._active, grace)
@@ -170,6 +175,13 @@ class Service:
                 await asyncio.wait_for(self._idle.wait(), grace)
             except asyncio.TimeoutError:
                 log.warning("%d request(s) still running after the %.1f s grace period", self._active, grace)
+
+    async def stop(self, grace_s: Optional[float] = None) -> None:
+        """Refuse new requests, let accepted ones finish within ``grace_s``, then stop the workers."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.drain(grace_s)
         self.scheduler.close()
         for task in list(self._device_tasks):
             task.cancel()
@@ -330,8 +342,10 @@ class Service:
     # ---- helpers ----
 
     def _check_accepting(self) -> None:
+        if self._draining:
+            raise ShuttingDownError("the daemon is shutting down; retry in a moment or on another daemon")
         if not self._accepting:
-            raise PreconditionError("the daemon is not serving (starting or shutting down)")
+            raise PreconditionError("the daemon is not serving yet (starting)")
 
     def _preprocess_inline(self, mv: ModelVersion, task: str, request: InferenceRequest) -> bool:
         """Whether preprocessing costs less on the loop than a trip through the CPU pool (see the constants)."""

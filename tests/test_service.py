@@ -15,7 +15,8 @@ import pytest
 
 from edgetpud.daemon.api.status import to_status
 from edgetpud.daemon.config import build_config
-from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError
+from edgetpud.daemon.errors import (ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError,
+                                    ShuttingDownError)
 from edgetpud.daemon.scheduler import DeadlineExceededError
 from edgetpud.daemon.service import ImageInput, InferenceRequest, RawFrame, Service
 
@@ -264,11 +265,28 @@ def test_stop_drains_accepted_requests_and_refuses_new(tmp_path, models_dir, tes
         request = cat(test_data)
         accepted = [asyncio.ensure_future(svc.infer(SMALL, "classify", request)) for _ in range(8)]
         await asyncio.sleep(0)
-        await svc.stop(grace_s=20)
+        draining = asyncio.ensure_future(svc.drain(grace_s=20))
+        await asyncio.sleep(0)
+        assert not svc.ready  # health says NOT_SERVING while the accepted requests finish
+        with pytest.raises(ShuttingDownError) as refused:  # a newcomer is told to retry, at once
+            await svc.infer(SMALL, "classify", request)
+        assert to_status(refused.value)[0] == grpc.StatusCode.UNAVAILABLE
+        assert not draining.done()
+        await draining
         results = await asyncio.gather(*accepted, return_exceptions=True)
         assert [r for r in results if isinstance(r, BaseException)] == []
-        with pytest.raises(PreconditionError):
+        await svc.stop(grace_s=20)
+        with pytest.raises(ShuttingDownError, match="shutting down"):
             await svc.infer(SMALL, "classify", request)
+    run(main())
+
+
+def test_a_request_before_start_is_refused_as_not_ready(tmp_path, models_dir, test_data):
+    async def main():
+        svc = make_service(tmp_path, models_dir)
+        with pytest.raises(PreconditionError, match="starting") as refused:
+            await svc.infer(SMALL, "classify", cat(test_data))
+        assert to_status(refused.value)[0] == grpc.StatusCode.FAILED_PRECONDITION
     run(main())
 
 

@@ -32,6 +32,7 @@ _CODES: Tuple[Tuple[Type[BaseException], grpc.StatusCode], ...] = (
     (errors.ModelError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (hal_errors.DeviceUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (hal_errors.DeviceIOError, grpc.StatusCode.UNAVAILABLE),
