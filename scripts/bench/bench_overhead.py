@@ -50,7 +50,7 @@ import tempfile
 import time
 from multiprocessing import shared_memory
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -63,6 +63,7 @@ from edgetpud.daemon.client import Client  # noqa: E402
 from edgetpud.daemon.client import _convert  # noqa: E402
 from edgetpud.daemon.main import tune_malloc  # noqa: E402
 from edgetpud.daemon.model import load_model  # noqa: E402
+from edgetpud.hal.worker import slot_layout  # noqa: E402
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb  # noqa: E402
 
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -146,15 +147,21 @@ def serve_in_handler(address: str, model_path: str, labels: str) -> None:
     asyncio.run(serve_one_method(address, "bench.InHandler", "Classify", classify))
 
 
-def two_process_worker(conn: Any, shm_name: str, model_path: str, labels: str, offsets: List[int]) -> None:
+def slot_views(local: Any, buf: Any) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """The model's inputs and outputs as arrays in one shared-memory block, laid out as the daemon's workers do."""
+    in_offsets, out_offsets, _ = slot_layout(local.inputs, local.outputs)
+
+    def place(specs: Sequence[Any], offsets: Sequence[int]) -> List[np.ndarray]:
+        return [np.ndarray(spec.shape, dtype=spec.dtype, buffer=buf, offset=o) for spec, o in zip(specs, offsets)]
+    return place(local.inputs, in_offsets), place(local.outputs, out_offsets)
+
+
+def two_process_worker(conn: Any, shm_name: str, model_path: str, labels: str) -> None:
     """The worker half of the two-process floor: invoke what the handler left in shared memory."""
     tune_malloc()
     local = load_model(model_path, labels=labels)
     shm = shared_memory.SharedMemory(shm_name)
-    specs = local.inputs + local.outputs
-    views = [np.ndarray(spec.shape, dtype=spec.dtype, buffer=shm.buf, offset=offset)
-             for spec, offset in zip(specs, offsets)]
-    inputs, outputs = views[:len(local.inputs)], views[len(local.inputs):]
+    inputs, outputs = slot_views(local, shm.buf)
     conn.send_bytes(b"ready")
     try:
         while conn.recv_bytes():
@@ -164,7 +171,7 @@ def two_process_worker(conn: Any, shm_name: str, model_path: str, labels: str, o
     except EOFError:
         pass
     finally:
-        del inputs, outputs, views
+        del inputs, outputs
         shm.close()
 
 
@@ -174,18 +181,11 @@ def serve_two_process(address: str, model_path: str, labels: str) -> None:
     One shared-memory slot, so one request at a time: the bench never sends two at once.
     """
     local = load_model(model_path, labels=labels)
-    specs = local.inputs + local.outputs
-    offsets, size = [], 0
-    for spec in specs:
-        offsets.append(size)
-        size += (int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize + 63) // 64 * 64
-    shm = shared_memory.SharedMemory(create=True, size=size)
-    views = [np.ndarray(spec.shape, dtype=spec.dtype, buffer=shm.buf, offset=offset)
-             for spec, offset in zip(specs, offsets)]
-    inputs, outputs = views[:len(local.inputs)], views[len(local.inputs):]
+    shm = shared_memory.SharedMemory(create=True, size=slot_layout(local.inputs, local.outputs)[2])
+    inputs, outputs = slot_views(local, shm.buf)
     conn, child = multiprocessing.Pipe()
     worker = multiprocessing.get_context("spawn").Process(
-        target=two_process_worker, args=(child, shm.name, model_path, labels, offsets), daemon=True)
+        target=two_process_worker, args=(child, shm.name, model_path, labels), daemon=True)
     worker.start()
     assert conn.recv_bytes() == b"ready"
 
@@ -232,9 +232,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=300, help="measured calls per side and run")
     parser.add_argument("--warmup", type=int, default=30, help="unmeasured calls per side first")
     parser.add_argument("--shuffle", action="store_true",
-                        help="measure the sides in a new random order each round instead of daemon, "
-                        "in-process, echo, API layer: the daemon call then often follows the in-process one, "
-                        "whose JPEG decode and inference evict the daemon's working set from the caches")
+                        help="measure the sides in a new random order each round instead of the fixed order "
+                        "the JSON reports: the daemon call then often follows the in-process one, whose JPEG "
+                        "decode and inference evict the daemon's working set from the caches")
     parser.add_argument("--runs", type=int, default=1,
                         help="repeat the measurement with a fresh daemon; report the median of the runs")
     parser.add_argument("--model", default="mobilenet_v1_0.25_128_quant")
