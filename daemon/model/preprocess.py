@@ -23,6 +23,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from edgetpud.daemon.errors import ImageError
 from edgetpud.hal.executor import TensorSpec
 
+from .pixels import rgb_view
+
 log = logging.getLogger(__name__)
 
 ImageSource = Union[bytes, bytearray, memoryview, str, Path]
@@ -46,12 +48,16 @@ def decode_image(
     source: ImageSource,
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_ENCODED_BYTES,
+    view: bool = False,
 ) -> np.ndarray:
     """Decode a JPEG, PNG or BMP (bytes or a file path) into an HxWx3 uint8 RGB array.
 
     EXIF orientation is applied so the array is upright as a viewer shows it.
     Grayscale and palette images are expanded to RGB, alpha is dropped (as
     ``tf.io.decode_image(channels=3)`` does) and 16-bit samples are scaled to 8 bits.
+    With ``view`` the array may be a read-only strided view of the decoder's own
+    memory (see ``pixels.rgb_view``): what preprocessing wants, since it reads only
+    the pixels the resize needs; without, it is C-contiguous.
 
     Raises:
         ImageError: the file is unreadable, empty, not an accepted format, truncated,
@@ -71,7 +77,7 @@ def decode_image(
                     f"{what} is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}"
                 )
             img.load()
-            return _to_rgb_array(_upright(img, what))
+            return _to_rgb_array(_upright(img, what), view=view)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -118,10 +124,18 @@ def _read_source(source: ImageSource, max_bytes: int) -> bytes:
     return data
 
 
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Convert any decoded Pillow mode to HxWx3 uint8, scaling wide samples instead of clipping them."""
+def _to_rgb_array(img: Image.Image, view: bool = False) -> np.ndarray:
+    """Convert any decoded Pillow mode to HxWx3 uint8, scaling wide samples instead of clipping them.
+
+    With ``view``, an RGB result is a zero-copy view of Pillow's memory where Pillow can export it.
+    """
     mode = img.mode
+    if mode in ("RGBA", "RGBa", "RGBX", "P", "PA", "L", "LA", "1", "CMYK", "YCbCr", "La", "LAB", "HSV"):
+        img, mode = img.convert("RGB"), "RGB"
     if mode == "RGB":
+        pixels = rgb_view(img) if view else None
+        if pixels is not None:
+            return pixels
         array = np.asarray(img, dtype=np.uint8)
     elif mode.startswith("I;16") or mode in ("I", "F"):
         wide = np.asarray(img).astype(np.float64)
@@ -130,8 +144,6 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
         else:  # 16-bit samples (PNG stores them as I;16 or, in older Pillow, I)
             gray = np.clip(np.rint(wide / 257.0), 0, 255)
         array = np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2)
-    elif mode in ("RGBA", "RGBa", "RGBX", "P", "PA", "L", "LA", "1", "CMYK", "YCbCr", "La", "LAB", "HSV"):
-        array = np.asarray(img.convert("RGB"), dtype=np.uint8)
     else:
         raise ImageError(f"images in Pillow mode {mode!r} are not supported")
     return np.ascontiguousarray(array)
@@ -149,7 +161,7 @@ def load_image(image: Any, copy: bool = True) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return as_image_array(image) if copy else image_view(image)
     if isinstance(image, (bytes, bytearray, memoryview, str, Path)):
-        return decode_image(image)
+        return decode_image(image, view=not copy)
     if isinstance(image, Image.Image):
         try:
             return _to_rgb_array(image)
@@ -396,7 +408,9 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     out = top + (bottom - top) * wy`` (only operands of ``+`` and ``*`` are
     swapped, which IEEE arithmetic does not notice), so results are bit-identical.
     ``image`` may be a strided view (a frame's channels): it is then gathered with
-    fancy indexing instead of being copied whole first.
+    fancy indexing instead of being copied whole first, or, when it is the first
+    channels of a contiguous array of wider pixels (a decoded image, see
+    ``pixels.rgb_view``), gathered whole from that array.
 
     Raises:
         ImageError: ``image`` is not HxWxC or the size is not positive.
@@ -404,8 +418,13 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     src = _check_resize_args(image, height, width)
     in_h, in_w, channels = src.shape
     tables = _bilinear_tables(in_h, in_w, int(height), int(width))
+    parent = None if src.flags.c_contiguous else _pixel_parent(src)
     if src.flags.c_contiguous:
         corners = src.reshape(in_h * in_w, channels).take(tables.flat, axis=0)
+    elif parent is not None:
+        # the first channels of wider pixels (Pillow's RGBX): gather and blend whole pixels, contiguous
+        # all the way, and drop the extra channels from the small result (strided copies are slow)
+        corners = parent.reshape(in_h * in_w, parent.shape[2]).take(tables.flat, axis=0)
     else:
         corners = src[tables.rows, tables.cols]
     left, right = corners[0], corners[1]  # each [top|bottom] x H x W x C, uint8
@@ -419,7 +438,21 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     out *= tables.wy
     out += top
     np.clip(out, 0, 255, out=out)
+    if parent is not None:
+        out = out[..., :channels]
     return out.astype(np.uint8)
+
+
+def _pixel_parent(view: np.ndarray) -> Optional[np.ndarray]:
+    """The C-contiguous HxWxC' array whose first channels ``view`` is (a decoded RGBX image's RGB), else None."""
+    parent = view.base
+    if not isinstance(parent, np.ndarray) or parent.ndim != 3 or not parent.flags.c_contiguous:
+        return None
+    if parent.shape[:2] != view.shape[:2] or parent.shape[2] < view.shape[2] or parent.dtype != view.dtype:
+        return None
+    if parent.strides != view.strides or parent.ctypes.data != view.ctypes.data:
+        return None
+    return parent
 
 
 def resize_nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
