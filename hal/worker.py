@@ -257,7 +257,12 @@ def worker_main(conn: Any, config: Optional[WorkerConfig]) -> None:
     Without a config this is a spare: it imports the runtime now, then waits for
     the config of the device it is to serve (see ``SpareWorker``).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    # The main process owns a worker's life: it drains requests, then sends "stop". A signal sent
+    # to the whole process group (Ctrl-C, a closed terminal, `timeout`, a supervisor stopping the
+    # group) is the main process's to handle, not a reason to drop requests it is still draining.
+    # A worker whose main process died sees its pipe close and exits; SIGKILL still ends it.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     if config is None:
         try:
             find_runtime()

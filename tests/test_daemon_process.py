@@ -114,7 +114,9 @@ def classify_loop(address: str, image: bytes, stop: threading.Event, outcomes: L
         outcomes.append((f"raised {type(exc).__name__}", repr(exc), started, time.monotonic()))
 
 
-def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, test_data):
+@pytest.mark.parametrize("to_group", [False, True], ids=["to-main-process", "to-process-group"])
+def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, test_data, to_group):
+    """systemd (KillMode=mixed) signals the main process; `timeout`, a terminal or a supervisor may signal the group."""
     pytest.importorskip("edgetpud.daemon.client")
     start, notify, _, address = daemon_env
     proc = start("--mock-latency-ms", "20")
@@ -132,7 +134,10 @@ def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, tes
             time.sleep(0.02)
         ok_before = sum(1 for o in outcomes if o[0] == "ok")
         term_at = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        if to_group:  # the daemon leads its own session (start_new_session): its workers get it too
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         notify.wait_for("STOPPING=1", 10, None)
         assert proc.wait(30) == 0, read_log(proc)
     finally:
@@ -150,6 +155,7 @@ def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, tes
     assert any(o[0] == "ok" and o[2] < term_at < o[3] for o in outcomes), outcomes[-8:]
     log = read_log(proc)
     assert "draining" in log and "stopped" in log
+    assert "died" not in log  # the worker was stopped by the daemon after the drain, not killed by the signal
 
 
 def test_sighup_rescans_the_models_folder(daemon_env, test_data):
