@@ -22,9 +22,10 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_pointer.restype = ctypes.c_void_p
-_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+# A prototype of our own: setting restype/argtypes on ctypes.pythonapi's shared function object
+# would change it for every other user in the process.
+_capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
 
 
 class _ArrowSchema(ctypes.Structure):
