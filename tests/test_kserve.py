@@ -111,6 +111,38 @@ def test_wrong_inputs_are_refused_naming_the_tensor(request_args, message):
     assert message in str(info.value)
 
 
+def _typed(datatype="UINT8", field="uint_contents", values=range(12), name="image"):
+    request = _request(datatype=datatype, raw=None, name=name)
+    getattr(request.inputs[0].contents, field).extend(values)
+    return request
+
+
+@pytest.mark.parametrize("request_, specs, message", [
+    (_typed(values=[300] + [0] * 11), SPECS, "value 300 is out of range for UINT8 (0..255)"),
+    (_typed(values=[-1] + [0] * 11, field="int_contents", datatype="INT8"),
+     [TensorSpec("image", 0, (1, 2, 2, 3), np.dtype(np.int8))], None),
+    (_typed(values=[200] + [0] * 11, field="int_contents", datatype="INT8"),
+     [TensorSpec("image", 0, (1, 2, 2, 3), np.dtype(np.int8))], "value 200 is out of range for INT8 (-128..127)"),
+    (_typed(field="int_contents"), SPECS, "12 values expected in contents.uint_contents (UINT8), got 0"),
+    (_typed(datatype="FP16", field="bytes_contents", values=[b"\0\0"] * 12),
+     [TensorSpec("image", 0, (1, 2, 2, 3), np.dtype(np.float16))], "FP16 values have no typed contents field"),
+], ids=["over-uint8", "int8-in-range", "over-int8", "wrong-field", "fp16-typed"])
+def test_typed_contents_are_range_checked_and_named(request_, specs, message):
+    if message is None:
+        assert input_arrays(request_, specs)["image"].ravel()[0] == -1
+        return
+    with pytest.raises(RequestError) as info:
+        input_arrays(request_, specs)
+    assert message in str(info.value)
+
+
+def test_an_input_sent_twice_is_refused():
+    request = _typed()
+    request.inputs.add(name="image", datatype="UINT8", shape=[1, 2, 2, 3]).contents.uint_contents.extend(range(12))
+    with pytest.raises(RequestError, match="input 'image' is sent twice"):
+        input_arrays(request, SPECS)
+
+
 def test_unknown_requested_output_is_refused():
     request = _request()
     request.outputs.add(name="nope")
@@ -183,3 +215,25 @@ def test_tritonclient_wrong_shape_or_dtype_is_invalid_argument(daemon, shape, dt
     assert "output" not in out
     again = triton(daemon.address, MODEL, (1, 128, 128, 3), "uint8")  # the daemon keeps serving
     assert "output" in again
+
+
+def test_typed_contents_out_of_range_over_the_wire_is_invalid_argument_and_the_daemon_keeps_serving(daemon):
+    """A UINT8 value of 300 used to reach numpy as an OverflowError and come back INTERNAL."""
+    from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as ours_grpc
+
+    with grpc.insecure_channel(daemon.address) as channel:
+        stub = ours_grpc.GRPCInferenceServiceStub(channel)
+        meta = stub.ModelMetadata(ours.ModelMetadataRequest(name=MODEL), timeout=30).inputs[0]
+        count = int(np.prod(meta.shape))
+
+        def infer(first: int) -> ours.ModelInferResponse:
+            request = ours.ModelInferRequest(model_name=MODEL)
+            tensor = request.inputs.add(name=meta.name, datatype="UINT8", shape=list(meta.shape))
+            tensor.contents.uint_contents.extend([first] + [7] * (count - 1))
+            return stub.ModelInfer(request, timeout=30)
+
+        with pytest.raises(grpc.RpcError) as info:
+            infer(300)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "value 300 is out of range for UINT8 (0..255)" in info.value.details()
+        assert len(infer(255).raw_output_contents) == 1  # the daemon keeps serving

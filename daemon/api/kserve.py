@@ -60,6 +60,8 @@ def input_arrays(request: pb.ModelInferRequest, specs: Sequence[Any]) -> Dict[st
         if spec is None:
             raise RequestError(f"model '{request.model_name}' has no input '{tensor.name}'; "
                                f"its inputs are {sorted(by_name)}")
+        if tensor.name in arrays:
+            raise RequestError(f"input '{tensor.name}' is sent twice; send each input once")
         want_type = datatype(spec.dtype)
         if tensor.datatype != want_type:
             raise RequestError(f"input '{tensor.name}' must have datatype {want_type}, got {tensor.datatype}")
@@ -75,16 +77,41 @@ def input_arrays(request: pb.ModelInferRequest, specs: Sequence[Any]) -> Dict[st
                                    f"{count * dtype.itemsize} bytes, got {len(raw)}")
             array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
         else:
-            values = getattr(tensor.contents, CONTENTS_FIELD.get(want_type, "bytes_contents"))
-            if len(values) != count:
-                raise RequestError(f"input '{tensor.name}': shape {want_shape} needs {count} values, "
-                                   f"got {len(values)}")
-            array = np.asarray(values, dtype=dtype)
+            array = typed_values(tensor, want_type, count)
         arrays[tensor.name] = array.reshape(want_shape)
     missing = sorted(set(by_name) - set(arrays))
     if missing:
         raise RequestError(f"model '{request.model_name}' also needs input(s) {missing}")
     return arrays
+
+
+def typed_values(tensor: Any, want_type: str, count: int) -> np.ndarray:
+    """An input sent as typed contents (``contents.uint_contents`` and so on) as an array of ``want_type``.
+
+    The typed fields are wider than most datatypes (UINT8 values travel as uint32), so
+    every value is checked against the datatype's range instead of being wrapped.
+
+    Raises:
+        RequestError: the datatype has no typed field, the count differs from the shape, or a value is out of range.
+    """
+    field = CONTENTS_FIELD.get(want_type)
+    if field is None:
+        raise RequestError(f"input '{tensor.name}': {want_type} values have no typed contents field; "
+                           "send them in raw_input_contents")
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise RequestError(f"input '{tensor.name}': {count} values expected in contents.{field} "
+                           f"({want_type}), got {len(values)}")
+    dtype = DATATYPES[want_type]
+    if dtype.kind in "iu" and dtype.itemsize < 8:
+        wide = np.asarray(values, dtype=np.int64)
+        info = np.iinfo(dtype)
+        if wide.size and (wide.min() < info.min or wide.max() > info.max):
+            bad = int(wide[(wide < info.min) | (wide > info.max)][0])
+            raise RequestError(f"input '{tensor.name}': value {bad} is out of range for {want_type} "
+                               f"({info.min}..{info.max})")
+        return wide.astype(dtype)
+    return np.asarray(values, dtype=dtype)
 
 
 def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[Any]) -> List[str]:
