@@ -95,6 +95,17 @@ def test_wrong_tensor_shape_or_dtype_in_invoke_is_invalid_argument(client):
     assert list(out.outputs.values())[0].shape == (1, 1001)
 
 
+def test_a_tensor_shape_whose_size_overflows_is_invalid_argument(daemon, client):
+    """2**62 x 2**62 elements wrap numpy's int64 product to 0: the empty data then passed the size check."""
+    request = pb.InvokeRequest(model=SMALL, inputs=[pb.Tensor(dtype="uint8", shape=[2 ** 62, 2 ** 62], data=b"")])
+    with grpc.insecure_channel(daemon.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.InferenceStub(channel).Invoke(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"needs {2 ** 124} bytes, got 0" in info.value.details()
+    assert client.invoke(SMALL, [np.zeros((1, 128, 128, 3), np.uint8)]).outputs  # still serving
+
+
 def test_an_expired_deadline_is_deadline_exceeded(client, cat):
     client.mock.set_latency("mock:0", 0.5)
     try:

@@ -7,6 +7,7 @@ whether an image or a tensor suits a model is the service's call.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -77,7 +78,7 @@ def tensor_array(tensor: pb.Tensor) -> np.ndarray:
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise RequestError(f"tensor '{tensor.name}': negative dimension in shape {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: numpy's int64 product wraps for huge shapes
     if len(tensor.data) != expected:
         raise RequestError(f"tensor '{tensor.name}': shape {list(shape)} of {dtype.name} needs "
                            f"{expected} bytes, got {len(tensor.data)}")
