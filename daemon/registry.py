@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class ModelVersion:
     refs: int = 0
     state: str = "loading"
     loaded_at: float = field(default_factory=time.time)
+    upload_dir: Optional[Path] = None  # the daemon's own copy of uploaded bytes: deleted when released
 
     @property
     def key(self) -> str:
@@ -265,16 +267,21 @@ class Registry:
         async with self._lock(name):
             version = self._next_version.get(name, 0) + 1
             self._next_version[name] = version
+            upload_dir = None
             if data is not None:
+                upload_dir = self._upload_dir(name, version)
                 path = await self._run(self._save_upload, name, version, bytes(data))
             assert path is not None
             path = Path(path)
             try:
                 mv = await self._prepare(name, version, path, source)
+                mv.upload_dir = upload_dir
                 await self._place_everywhere(mv)
             except Exception as exc:
                 if name not in self._current:
                     self._failed[name] = ModelState.failed(name, str(path), str(exc))
+                if upload_dir is not None:  # a version that never served: nothing will release its copy
+                    await self._run(self._delete_upload, upload_dir)
                 raise
             self._failed.pop(name, None)
             old = self._current.get(name)
@@ -308,6 +315,10 @@ class Registry:
         return ModelVersion(name=name, version=version, bundle=bundle, session=ModelSession(bundle),
                             report=report, problems=problems, source=source, fingerprint=fp)
 
+    def _upload_dir(self, name: str, version: int) -> Path:
+        """The folder one uploaded version lives in: ``state_dir/uploads/NAME/vN``."""
+        return self._state_dir / "uploads" / name / f"v{version}"
+
     def _save_upload(self, name: str, version: int, data: bytes) -> Path:
         """Keep uploaded bytes under the state folder (never under the models folder).
 
@@ -315,17 +326,48 @@ class Registry:
             ModelError: the bytes are not a .tflite model, or the folder cannot be written.
         """
         model = TfliteModel.read(data)
-        folder = self._state_dir / "uploads" / name / f"v{version}"
+        folder = self._upload_dir(name, version)
         suffix = "_edgetpu" if model.is_edgetpu_compiled else ""
         target = folder / f"{name}{suffix}.tflite"
         try:
+            if folder.exists():  # left by an earlier run (versions restart at 1): no stale twin may join these bytes
+                shutil.rmtree(folder)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(".part")
             tmp.write_bytes(data)
             tmp.replace(target)
         except OSError as exc:
+            self._delete_upload(folder)
             raise ModelError(f"cannot store the uploaded model under {folder}: {exc.strerror or exc}") from None
         return target
+
+    def _delete_upload(self, folder: Path) -> None:
+        """Delete one uploaded version's folder, and its model's folder once empty, so uploads do not fill the disk.
+
+        Only a ``state_dir/uploads/NAME/vN`` folder is ever touched: a bundle loaded from a
+        user's path is not the daemon's to delete. A failure is logged, never raised: the
+        version is released either way.
+        """
+        try:
+            root = (self._state_dir / "uploads").resolve()
+            target = Path(folder).resolve()
+        except (OSError, RuntimeError) as exc:
+            log.warning("could not delete the uploaded model folder %s: %s", folder, exc)
+            return
+        if target.parent.parent != root:
+            log.warning("not deleting %s: it is not an uploaded model's folder under %s", folder, root)
+            return
+        try:
+            shutil.rmtree(target)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not delete the uploaded model folder %s: %s", target, exc.strerror or exc)
+            return
+        try:
+            target.parent.rmdir()
+        except OSError:
+            pass  # another version of the model is still stored there
 
     async def _place_everywhere(self, mv: ModelVersion) -> None:
         """Load and warm ``mv`` on every usable device; it must land on at least one if any is usable.
@@ -392,6 +434,9 @@ class Registry:
             await self._run(self._unload_quietly, device, mv.key)
         mv.devices.clear()
         log.info("model %s version %d released", mv.name, mv.version)
+        if mv.upload_dir is not None:
+            async with self._lock(mv.name):  # a load of the same name may be creating the model's folder
+                await self._run(self._delete_upload, mv.upload_dir)
 
     def _unload_quietly(self, device: str, key: str) -> None:
         try:

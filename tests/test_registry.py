@@ -203,3 +203,103 @@ def test_upload_is_stored_under_the_state_dir(tmp_path, test_data):
         with pytest.raises(NotFoundError):
             reg.state("up")
     asyncio.run(main())
+
+
+def upload_folders(tmp_path: Path, name: str) -> List[str]:
+    folder = tmp_path / "state" / "uploads" / name
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_replaced_uploads_leave_only_the_live_versions_folder(tmp_path, test_data):
+    async def main():
+        pool, _, reg = make(tmp_path)
+        data = (test_data / f"{SMALL}.tflite").read_bytes()
+        for _ in range(15):
+            await reg.load("up", data=data)
+            await settle()
+        assert reg.state("up").versions == [15]
+        assert upload_folders(tmp_path, "up") == ["v15"]  # replaced uploads must not slowly fill the state disk
+        assert Path(reg.state("up").path).read_bytes() == data
+        assert pool.loaded == {"mock:0": {"up@15"}, "mock:1": {"up@15"}}
+    asyncio.run(main())
+
+
+def test_an_unloaded_upload_leaves_no_folder(tmp_path, test_data):
+    async def main():
+        _, _, reg = make(tmp_path)
+        await reg.load("up", data=(test_data / f"{SMALL}.tflite").read_bytes())
+        await reg.load("other", data=(test_data / f"{SMALL}.tflite").read_bytes())
+        await reg.unload("up")
+        await settle()
+        assert not (tmp_path / "state" / "uploads" / "up").exists()
+        assert upload_folders(tmp_path, "other") == ["v1"]  # another model's upload is not touched
+    asyncio.run(main())
+
+
+def test_an_upload_that_never_served_leaves_no_folder(tmp_path, test_data):
+    async def main():
+        pool, _, reg = make(tmp_path)
+        data = (test_data / f"{SMALL}.tflite").read_bytes()
+        await reg.load("up", data=data)
+        pool.refuse = {d: ModelRuntimeError("unsupported op") for d in pool.ids}
+        with pytest.raises(ModelError, match="cannot run"):
+            await reg.load("up", data=data)
+        with pytest.raises(ModelError, match="cannot run"):
+            await reg.load("never", data=data)
+        await settle()
+        assert upload_folders(tmp_path, "up") == ["v1"] and reg.state("up").version == 1
+        assert not (tmp_path / "state" / "uploads" / "never").exists()
+        assert reg.state("never").state == "failed"
+    asyncio.run(main())
+
+
+def test_a_version_loaded_from_a_path_is_never_deleted(tmp_path, test_data):
+    async def main():
+        _, _, reg = make(tmp_path)
+        await reg.load("cls", data=(test_data / f"{SMALL}.tflite").read_bytes())
+        outside = bundle(tmp_path / "m", test_data, SMALL, "cls")
+        inside = bundle(tmp_path / "state" / "mine", test_data, LARGE, "cls")  # under state_dir, not an upload
+        await reg.load("cls", path=outside)
+        await reg.load("cls", path=inside)
+        await settle()
+        await reg.unload("cls")
+        await settle()
+        assert not (tmp_path / "state" / "uploads" / "cls").exists()  # the upload that was replaced went
+        assert (outside / "model.tflite").read_bytes() == (test_data / f"{SMALL}.tflite").read_bytes()
+        assert (inside / "model.tflite").read_bytes() == (test_data / f"{LARGE}.tflite").read_bytes()
+        reg._delete_upload(outside)  # even asked directly, only state_dir/uploads/NAME/vN is deleted
+        reg._delete_upload(tmp_path / "state" / "uploads")
+        assert (outside / "model.tflite").is_file() and (tmp_path / "state" / "uploads").is_dir()
+    asyncio.run(main())
+
+
+def test_an_upload_in_use_keeps_its_folder_until_its_last_request_ends(tmp_path, test_data):
+    async def main():
+        pool, _, reg = make(tmp_path)
+        data = (test_data / f"{SMALL}.tflite").read_bytes()
+        await reg.load("up", data=data)
+        lease = reg.acquire("up")
+        await reg.load("up", data=(test_data / f"{LARGE}.tflite").read_bytes())
+        await settle()
+        assert upload_folders(tmp_path, "up") == ["v1", "v2"]  # the in-flight request still reads version 1
+        assert Path(lease.bundle.path).read_bytes() == data and "up@1" in pool.loaded["mock:0"]
+        reg.release(lease)
+        await settle()
+        assert upload_folders(tmp_path, "up") == ["v2"]
+        assert pool.loaded == {"mock:0": {"up@2"}, "mock:1": {"up@2"}}
+    asyncio.run(main())
+
+
+def test_a_failure_to_delete_an_upload_is_a_warning(tmp_path, test_data, monkeypatch, caplog):
+    async def main():
+        pool, _, reg = make(tmp_path)
+        await reg.load("up", data=(test_data / f"{SMALL}.tflite").read_bytes())
+
+        def refuse(path, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(path))
+        monkeypatch.setattr("edgetpud.daemon.registry.shutil.rmtree", refuse)
+        await reg.unload("up")
+        await settle()
+        assert pool.loaded == {"mock:0": set(), "mock:1": set()}  # released all the same
+        assert any(r.levelname == "WARNING" and "could not delete" in r.getMessage() for r in caplog.records)
+    asyncio.run(main())
