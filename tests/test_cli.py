@@ -89,9 +89,49 @@ def test_errors_go_to_stderr_with_nonzero_exit(daemon, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     code, out, err = run(daemon, "--json", "classify", "-m", SMALL, str(bad))
-    assert code == 1 and out == "" and "INVALID_ARGUMENT" in err
+    assert code == 1 and "INVALID_ARGUMENT" in err and str(bad) in err
+    assert json.loads(out)["results"][0]["error"]["code"] == "INVALID_ARGUMENT"
     code, out, err = run(daemon, "classify", "-m", SMALL, str(tmp_path / "missing.jpg"))
-    assert code == 1 and "missing.jpg" in err
+    assert code == 1 and "missing.jpg" in err and out == ""
+    code, out, err = run(daemon, "--json", "classify", "-m", "no-such-model", str(bad))
+    assert code == 1 and out == "" and "NOT_FOUND" in err  # not about the image: the whole command fails
+
+
+def test_a_failed_image_is_reported_and_the_others_still_get_results(daemon, test_data, tmp_path):
+    """One bad file among several: every good image keeps its result, each failure names its file."""
+    notimg = tmp_path / "notimg.txt"
+    notimg.write_text("not an image")
+    missing = str(tmp_path / "missing.jpg")
+    images = [str(test_data / "cat.bmp"), str(notimg), missing, str(test_data / "parrot.jpg")]
+    code, out, err = run(daemon, "--json", "classify", "-m", SMALL, *images)
+    assert code == 1
+    results = json.loads(out)["results"]
+    assert [r["image"] for r in results] == images
+    assert results[0]["classes"] and results[3]["classes"] and results[0]["device"] == "mock:0"
+    assert results[1]["error"]["code"] == "INVALID_ARGUMENT" and "classes" not in results[1]
+    assert results[2]["error"]["code"] == "ENOENT"
+    assert str(notimg) in err and missing in err
+    code, out, err = run(daemon, "classify", "-m", SMALL, *images)
+    assert code == 1 and images[0] in out and images[3] in out and str(notimg) not in out
+    assert f"{notimg}: INVALID_ARGUMENT" in err and f"{missing}: ENOENT" in err
+    code, out, _ = run(daemon, "--json", "classify", "-m", SMALL, images[0], images[3])
+    assert code == 0 and all("error" not in r for r in json.loads(out)["results"])
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--crop", "10,10"], "--crop: expected X,Y,W,H"), (["--crop", "0,0,0,5"], "--crop: X and Y must be >= 0"),
+    (["--crop", "a,b,c,d"], "--crop: expected X,Y,W,H"), (["-k", "-1"], "-k/--top-k: expected an integer >= 0"),
+    (["-t", "abc"], "-t/--threshold: invalid float value")])
+def test_malformed_inference_options_are_usage_errors(daemon, test_data, option, message):
+    result = ctl("classify", "-m", SMALL, *option, str(test_data / "cat.bmp"), address=daemon.address)
+    assert result.returncode == 2 and result.stdout == "" and message in result.stderr, result.stderr
+    assert "usage: edgetpuctl classify" in result.stderr
+
+
+def test_a_crop_is_applied(daemon, test_data):
+    image = str(test_data / "cat.bmp")
+    code, out, err = run(daemon, "--json", "classify", "-m", SMALL, "--crop", "0,0,16,16", image)
+    assert code == 0 and json.loads(out)["results"][0]["classes"], err
 
 
 def test_classify_without_model_picks_the_only_candidate_or_asks(daemon, test_data):

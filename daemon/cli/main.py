@@ -3,14 +3,15 @@
 Everything goes through ``edgetpud.daemon.client``. ``--json`` prints exactly one
 JSON document on stdout; errors always go to stderr with a non-zero exit code:
 1 when the daemon refused or failed the request (or is not ready, for
-``status``), 2 for a usage error.
+``status``, or refused one of the images of classify/detect/embed, which the
+document then lists with an "error"), 2 for a usage error.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from edgetpud.daemon.client import Client, ClientError, default_address
 
@@ -107,8 +108,22 @@ def _model_for(ctx: Context, task: str) -> str:
                       f"say which model to use with --model (ready {task} models: {', '.join(candidates) or 'none'})")
 
 
-def _crop(text: Optional[str]) -> Optional[tuple]:
-    return tuple(int(v) for v in text.split(",")) if text else None
+def _image_error(image: str, exc: Exception) -> Optional[Dict[str, Any]]:
+    """The results entry of an image that failed on its own, or None when ``exc`` ends the command.
+
+    A file that cannot be read and the daemon's INVALID_ARGUMENT (not an image, a crop
+    outside it, ...) are about that one image, so the other images still get results.
+    Anything else (daemon unreachable, unknown model, daemon at capacity) would fail
+    every image the same way, so it fails the command instead.
+    """
+    if isinstance(exc, OSError):
+        import errno
+        code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        return {"image": image, "error": {"code": code, "message": exc.strerror or str(exc)}}
+    import grpc
+    if isinstance(exc, ClientError) and exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+        return {"image": image, "error": {"code": exc.code.name, "message": exc.message}}
+    return None
 
 
 def _per_image(ctx: Context, task: str, infer: Callable[..., Any], key: str, payload: Callable[[Any], Any],
@@ -116,16 +131,29 @@ def _per_image(ctx: Context, task: str, infer: Callable[..., Any], key: str, pay
     """Run every image through ``infer``, a client method.
 
     Classify, detect and embed differ only in that call, its options and the payload,
-    so one loop keeps their --json results the same shape.
+    so one loop keeps their --json results the same shape. A failed image gets an
+    entry with "error" instead of the payload (and a line on stderr) and exit code 1,
+    so one bad file does not hide the results of the others.
     """
     model = _model_for(ctx, task)
     results = []
     for image in ctx.args.images:
-        r = infer(model, Path(image), crop=_crop(ctx.args.crop), **options)
+        try:
+            r = infer(model, Path(image), crop=ctx.args.crop, **options)
+        except (ClientError, OSError) as exc:
+            entry = _image_error(image, exc)
+            if entry is None:
+                raise
+            results.append(entry)
+            continue
         results.append({"image": image, "model": r.model, "version": r.version, "device": r.device,
                         key: payload(r), "timing": output.plain(r.timing)})
-    ctx.emit({"results": results}, output.results_rows(results, key))
-    return EXIT_OK
+    failed = [r for r in results if "error" in r]
+    ctx.emit({"results": results}, output.results_rows([r for r in results if "error" not in r], key))
+    for r in failed:
+        print(f"edgetpuctl {ctx.args.command}: error: {r['image']}: {r['error']['code']}: {r['error']['message']}",
+              file=ctx.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_classify(ctx: Context) -> int:
@@ -164,12 +192,35 @@ cmd_mock_latency = _mock(lambda ctx: ctx.client.mock.set_latency(
 
 # ---------------------------------------------------------------- parser
 
+def _crop(text: str) -> Tuple[int, int, int, int]:
+    """--crop X,Y,W,H as argparse's type, so a malformed region is a usage error (exit 2), not a failure."""
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H (four integers), got {text!r}") from None
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"X and Y must be >= 0 and W and H > 0, got {text!r}")
+    return x, y, w, h
+
+
+def _non_negative_int(text: str) -> int:
+    """-k as argparse's type: 0 means the model's default, a negative K is a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _inference_args(parser: argparse.ArgumentParser, top_k: bool = True) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG or BMP files")
     parser.add_argument("-m", "--model", help="model name (default: the only ready model for this task)")
-    parser.add_argument("--crop", metavar="X,Y,W,H", help="run on this region of each image")
+    parser.add_argument("--crop", metavar="X,Y,W,H", type=_crop, help="run on this region of each image")
     if top_k:
-        parser.add_argument("-k", "--top-k", type=int, default=0, help="at most K results (default: the model's)")
+        parser.add_argument("-k", "--top-k", type=_non_negative_int, default=0,
+                            help="at most K results (default 0: the model's)")
         parser.add_argument("-t", "--threshold", type=float, default=0.0, help="minimum score")
 
 
