@@ -82,6 +82,7 @@ class Scheduler:
         self._restarting: Set[str] = set()
         self._holders: Dict[str, Set[str]] = {}
         self._loading: Dict[Tuple[str, str], "asyncio.Future[None]"] = {}
+        self._room_waiters: Dict[str, Deque["asyncio.Future[None]"]] = {}  # requests waiting for queue room
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._closed = False
 
@@ -114,6 +115,7 @@ class Scheduler:
             self._restarting.discard(device)
         else:
             self._restarting.add(device)
+        self._wake_room(device, everyone=True)  # they choose again, perhaps another device
         queue = self._queues.get(device)
         if not queue:
             return
@@ -154,15 +156,18 @@ class Scheduler:
 
     # ---- requests ----
 
-    async def run(self, model_key: str, inputs: Sequence[np.ndarray], deadline: Optional[float] = None) -> InvokeResult:
+    async def run(self, model_key: str, inputs: Sequence[np.ndarray], deadline: Optional[float] = None,
+                  wait_for_room: bool = False) -> InvokeResult:
         """Queue one invocation of ``model_key`` and wait for its outputs.
 
         ``deadline`` is an absolute ``time.monotonic()``. Cancelling the caller drops a
-        queued request without running it.
+        queued request without running it. When the chosen device's queue is full, the
+        request is refused at once, or, with ``wait_for_room`` (a stream's frames, whose
+        sender gRPC flow control slows instead), waits for room until its deadline.
 
         Raises:
             DeadlineExceededError: the deadline passed before the request started.
-            ResourceExhaustedError: the chosen device's queue is full.
+            ResourceExhaustedError: the chosen device's queue is full (without ``wait_for_room``).
             DeviceUnavailableError: no device can serve, or the device died and no other could retry.
             PreconditionError: the scheduler is shut down.
             ModelRuntimeError, DeviceIOError: the invocation itself failed.
@@ -172,18 +177,51 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         accepted = time.monotonic()
         self._check_deadline(deadline, accepted)
-        device = self._restarting_holder(model_key) or await self._choose(model_key, set(), deadline)
+        while True:
+            device = self._restarting_holder(model_key) or await self._choose(model_key, set(), deadline)
+            if len(self._queues[device]) < self._queue_depth:
+                break
+            if not wait_for_room:
+                raise ResourceExhaustedError(
+                    f"the queue of device {device} is full ({self._queue_depth} requests waiting); retry later")
+            await self._room_on(device, deadline)  # then choose again: the device may have gone meanwhile
         req = _Request(model_key, list(inputs), deadline, self._loop.create_future(), accepted)
-        queue = self._queues[device]
-        if len(queue) >= self._queue_depth:
-            raise ResourceExhaustedError(
-                f"the queue of device {device} is full ({self._queue_depth} requests waiting); retry later")
         self._enqueue(req, device)
         try:
             return await req.future
         except asyncio.CancelledError:
             self._drop(req)
             raise
+
+    async def _room_on(self, device: str, deadline: Optional[float]) -> None:
+        """Wait until ``device``'s queue may have room (or the device left, or the scheduler closed).
+
+        Raises:
+            DeadlineExceededError: the deadline passed first. PreconditionError: the scheduler closed.
+        """
+        assert self._loop is not None
+        room: "asyncio.Future[None]" = self._loop.create_future()
+        self._room_waiters.setdefault(device, deque()).append(room)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(room, timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(f"the deadline passed while the request waited for room in the queue "
+                                        f"of device {device}; it was not run") from None
+        if self._closed:
+            raise PreconditionError("the daemon is shutting down")
+
+    def _wake_room(self, device: str, everyone: bool = False) -> None:
+        """Let as many room waiters try again as ``device``'s queue has room for (all of them with ``everyone``)."""
+        waiters = self._room_waiters.get(device)
+        if not waiters:
+            return
+        room = len(waiters) if everyone else self._queue_depth - len(self._queues.get(device, ()))
+        while waiters and room > 0:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a waiter whose caller gave up is skipped
+                waiter.set_result(None)
+                room -= 1
 
     @staticmethod
     def _check_deadline(deadline: Optional[float], now: float) -> None:
@@ -262,6 +300,7 @@ class Scheduler:
                 self._queues[device].remove(req)
             except ValueError:
                 pass
+            self._wake_room(device)
 
     def _drop(self, req: _Request) -> None:
         """The caller gave up: a queued request leaves its queue; a running one is left to finish unseen."""
@@ -298,6 +337,7 @@ class Scheduler:
                 continue
             self._inflight[device] = self._inflight.get(device, 0) + 1
             cf.add_done_callback(self._callback(req, device))
+        self._wake_room(device)
 
     def _callback(self, req: _Request, device: str) -> Callable[["concurrent.futures.Future"], None]:
         loop = self._loop
@@ -382,8 +422,10 @@ class Scheduler:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def close(self) -> None:
-        """Refuse new requests and fail the queued ones (in-flight ones finish)."""
+        """Refuse new requests and fail the queued ones and those waiting for room (in-flight ones finish)."""
         self._closed = True
+        for device in list(self._room_waiters):
+            self._wake_room(device, everyone=True)
         for device, queue in self._queues.items():
             while queue:
                 req = queue.popleft()

@@ -286,11 +286,14 @@ class Service:
     # ---- inference ----
 
     async def infer(self, model: str, task: Optional[str], request: InferenceRequest,
-                    deadline: Optional[float] = None, version: Union[int, str, None] = None) -> InferenceResult:
+                    deadline: Optional[float] = None, version: Union[int, str, None] = None,
+                    wait_for_room: bool = False) -> InferenceResult:
         """Run one inference request end to end.
 
         ``deadline`` is an absolute ``time.monotonic()``; ``task`` is classify, detect,
-        embed or raw (None: the model's own task).
+        embed or raw (None: the model's own task). A full device queue refuses the
+        request at once, or with ``wait_for_room`` (a stream's frames) makes it wait
+        for room until its deadline.
 
         Raises:
             NotFoundError: unknown model or version. ImageError: bad image, frame, tensors or options.
@@ -302,14 +305,14 @@ class Service:
         try:
             mv = self.registry.acquire(model, _version(model, version))
             try:
-                return await self._infer(mv, task, request, deadline)
+                return await self._infer(mv, task, request, deadline, wait_for_room)
             finally:
                 self.registry.release(mv)
         finally:
             self._leave()
 
     async def _infer(self, mv: ModelVersion, task: Optional[str], request: InferenceRequest,
-                     deadline: Optional[float]) -> InferenceResult:
+                     deadline: Optional[float], wait_for_room: bool = False) -> InferenceResult:
         task = task or mv.bundle.task
         if task not in TASKS:
             raise InvalidRequestError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
@@ -326,7 +329,7 @@ class Service:
         else:
             inputs, context = await self._blocking(_preprocess, mv, task, request, pre)
         t1 = time.monotonic()
-        result = await self.scheduler.run(mv.key, inputs, deadline)
+        result = await self.scheduler.run(mv.key, inputs, deadline, wait_for_room)
         t2 = time.monotonic()
         if task in INLINE_POSTPROCESS:
             payload = _postprocess(mv, task, result.outputs, context, post)

@@ -118,6 +118,7 @@ class FakeService:
     def __init__(self) -> None:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.requests: List[tuple] = []
+        self.waited_for_room: List[bool] = []  # per infer call: whether it may wait for queue room
         self.fail: Optional[BaseException] = None
         self.gate: Optional[asyncio.Event] = None
         self.started = 0
@@ -145,8 +146,9 @@ class FakeService:
             self.loop.call_soon_threadsafe(gate.set)
 
     async def infer(self, model: str, task: str, request: Any, deadline: Optional[float] = None,
-                    version: Optional[str] = None) -> FakeResult:
+                    version: Optional[str] = None, wait_for_room: bool = False) -> FakeResult:
         self.requests.append((model, task, request, deadline, version))
+        self.waited_for_room.append(wait_for_room)
         if self.fail is not None:
             raise self.fail
         if model not in self.model_states:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from typing import Dict, List, Tuple
 
 import grpc
 import numpy as np
@@ -231,3 +232,36 @@ def test_health_follows_an_unplugged_device(daemon, client, cat):
         except ClientError:
             return False
     wait_for(serves, timeout=60, what="a classify after the replug")
+
+
+def test_keep_all_streams_that_overfill_the_device_queue_wait_instead_of_failing(daemon, client, cat):
+    """Two streams of 16 frames in flight each outnumber the device's queue (16) and slots (4):
+    a keep-all frame waits for queue room (and the stream's reader pauses), where it used to fail
+    RESOURCE_EXHAUSTED at once and let the next frame in to fail too."""
+    frames = 40
+    config = pb.StreamConfig(model=SMALL, task=pb.TASK_CLASSIFY, frame_policy=pb.FRAME_POLICY_KEEP_ALL,
+                             max_in_flight=16)
+    answers: Dict[int, List[Tuple[int, int, int]]] = {}
+
+    def one_stream(index: int) -> None:
+        messages = [pb.StreamRequest(config=config)] + [
+            pb.StreamRequest(frame=pb.StreamFrame(image=pb.Image(encoded=cat))) for _ in range(frames)]
+        with grpc.insecure_channel(daemon.address) as channel:
+            replies = pb_grpc.InferenceStub(channel).Stream(iter(messages), timeout=60)
+            answers[index] = [(r.frame_id, r.status, r.error.code) for r in replies]
+
+    client.mock.set_latency("mock:0", 0.02)
+    try:
+        streams = [threading.Thread(target=one_stream, args=(i,)) for i in range(2)]
+        for t in streams:
+            t.start()
+        for t in streams:
+            t.join(90)
+    finally:
+        client.mock.set_latency("mock:0", None)
+    for index in range(2):
+        got = answers[index]
+        assert [frame_id for frame_id, _, _ in got] == list(range(1, frames + 1))  # one answer each, in order
+        failed = [(frame_id, code) for frame_id, status, code in got if status != pb.FRAME_STATUS_OK]
+        assert failed == [], failed
+    assert client.classify(SMALL, cat).classes  # and the daemon goes on serving

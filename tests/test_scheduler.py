@@ -305,3 +305,82 @@ def test_new_requests_wait_for_the_only_device_while_it_restarts():
         with pytest.raises(DeviceUnavailableError):
             await asyncio.wait_for(sched.run("m@1", X), 2)
     asyncio.run(main())
+
+
+def full_queue(pool: FakePool, sched: Scheduler) -> List[asyncio.Future]:
+    """One request on the only slot and two queued: a depth-2 queue with no room."""
+    return [asyncio.ensure_future(sched.run("m@1", X)) for _ in range(3)]
+
+
+def test_a_request_that_may_wait_takes_the_room_a_full_queue_frees():
+    async def main():
+        pool, sched = make({"mock:0": 1}, depth=2)
+        first = full_queue(pool, sched)
+        await settle()
+        waiting = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
+        await settle()
+        assert not waiting.done() and sched.queue_depths() == {"mock:0": 2}
+        with pytest.raises(ResourceExhaustedError):  # a request that may not wait is still refused at once
+            await sched.run("m@1", X)
+        pool.finish(); await settle()  # the running one ends, a queued one starts: room for the waiter
+        assert sched.queue_depths() == {"mock:0": 2} and not waiting.done()
+        for _ in range(3):
+            pool.finish(); await settle()
+        await asyncio.gather(*first)
+        assert (await waiting).device == "mock:0" and len(pool.submitted) == 4
+    asyncio.run(main())
+
+
+def test_waiting_for_room_ends_at_the_deadline_without_running():
+    async def main():
+        pool, sched = make({"mock:0": 1}, depth=2)
+        first = full_queue(pool, sched)
+        await settle()
+        with pytest.raises(DeadlineExceededError, match="waited for room"):
+            await sched.run("m@1", X, deadline=time.monotonic() + 0.02, wait_for_room=True)
+        for _ in range(3):
+            pool.finish(); await settle()
+        await asyncio.gather(*first)
+        assert len(pool.submitted) == 3
+    asyncio.run(main())
+
+
+def test_a_waiter_that_gives_up_passes_the_room_to_the_next_and_close_releases_the_rest():
+    async def main():
+        pool, sched = make({"mock:0": 1}, depth=2)
+        first = full_queue(pool, sched)
+        await settle()
+        quitter = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
+        patient = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
+        last = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
+        await settle()
+        quitter.cancel()
+        pool.finish(); await settle()  # one place frees: it goes to the patient one, not the quitter
+        assert sched.queue_depths() == {"mock:0": 2} and not last.done()
+        sched.close()  # the queued ones and the last waiter are refused; running ones finish
+        with pytest.raises(PreconditionError):
+            await last
+        pool.finish(); await settle()
+        assert quitter.cancelled() and len(pool.submitted) == 2
+        await asyncio.gather(*first, patient, return_exceptions=True)
+    asyncio.run(main())
+
+
+def test_waiters_for_a_device_that_leaves_go_to_another_holder():
+    async def main():
+        pool, sched = make({"mock:0": 1, "mock:1": 1}, depth=1, holders={"m@1": ["mock:0"]})
+        first = [asyncio.ensure_future(sched.run("m@1", X)) for _ in range(2)]  # mock:0 running + queue full
+        await settle()
+        waiting = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
+        await settle()
+        assert not waiting.done()
+        sched.placed("m@1", "mock:1")
+        sched.device_lost("mock:0", permanent=True)
+        await settle()
+        pool.finish(device="mock:1"); await settle()  # the queued request moved to mock:1 first
+        pool.finish(device="mock:1"); await settle()
+        assert (await waiting).device == "mock:1"
+        pool.fail(DeviceUnavailableError("gone"), device="mock:0"); await settle()  # retried on mock:1
+        pool.finish(device="mock:1"); await settle()
+        assert [r.device for r in await asyncio.gather(*first)] == ["mock:1", "mock:1"]
+    asyncio.run(main())

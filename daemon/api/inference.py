@@ -109,8 +109,10 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
                 image = frame.image if frame.HasField("image") else None
                 names = await self._input_names(config.model, frame.inputs)
                 request = convert.inference_request(image, frame.inputs, names, **options)
+                # a frame waits for room in a full device queue: the stream's reader pauses meanwhile,
+                # and gRPC flow control slows the camera instead of its frames failing
                 result = await self._svc.infer(config.model, task, request, deadline=deadline,
-                                               version=config.version or None)
+                                               version=config.version or None, wait_for_room=True)
             except Exception as exc:  # noqa: BLE001 - a failed frame is answered, the stream goes on
                 code, message = to_status(exc)
                 observe(self._metrics, config.model, "", code, time.perf_counter() - start)
