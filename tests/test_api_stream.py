@@ -135,3 +135,31 @@ def test_a_reader_error_ends_the_stream_after_earlier_answers():
                 out.append(r)
         return out
     assert run(scenario()) == ["ok:1"]
+
+
+@pytest.mark.parametrize("latest_wins", [True, False], ids=["latest-wins", "keep-all"])
+def test_a_client_that_stops_reading_answers_stops_the_reader_and_memory_stays_bounded(latest_wins):
+    """Frames kept coming while the answers waited unsent: each frame left one more answer in memory."""
+    from edgetpud.daemon.api.stream import UNSENT_ANSWERS
+
+    async def scenario():
+        async def process(frame: int) -> str:
+            return f"ok:{frame}"
+        read: List[int] = []
+
+        async def frames():
+            for frame in range(1, 501):
+                read.append(frame)
+                yield frame
+        answers = FramePipeline(process, lambda f: f"dropped:{f}", max_in_flight=2,
+                                latest_wins=latest_wins).run(frames())
+        first = await answers.__anext__()  # the client reads one answer, then stops reading
+        for _ in range(200):
+            await asyncio.sleep(0)
+        paused_at = len(read)
+        rest = [answer async for answer in answers]  # it reads again: everything follows, in order
+        return first, paused_at, rest
+    first, paused_at, rest = run(scenario())
+    assert paused_at <= 2 + UNSENT_ANSWERS + 2, paused_at
+    answers = [first] + rest
+    assert [int(a.split(":")[1]) for a in answers] == list(range(1, 501))

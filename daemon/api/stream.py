@@ -4,8 +4,11 @@ Camera apps send frames as fast as they capture them. This keeps up to
 ``max_in_flight`` frames running, answers in arrival order, and when frames
 pile up either slows the reader (keep-all: gRPC flow control pushes back on the
 client) or replaces the waiting frame with the newest one (latest-wins: the
-replaced frame is answered as dropped, never silently lost). When the client
-goes away, every queued and running frame is cancelled.
+replaced frame is answered as dropped, never silently lost). A client that
+stops reading its answers stops the reader too, once ``UNSENT_ANSWERS`` answers
+beyond the running frames wait to be sent: otherwise every frame it keeps sending
+would leave one more answer in memory. When the client goes away, every queued
+and running frame is cancelled.
 """
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ F = TypeVar("F")  # an incoming frame
 R = TypeVar("R")  # its response
 
 _END = object()
+
+#: Answers that may wait to be sent, beyond one per running frame, before the reader pauses.
+UNSENT_ANSWERS = 16
 
 
 class FramePipeline(Generic[F, R]):
@@ -37,6 +43,7 @@ class FramePipeline(Generic[F, R]):
         self._waiting: Optional[Tuple[F, "asyncio.Future[R]"]] = None
         self._room = asyncio.Event()
         self._room.set()
+        self._unsent = asyncio.Semaphore(self._max + UNSENT_ANSWERS)  # answers admitted, not yet sent
 
     async def run(self, frames: AsyncIterator[F]) -> AsyncIterator[R]:
         """Responses in frame order; raises what reading ``frames`` raised.
@@ -53,6 +60,7 @@ class FramePipeline(Generic[F, R]):
                 if isinstance(slot, BaseException):
                     raise slot
                 yield await slot  # type: ignore[misc]
+                self._unsent.release()  # the caller took it: sent
         finally:
             reader.cancel()
             waiting, self._waiting = self._waiting, None
@@ -73,6 +81,7 @@ class FramePipeline(Generic[F, R]):
             self._slots.put_nowait(exc)
 
     async def _admit(self, frame: F) -> None:
+        await self._unsent.acquire()
         answer: "asyncio.Future[R]" = asyncio.get_running_loop().create_future()
         self._slots.put_nowait(answer)
         if len(self._tasks) < self._max and self._waiting is None:
