@@ -106,3 +106,62 @@ def test_stream_of_arrays(client, test_data):
     results = list(client.stream(SMALL, [rgb] * 3, top_k=1))
     assert [r.frame_id for r in results] == [1, 2, 3] and all(r.ok for r in results)
     assert len({r.result.classes[0].id for r in results}) == 1
+
+
+def _frames_then(frames: list, failure: BaseException):
+    """Yield ``frames``, then raise ``failure``, as a camera that goes away mid-stream does."""
+    yield from frames
+    raise failure
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("latest_frame_wins", [False, True])
+def test_stream_reraises_the_frames_own_exception_after_the_answers_owed(client, test_data, caplog,
+                                                                         latest_frame_wins):
+    failure = RuntimeError("camera unplugged")
+    frames = _frames_then([(test_data / "cat.bmp").read_bytes()] * 5, failure)
+    results = []
+    with pytest.raises(RuntimeError) as info:
+        for result in client.stream(SMALL, frames, top_k=1, latest_frame_wins=latest_frame_wins):
+            results.append(result)
+    assert info.value is failure  # the very object: same type, message, cause and traceback
+    assert "_frames_then" in [entry.name for entry in info.traceback]
+    assert [r.frame_id for r in results] == [1, 2, 3, 4, 5]
+    assert all(r.status in ("ok", "dropped") for r in results) and results[-1].ok
+    if not latest_frame_wins:
+        assert all(r.ok for r in results)
+    assert not [r for r in caplog.records if "Exception iterating requests" in r.getMessage()]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bad, error", [("missing.bmp", FileNotFoundError),
+                                        (np.zeros((4, 4, 3), np.float32), ValueError)])
+def test_stream_frame_that_cannot_be_sent_raises_what_classify_raises(client, test_data, tmp_path, bad, error):
+    bad = tmp_path / bad if isinstance(bad, str) else bad
+    with pytest.raises(error):
+        client.classify(SMALL, bad)
+    cat = test_data / "cat.bmp"
+    results = []
+    with pytest.raises(error):
+        for result in client.stream(SMALL, [cat, (7, cat.read_bytes()), bad, cat], top_k=1):
+            results.append(result)
+    assert [(r.frame_id, r.ok) for r in results] == [(1, True), (7, True)]
+
+
+@pytest.mark.timeout(60)
+def test_stream_daemon_error_stays_a_client_error_when_a_frame_failed_too(client, tmp_path):
+    with pytest.raises(ClientError) as info:
+        list(client.stream("nope", [tmp_path / "missing.bmp"]))
+    assert info.value.code_name == "NOT_FOUND" and "nope" in info.value.message
+    assert info.value.__cause__ is None or isinstance(info.value.__cause__, FileNotFoundError)
+
+
+@pytest.mark.timeout(120)
+def test_daemon_serves_on_after_streams_whose_frames_failed(client, test_data):
+    cat = (test_data / "cat.bmp").read_bytes()
+    for _ in range(70):  # more than max_concurrent_requests (64): a stream left open would exhaust it
+        with pytest.raises(KeyError):
+            list(client.stream(SMALL, _frames_then([cat], KeyError("frame")), top_k=1))
+    assert [r.ok for r in client.stream(SMALL, [cat] * 3, top_k=1)] == [True] * 3
+    assert client.classify(SMALL, cat, top_k=1).classes
+    assert client.status().ready

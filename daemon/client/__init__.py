@@ -237,9 +237,17 @@ class Client:
         ``status="dropped"``. Closing the returned iterator cancels the frames still queued.
         ``timeout`` bounds the whole stream (default: none).
 
+        ``frames`` is read in gRPC's sending thread. When iterating it, or encoding one of its
+        frames, raises (a camera gone, a missing path, a bad array), the client stops sending;
+        the daemon answers the frames it already has, their results are yielded, and then that
+        same exception is raised here, as :meth:`classify` would raise it for the same input.
+
         Raises:
             ClientError: the stream itself failed (bad config, unknown model, daemon gone).
                 A single frame's failure is a StreamResult with status "failed" instead.
+            Exception: whatever ``frames`` or encoding one of its frames raised, after the
+                results of the frames sent before it (if the daemon fails too, its ClientError
+                is raised instead, with that exception as its ``__cause__``).
         """
         if task not in convert.TASKS:
             raise ValueError(f"unknown task {task!r}; use one of {sorted(convert.TASKS)}")
@@ -249,34 +257,47 @@ class Client:
                                  frame_policy=pb.FRAME_POLICY_LATEST_WINS if latest_frame_wins
                                  else pb.FRAME_POLICY_KEEP_ALL)
 
+        # What stopped ``frames``: gRPC would log it, cancel the call and lose it as UNKNOWN.
+        failure: List[Exception] = []
+
         def requests() -> Iterator[pb.StreamRequest]:
             yield pb.StreamRequest(config=config)
-            for item in frames:
-                frame_id, value = item if isinstance(item, tuple) else (0, item)
-                message = pb.StreamRequest()
-                message.frame.frame_id = frame_id
-                if task == "raw" and not isinstance(value, (bytes, str, Path, Frame)):
-                    message.frame.inputs.extend(convert.tensors(value))
-                else:
-                    convert.fill_image(message.frame.image, value)
-                yield message
+            try:
+                for item in frames:
+                    frame_id, value = item if isinstance(item, tuple) else (0, item)
+                    message = pb.StreamRequest()
+                    message.frame.frame_id = frame_id
+                    if task == "raw" and not isinstance(value, (bytes, str, Path, Frame)):
+                        message.frame.inputs.extend(convert.tensors(value))
+                    else:
+                        convert.fill_image(message.frame.image, value)
+                    yield message
+            except Exception as exc:  # noqa: BLE001 - the caller's own error, raised to the caller below
+                failure.append(exc)
+            # returning half-closes the stream: the daemon still answers the frames it has
 
-        return self._stream_results(task, self._inference.Stream(requests(), timeout=timeout))
+        return self._stream_results(task, self._inference.Stream(requests(), timeout=timeout), failure)
 
     @staticmethod
-    def _stream_results(task: str, call: Any) -> Iterator[StreamResult]:
+    def _stream_results(task: str, call: Any, failure: List[Exception]) -> Iterator[StreamResult]:
+        """The answers, then ``failure[0]`` if ``frames`` raised and the daemon ended the stream cleanly."""
         try:
-            for msg in call:
-                status = _STATUS.get(msg.status, "failed")
-                if status == "ok":
-                    yield StreamResult(msg.frame_id, status, result=convert.stream_payload(task, msg))
-                elif status == "dropped":
-                    yield StreamResult(msg.frame_id, status)
-                else:
-                    error = ClientError(_code(msg.error.code), msg.error.message)
-                    yield StreamResult(msg.frame_id, status, error=error)
-        except grpc.RpcError as exc:
-            raise _client_error(exc) from None
+            try:
+                for msg in call:
+                    status = _STATUS.get(msg.status, "failed")
+                    if status == "ok":
+                        yield StreamResult(msg.frame_id, status, result=convert.stream_payload(task, msg))
+                    elif status == "dropped":
+                        yield StreamResult(msg.frame_id, status)
+                    else:
+                        error = ClientError(_code(msg.error.code), msg.error.message)
+                        yield StreamResult(msg.frame_id, status, error=error)
+            except grpc.RpcError as exc:
+                # the daemon's own failure stays a ClientError; the caller's, if any, is its cause
+                raise _client_error(exc) from (failure[0] if failure else None)
+            if failure:
+                # raised outside the except clause, so its context and traceback stay the caller's
+                raise failure[0]
         finally:
             call.cancel()
 
