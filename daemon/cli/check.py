@@ -19,6 +19,7 @@ from ..model.checker import (
     CompatibilityReport,
     check_model,
 )
+from .argtypes import int_at_least
 
 COMMAND = "check"
 HELP = "predict which ops of a .tflite model the Edge TPU runs (offline, no daemon needed)"
@@ -29,26 +30,11 @@ _VERDICTS = {
 }
 
 
-def _runtime_version(text: str) -> int:
-    """argparse type for --runtime-version: a positive integer.
-
-    Raises:
-        argparse.ArgumentTypeError: not a positive integer.
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's own arguments (shared by the edgetpuctl subcommand and ``main``)."""
     parser.add_argument("model", metavar="MODEL.tflite", help="the model to check (CPU twin or compiled)")
     parser.add_argument(
-        "--runtime-version", type=_runtime_version, default=DEFAULT_RUNTIME, metavar="N",
+        "--runtime-version", type=int_at_least(1), default=DEFAULT_RUNTIME, metavar="N",
         help=f"Edge TPU runtime version to check for (default {DEFAULT_RUNTIME})",
     )
     # SUPPRESS keeps a global `edgetpuctl --json` from being reset by the subcommand's default.

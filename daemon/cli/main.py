@@ -9,13 +9,17 @@ document then lists with an "error"), 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
+import grpc
+
 from edgetpud.daemon.client import Client, ClientError, default_address
 
 from . import output
+from .argtypes import int_at_least
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -117,10 +121,8 @@ def _image_error(image: str, exc: Exception) -> Optional[Dict[str, Any]]:
     every image the same way, so it fails the command instead.
     """
     if isinstance(exc, OSError):
-        import errno
         code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
         return {"image": image, "error": {"code": code, "message": exc.strerror or str(exc)}}
-    import grpc
     if isinstance(exc, ClientError) and exc.code == grpc.StatusCode.INVALID_ARGUMENT:
         return {"image": image, "error": {"code": exc.code.name, "message": exc.message}}
     return None
@@ -203,23 +205,12 @@ def _crop(text: str) -> Tuple[int, int, int, int]:
     return x, y, w, h
 
 
-def _non_negative_int(text: str) -> int:
-    """-k as argparse's type: 0 means the model's default, a negative K is a usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def _inference_args(parser: argparse.ArgumentParser, top_k: bool = True) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG or BMP files")
     parser.add_argument("-m", "--model", help="model name (default: the only ready model for this task)")
     parser.add_argument("--crop", metavar="X,Y,W,H", type=_crop, help="run on this region of each image")
     if top_k:
-        parser.add_argument("-k", "--top-k", type=_non_negative_int, default=0,
+        parser.add_argument("-k", "--top-k", type=int_at_least(0), default=0,
                             help="at most K results (default 0: the model's)")
         parser.add_argument("-t", "--threshold", type=float, default=0.0, help="minimum score")
 
