@@ -307,16 +307,24 @@ def test_new_requests_wait_for_the_only_device_while_it_restarts():
     asyncio.run(main())
 
 
-def full_queue(pool: FakePool, sched: Scheduler) -> List[asyncio.Future]:
+async def full_queue(sched: Scheduler) -> List[asyncio.Future]:
     """One request on the only slot and two queued: a depth-2 queue with no room."""
-    return [asyncio.ensure_future(sched.run("m@1", X)) for _ in range(3)]
+    tasks = [asyncio.ensure_future(sched.run("m@1", X)) for _ in range(3)]
+    await settle()
+    return tasks
+
+
+async def finish_all(pool: FakePool, tasks: List[asyncio.Future]) -> list:
+    """End every pending invocation, one at a time as the slot frees, and collect ``tasks``."""
+    while pool.pending():
+        pool.finish(); await settle()
+    return await asyncio.gather(*tasks)
 
 
 def test_a_request_that_may_wait_takes_the_room_a_full_queue_frees():
     async def main():
         pool, sched = make({"mock:0": 1}, depth=2)
-        first = full_queue(pool, sched)
-        await settle()
+        first = await full_queue(sched)
         waiting = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
         await settle()
         assert not waiting.done() and sched.queue_depths() == {"mock:0": 2}
@@ -324,9 +332,7 @@ def test_a_request_that_may_wait_takes_the_room_a_full_queue_frees():
             await sched.run("m@1", X)
         pool.finish(); await settle()  # the running one ends, a queued one starts: room for the waiter
         assert sched.queue_depths() == {"mock:0": 2} and not waiting.done()
-        for _ in range(3):
-            pool.finish(); await settle()
-        await asyncio.gather(*first)
+        await finish_all(pool, first)
         assert (await waiting).device == "mock:0" and len(pool.submitted) == 4
     asyncio.run(main())
 
@@ -334,13 +340,10 @@ def test_a_request_that_may_wait_takes_the_room_a_full_queue_frees():
 def test_waiting_for_room_ends_at_the_deadline_without_running():
     async def main():
         pool, sched = make({"mock:0": 1}, depth=2)
-        first = full_queue(pool, sched)
-        await settle()
+        first = await full_queue(sched)
         with pytest.raises(DeadlineExceededError, match="waited for room"):
             await sched.run("m@1", X, deadline=time.monotonic() + 0.02, wait_for_room=True)
-        for _ in range(3):
-            pool.finish(); await settle()
-        await asyncio.gather(*first)
+        await finish_all(pool, first)
         assert len(pool.submitted) == 3
     asyncio.run(main())
 
@@ -348,8 +351,7 @@ def test_waiting_for_room_ends_at_the_deadline_without_running():
 def test_a_waiter_that_gives_up_passes_the_room_to_the_next_and_close_releases_the_rest():
     async def main():
         pool, sched = make({"mock:0": 1}, depth=2)
-        first = full_queue(pool, sched)
-        await settle()
+        first = await full_queue(sched)
         quitter = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
         patient = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
         last = asyncio.ensure_future(sched.run("m@1", X, wait_for_room=True))
