@@ -475,6 +475,13 @@ class TfliteModel:
                 for i in _ints(indices):
                     if not (0 <= i < n_tensors):
                         raise ModelError(f"{origin} is corrupt: subgraph {s} {what} tensor {i} does not exist")
+            for i in _ints(sg.inputs):
+                # The runtime maps constant data read-only: filling such an input kills the process.
+                if self._buffer_size(tensors[i].buffer) > 0:
+                    raise ModelError(
+                        f"{origin} is corrupt: subgraph {s} input tensor {i} ('{_text(tensors[i].name)}') "
+                        "holds constant data, but an input is filled at run time"
+                    )
             for o, op in enumerate(sg.operators or []):
                 if not (0 <= op.opcodeIndex < n_codes):
                     raise ModelError(

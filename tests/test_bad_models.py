@@ -1,0 +1,84 @@
+"""Malformed model files and bundles reaching a running daemon: each is refused with a status that
+says what is wrong, and the daemon and its device worker keep serving the good model.
+
+Bad files are made at test time from the real Coral model, in the test's temporary folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import flatbuffers
+import grpc
+import numpy as np
+import pytest
+
+from edgetpud.daemon.client import Client, ClientError
+from edgetpud.daemon.model._schema import schema
+from edgetpud.daemon.model.tflite import FILE_IDENTIFIER, TfliteModel
+
+from daemon_fixture import real_daemon_fixture
+
+GOOD = "mobilenet_v1_0.25_128_quant"
+Code = grpc.StatusCode
+
+daemon = real_daemon_fixture("bad_models", [GOOD])
+
+
+def pack_unchecked(model: TfliteModel) -> bytes:
+    """Serialize a model as is, without the reader's checks, the way a broken tool would."""
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.raw.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def good_model(test_data: Path) -> TfliteModel:
+    return TfliteModel.read(test_data / f"{GOOD}.tflite")
+
+
+def constant_tensor(model: TfliteModel) -> int:
+    """The first tensor of subgraph 0 that holds weights."""
+    return next(t.index for t in model.tensors() if t.is_constant)
+
+
+def assert_refused(call: Callable[[], Any], code: grpc.StatusCode, *fragments: str) -> ClientError:
+    """The call fails with ``code``, a message naming every fragment, and no Python traceback."""
+    with pytest.raises(ClientError) as caught:
+        call()
+    error = caught.value
+    assert error.code == code, f"{error.code_name}: {error.message}"
+    for fragment in fragments:
+        assert fragment in error.message, error.message
+    assert "Traceback" not in error.message
+    return error
+
+
+def assert_still_serving(client: Client, test_data: Path) -> None:
+    """The good model answers a classify, with Coral's expected top class for the cat."""
+    result = client.classify(GOOD, test_data / "cat.bmp", top_k=3)
+    assert 283 in [c.id for c in result.classes]
+
+
+@pytest.fixture
+def restarts(client: Client) -> Iterator[None]:
+    """The test must not have killed a device worker."""
+    before = {d.id: d.restarts for d in client.devices()}
+    yield
+    assert {d.id: d.restarts for d in client.devices()} == before
+
+
+def test_constant_input_tensor_is_refused_before_the_worker_runs_it(
+        client: Client, test_data: Path, tmp_path: Path, restarts: None) -> None:
+    # The runtime maps weights read-only; filling such an "input" killed the worker with SIGSEGV
+    # and the caller got UNAVAILABLE, as if retrying could help.
+    model = good_model(test_data)
+    model.raw.subgraphs[0].inputs = [constant_tensor(model)]
+    data = pack_unchecked(model)
+    path = tmp_path / "constant_input.tflite"
+    path.write_bytes(data)
+    assert_refused(lambda: client.load_model("constant_input", path=str(path)),
+                   Code.FAILED_PRECONDITION, "input tensor", "constant data")
+    assert_still_serving(client, test_data)
+    assert_refused(lambda: client.load_model("constant_input", data=data),
+                   Code.FAILED_PRECONDITION, "input tensor", "constant data")
+    assert_still_serving(client, test_data)
