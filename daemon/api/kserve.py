@@ -38,6 +38,26 @@ PLATFORM = "edgetpu_tflite"
 EXTENSIONS = ["model_repository"]
 
 
+def same_version(asked: str, version: str) -> bool:
+    """Whether the client's version string names ``version``, read as ModelInfer reads it ("01" is 1)."""
+    if asked.strip().isdigit() and version.isdigit():
+        return int(asked) == int(version)
+    return asked == version
+
+
+def check_version(model: str, asked: str, versions: Sequence[str]) -> None:
+    """Refuse a version the model does not have, worded as ModelInfer words it.
+
+    Raises:
+        NotFoundError: ``asked`` is set and names none of ``versions``.
+    """
+    if not asked or any(same_version(asked, v) for v in versions):
+        return
+    if not asked.strip().isdigit():
+        raise NotFoundError(f"model {model} has no version {asked!r} (versions are numbers)")
+    raise NotFoundError(f"model {model} has no version {asked} (live: [{', '.join(versions)}])")
+
+
 def datatype(dtype: Any) -> str:
     """The OIP datatype name of a numpy dtype ("BYTES" for anything without one)."""
     return DATATYPE_OF.get(np.dtype(dtype), "BYTES")
@@ -155,7 +175,7 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
             except NotFoundError:
                 return False
             served, version = convert.model_state_and_version(state)
-            return served == "ready" and (not request.version or request.version == version)
+            return served == "ready" and (not request.version or same_version(request.version, version))
         return pb.ModelReadyResponse(ready=await self._call(context, request.name, run))
 
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
@@ -164,14 +184,15 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
         async def run() -> Any:
             info = convert.model(await resolve(self._svc.model_info(request.name)))
+            versions = list(info.versions) or ([info.version] if info.version else [])
+            check_version(info.name or request.name, request.version, versions)
             inputs, outputs = await resolve(self._svc.model_specs(request.name))
-            return info, inputs, outputs
-        info, inputs, outputs = await self._call(context, request.name, run)
+            return info, versions, inputs, outputs
+        info, versions, inputs, outputs = await self._call(context, request.name, run)
 
         def meta(spec: Any) -> pb.ModelMetadataResponse.TensorMetadata:
             return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=datatype(spec.dtype),
                                                            shape=[int(d) for d in spec.shape])
-        versions = list(info.versions) or ([info.version] if info.version else [])
         return pb.ModelMetadataResponse(name=info.name or request.name, versions=versions,
                                         platform=PLATFORM, inputs=[meta(s) for s in inputs],
                                         outputs=[meta(s) for s in outputs])
