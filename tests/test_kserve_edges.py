@@ -66,3 +66,50 @@ def test_model_ready_and_metadata_read_a_version_as_model_infer_does(stub):
     assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version=padded), timeout=30).ready
     assert stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL, version=padded), timeout=30).versions == [live]
     assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version="7"), timeout=30).ready
+
+
+# ------------------------------------------------------------------ requested outputs and parameters
+
+def test_an_output_requested_twice_is_invalid_argument(stub):
+    """It used to come back twice, so a client indexing outputs by name saw one and paid for two."""
+    request = infer_request()
+    request.outputs.add(name=OUTPUT)
+    request.outputs.add(name=OUTPUT)
+    message = refused(stub.ModelInfer, request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert f"output '{OUTPUT}' is requested twice" in message
+    served(stub)
+
+
+def test_classification_is_refused_instead_of_answered_with_raw_scores(stub):
+    """tritonclient's class_count sets it; the raw UINT8 scores came back as if it had been honoured."""
+    request = infer_request()
+    request.outputs.add(name=OUTPUT).parameters["classification"].int64_param = 3
+    message = refused(stub.ModelInfer, request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "classification" in message and "edgetpud.v1.Inference/Classify" in message
+    served(stub)
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_shared_memory_is_refused_instead_of_ignored(stub, where):
+    """Shared memory is not offered: an input would be read from the raw bytes, an output never written."""
+    request = infer_request()
+    target = request.inputs[0] if where == "input" else request.outputs.add(name=OUTPUT)
+    target.parameters["shared_memory_region"].string_param = "camera0"
+    message = refused(stub.ModelInfer, request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "shared memory" in message and "raw_input_contents" in message and "camera0" in message
+    served(stub)
+
+
+def test_binary_data_and_a_subset_of_outputs_are_served(stub):
+    request = infer_request()
+    out = request.outputs.add(name=OUTPUT)
+    out.parameters["binary_data"].bool_param = True
+    reply = stub.ModelInfer(request, timeout=30)
+    assert [o.name for o in reply.outputs] == [OUTPUT] and reply.outputs[0].datatype == "UINT8"
+
+
+def test_server_metadata_claims_only_what_is_served(stub):
+    extensions = set(stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=30).extensions)
+    assert extensions == {"model_repository"}
+    # what model_repository promises is served
+    assert any(m.name == MODEL for m in stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=30).models)

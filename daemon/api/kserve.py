@@ -36,6 +36,8 @@ CONTENTS_FIELD = {
 }
 PLATFORM = "edgetpu_tflite"
 EXTENSIONS = ["model_repository"]
+#: Tensor parameters of Triton's shared-memory extensions, which edgetpud does not offer.
+SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
 def same_version(asked: str, version: str) -> bool:
@@ -58,6 +60,20 @@ def check_version(model: str, asked: str, versions: Sequence[str]) -> None:
     raise NotFoundError(f"model {model} has no version {asked} (live: [{', '.join(versions)}])")
 
 
+def refuse_shared_memory(kind: str, tensor: Any) -> None:
+    """Shared memory is not offered: an input would silently be read from the raw bytes, an output never written.
+
+    Raises:
+        RequestError: the tensor names a shared-memory region.
+    """
+    used = [key for key in SHARED_MEMORY_PARAMETERS if key in tensor.parameters]
+    if used:
+        region = tensor.parameters[used[0]].string_param
+        raise RequestError(f"{kind} '{tensor.name}' names shared memory region '{region}', but edgetpud does not "
+                           "offer shared memory (ServerMetadata lists the extensions it serves): send inputs in "
+                           "raw_input_contents, and outputs come back in raw_output_contents")
+
+
 def datatype(dtype: Any) -> str:
     """The OIP datatype name of a numpy dtype ("BYTES" for anything without one)."""
     return DATATYPE_OF.get(np.dtype(dtype), "BYTES")
@@ -76,6 +92,7 @@ def input_arrays(request: pb.ModelInferRequest, specs: Sequence[Any]) -> Dict[st
                            "raw_input_contents sent: send one raw entry per input, in order")
     arrays: Dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
+        refuse_shared_memory("input", tensor)
         spec = by_name.get(tensor.name)
         if spec is None:
             raise RequestError(f"model '{request.model_name}' has no input '{tensor.name}'; "
@@ -138,13 +155,23 @@ def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[Any]) -> Li
     """The output names to return: the requested ones, or all of the model's.
 
     Raises:
-        RequestError: an output was requested that the model does not have.
+        RequestError: an output was requested that the model does not have, or twice, or with a
+            parameter edgetpud does not offer (classification, shared memory).
     """
     names = [s.name for s in specs]
+    for output in request.outputs:
+        refuse_shared_memory("output", output)
+        if "classification" in output.parameters:
+            raise RequestError(f"output '{output.name}': edgetpud does not offer the classification extension "
+                               "(ServerMetadata lists the extensions it serves); request the raw scores, or call "
+                               "edgetpud.v1.Inference/Classify for the top classes with their labels")
     wanted = [o.name for o in request.outputs] or names
     unknown = [name for name in wanted if name not in names]
     if unknown:
         raise RequestError(f"model '{request.model_name}' has no output(s) {unknown}; its outputs are {names}")
+    twice = sorted({name for name in wanted if wanted.count(name) > 1})
+    if twice:
+        raise RequestError(f"output '{twice[0]}' is requested twice; request each output once")
     return wanted
 
 
