@@ -2,6 +2,11 @@
 repository loads. Each refusal names what to do instead, and the daemon serves the next request."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
+
 import grpc
 import numpy as np
 import pytest
@@ -9,6 +14,7 @@ import pytest
 from daemon_fixture import real_daemon_fixture
 from edgetpud.protos.kserve import grpc_predict_v2_pb2 as pb
 from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
+from test_kserve import needs_tritonclient
 
 MODEL = "mobilenet_v1_0.25_128_quant"
 SHAPE = [1, 128, 128, 3]
@@ -113,3 +119,84 @@ def test_server_metadata_claims_only_what_is_served(stub):
     assert extensions == {"model_repository"}
     # what model_repository promises is served
     assert any(m.name == MODEL for m in stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=30).models)
+
+
+# ------------------------------------------------------------------ repository
+
+def load_request(name: str, **parameters) -> pb.RepositoryModelLoadRequest:
+    request = pb.RepositoryModelLoadRequest(model_name=name)
+    for key, (kind, value) in parameters.items():
+        setattr(request.parameters[key.replace("__", ":")], kind, value)
+    return request
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"path": ("bool_param", True)}, "parameter 'path' must be a string_param"),
+    ({"path": ("string_param", "")}, "parameter 'path' must be a string_param"),
+    ({"config": ("string_param", '{"max_batch_size": 8}')}, "no model configuration to override"),
+    ({"config": ("string_param", "not json")}, "no model configuration to override"),
+    ({"weights": ("string_param", "x")}, "unknown parameter 'weights'"),
+    ({"file__1/model.onnx": ("bytes_param", b"x")}, "only a .tflite file"),
+    ({"file__1/model.tflite": ("bytes_param", b"")}, "is empty"),
+], ids=["path-bool", "path-empty", "config", "config-not-json", "unknown", "not-tflite", "empty-file"])
+def test_load_parameters_that_cannot_be_honoured_are_invalid_argument(stub, parameters, message):
+    """A bool path loaded the models folder itself; a config or file content was dropped silently."""
+    text = refused(stub.RepositoryModelLoad, load_request("extra", **parameters), grpc.StatusCode.INVALID_ARGUMENT)
+    assert message in text
+    served(stub)
+
+
+def test_load_with_file_content_uploads_it(stub, test_data):
+    """Triton's way to send a model: the file's bytes in a 'file:VERSION/NAME' parameter.
+
+    It used to be ignored, and the load failed NOT_FOUND for a models_dir folder never asked for.
+    """
+    data = (test_data / f"{MODEL}.tflite").read_bytes()
+    stub.RepositoryModelLoad(load_request("sent", config=("string_param", "{}"),
+                                          **{"file__1/model.tflite": ("bytes_param", data)}), timeout=60)
+    try:
+        assert stub.ModelReady(pb.ModelReadyRequest(name="sent"), timeout=30).ready
+        request = infer_request()
+        request.model_name = "sent"
+        assert len(stub.ModelInfer(request, timeout=30).raw_output_contents[0]) == 1001
+    finally:
+        stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="sent"), timeout=30)
+    served(stub)
+
+
+def test_two_files_are_refused(stub, test_data):
+    data = (test_data / f"{MODEL}.tflite").read_bytes()
+    text = refused(stub.RepositoryModelLoad,
+                   load_request("two", **{"file__1/model.tflite": ("bytes_param", data),
+                                          "file__1/model_edgetpu.tflite": ("bytes_param", data)}),
+                   grpc.StatusCode.INVALID_ARGUMENT)
+    assert "one file" in text
+    served(stub)
+
+
+TRITON_LOAD = """
+    import json, sys
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+    address, path = sys.argv[1], sys.argv[2]
+    client = tc.InferenceServerClient(url=address)
+    client.load_model("uploaded", config="{}", files={"file:1/model.tflite": open(path, "rb").read()})
+    out = {"ready": client.is_model_ready("uploaded")}
+    try:
+        client.get_model_metadata("uploaded", model_version="9")
+    except InferenceServerException as exc:
+        out["v9"] = [exc.status(), exc.message()]
+    client.unload_model("uploaded")
+    out["after"] = client.is_model_ready("uploaded")
+    print(json.dumps(out))
+"""
+
+
+@needs_tritonclient
+def test_tritonclient_load_model_with_files(daemon, test_data):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(TRITON_LOAD), daemon.address,
+                             str(test_data / f"{MODEL}.tflite")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["ready"] is True and out["after"] is False
+    assert out["v9"][0] == str(grpc.StatusCode.NOT_FOUND) and "has no version 9" in out["v9"][1]

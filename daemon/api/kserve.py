@@ -7,7 +7,8 @@ the model as a ``raw`` task.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,6 +39,8 @@ PLATFORM = "edgetpu_tflite"
 EXTENSIONS = ["model_repository"]
 #: Tensor parameters of Triton's shared-memory extensions, which edgetpud does not offer.
 SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+#: RepositoryModelLoad parameters naming a path on the daemon's host.
+PATH_PARAMETERS = ("file:path", "path")
 
 
 def same_version(asked: str, version: str) -> bool:
@@ -175,6 +178,62 @@ def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[Any]) -> Li
     return wanted
 
 
+def load_source(request: pb.RepositoryModelLoadRequest) -> Tuple[Optional[str], Optional[bytes]]:
+    """What RepositoryModelLoad should load: a path on the daemon's host, uploaded .tflite bytes, or neither
+    (the bundle ``models_dir/NAME``).
+
+    Triton sends a model's files as ``file:VERSION/NAME`` bytes parameters, with a ``config`` JSON that
+    overrides the model configuration; edgetpud takes one .tflite file, and its configuration lives in
+    the bundle's model.toml, so only an empty config is accepted.
+
+    Raises:
+        RequestError: a parameter that cannot be honoured; the message says what is taken instead.
+    """
+    params = request.parameters
+    path: Optional[str] = None
+    files: List[Tuple[str, bytes]] = []
+    for key in sorted(params):
+        value = params[key]
+        kind = value.WhichOneof("parameter_choice")
+        if key in PATH_PARAMETERS:
+            if kind != "string_param" or not value.string_param:
+                raise RequestError(f"parameter '{key}' must be a string_param naming a bundle folder or a "
+                                   "'.tflite' file on the daemon's host")
+            path = value.string_param
+        elif key.startswith("file:"):
+            if kind != "bytes_param" or not key.endswith(".tflite"):
+                raise RequestError(f"parameter '{key}': only a .tflite file can be sent, as bytes_param "
+                                   "(e.g. 'file:1/model.tflite')")
+            if not value.bytes_param:
+                raise RequestError(f"parameter '{key}' is empty: send the .tflite file's bytes")
+            files.append((key, value.bytes_param))
+        elif key == "config":
+            if not _empty_config(value.string_param if kind == "string_param" else None):
+                raise RequestError("edgetpud has no model configuration to override: leave 'config' out (or "
+                                   "send '{}') and set the task and preprocessing in the bundle's model.toml")
+        else:
+            raise RequestError(f"unknown parameter '{key}': RepositoryModelLoad takes 'path' (a bundle folder or "
+                               "a .tflite file on the daemon's host) or one 'file:1/model.tflite' bytes_param")
+    if len(files) > 1:
+        raise RequestError(f"{len(files)} files sent ({', '.join(k for k, _ in files)}): send one file, the "
+                           ".tflite model (a compiled model runs on the Edge TPU, its CPU twin anywhere)")
+    if files and path is not None:
+        raise RequestError("send either a 'path' or a file's bytes, not both")
+    return path, (files[0][1] if files else None)
+
+
+def _empty_config(text: Optional[str]) -> bool:
+    """Whether a ``config`` parameter asks for nothing (tritonclient sends one along with files)."""
+    if text is None:
+        return False
+    if not text.strip():
+        return True
+    try:
+        return json.loads(text) == {}
+    except ValueError:
+        return False
+
+
 def infer_response(request: pb.ModelInferRequest, result: Any, wanted: Sequence[str]) -> pb.ModelInferResponse:
     """The ``wanted`` outputs of ``result`` as raw_output_contents."""
     outputs: Mapping[str, np.ndarray] = result.payload
@@ -245,9 +304,10 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context):
         async def run() -> None:
-            params = request.parameters
-            if "file:path" in params or "path" in params:
-                path = (params.get("file:path") or params["path"]).string_param
+            path, data = load_source(request)
+            if data is not None:
+                await resolve(self._svc.load_model(request.model_name, data=data))
+            elif path is not None:
                 await resolve(self._svc.load_model(request.model_name, path=path))
             else:
                 await resolve(self._svc.load_model(request.model_name))
