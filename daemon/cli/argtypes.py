@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+import math
+from typing import Callable, Optional
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -17,5 +18,28 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+def number(minimum: Optional[float] = None, above: bool = False) -> Callable[[str], float]:
+    """An argparse type accepting finite numbers, at least ``minimum`` (more than it when ``above``).
+
+    argparse's own ``float`` lets "nan", "inf" and negative values through to the daemon, where a
+    timeout of 0 came back as a bare DEADLINE_EXCEEDED and a NaN latency was set on a mock device.
+    The returned function raises argparse.ArgumentTypeError for anything else.
+    """
+    if minimum is None:
+        wanted = "a finite number"
+    else:
+        wanted = f"a number {'>' if above else '>='} {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not math.isfinite(value) or (minimum is not None and (value < minimum or (above and value == minimum))):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
     return parse

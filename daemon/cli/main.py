@@ -19,7 +19,7 @@ import grpc
 from edgetpud.daemon.client import Client, ClientError, default_address
 
 from . import output
-from .argtypes import int_at_least
+from .argtypes import int_at_least, number
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=default_address(),
                         help="unix:PATH or HOST:PORT (default: $EDGETPUD_ADDRESS or %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)")
+    parser.add_argument("--timeout", type=number(0, above=True), default=30.0, help="seconds per request (default %(default)s)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("status", help="daemon readiness, devices and models (exit 0 only when ready)") \
@@ -265,10 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = ksub.add_parser("fault", help="inject a fault into a mock device")
     p.add_argument("device")
     p.add_argument("fault", choices=["abort", "hang", "error", "timeout"], help="what the next invocations do")
-    p.add_argument("--count", type=int, default=1, help="how many invocations it hits (default 1)")
-    p.add_argument("--seconds", type=float, default=0.0, help="hang/timeout: how long")
+    p.add_argument("--count", type=int_at_least(1), default=1, help="how many invocations it hits (default 1)")
+    p.add_argument("--seconds", type=number(0), default=0.0, help="hang/timeout: how long")
     p.add_argument("--message", default="", help="error: the device error message")
-    p.add_argument("--after", type=float, default=0.0, help="abort: seconds into the invocation")
+    p.add_argument("--after", type=number(0), default=0.0, help="abort: seconds into the invocation")
     p.set_defaults(func=cmd_mock_fault)
     for name, func, text in (("clear", cmd_mock_clear, "drop the faults still queued on a mock device"),
                              ("unplug", cmd_mock_unplug, "unplug a mock device"),
@@ -278,11 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p = ksub.add_parser("temperature", help="set a mock device's temperature")
     p.add_argument("device")
-    p.add_argument("celsius", type=float)
+    p.add_argument("celsius", type=number())
     p.set_defaults(func=cmd_mock_temperature)
     p = ksub.add_parser("latency", help="set a mock device's simulated invoke latency")
     p.add_argument("device")
-    p.add_argument("ms", type=float, help="milliseconds (negative: back to the configured latency)")
+    p.add_argument("ms", type=number(), help="milliseconds (negative: back to the configured latency)")
     p.set_defaults(func=cmd_mock_latency)
     for leaf in _leaves(parser):
         if leaf.prog.split()[-1] != "check":
