@@ -1,13 +1,19 @@
-"""edgetpuctl at its edges: option values that are usage errors."""
+"""edgetpuctl and the client library at their edges: option values that are usage errors, and a daemon
+that goes away in the middle of a call."""
 from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import grpc
 import pytest
 
 from daemon_fixture import ctl, real_daemon_fixture
+from edgetpud.client import Client, ClientError
 from edgetpud.daemon.cli.main import main
 
 SMALL = "mobilenet_v1_0.25_128_quant"
@@ -45,3 +51,94 @@ def test_out_of_range_options_are_usage_errors(daemon, args, message):
                        str(Path(__file__).parent / "no-such.jpg"))
     assert code == 1 and json.loads(out)["results"][0]["error"]["code"] == "ENOENT"
     assert run(daemon.address, "--json", "devices")[0] == 0  # nothing was injected: the daemon still serves
+
+
+def test_an_error_names_the_whole_command(daemon):
+    code, out, err = run(daemon.address, "--json", "models", "info", "nope")
+    assert code == 1 and out == ""
+    assert err.startswith("edgetpuctl models info: error: NOT_FOUND: ")
+
+
+# ------------------------------------------------------------------ a daemon that is not there, or goes away
+
+def test_an_empty_address_names_the_address_tried(tmp_path, monkeypatch):
+    """--address '' falls back to the default address; the message said 'cannot reach edgetpud at :'."""
+    monkeypatch.setenv("EDGETPUD_ADDRESS", f"unix:{tmp_path / 'none.sock'}")
+    code, out, err = run("", "--timeout", "3", "--json", "status")
+    assert code == 1 and out == ""
+    assert f"UNAVAILABLE: cannot reach edgetpud at unix:{tmp_path / 'none.sock'}: is it running?" in err
+
+
+#: A stand-in daemon that takes any call, says so on stdout, and never answers: the test kills it mid-call.
+SILENT_SERVER = """
+    import sys, threading, grpc
+    from concurrent import futures
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details):
+            def hold(request, context):
+                print("called", details.method, flush=True)
+                threading.Event().wait()
+            return grpc.unary_unary_rpc_method_handler(hold)
+    server = grpc.server(futures.ThreadPoolExecutor(4), handlers=[Handler()])
+    server.add_insecure_port(sys.argv[1])
+    server.start()
+    print("listening", flush=True)
+    server.wait_for_termination()
+"""
+
+
+class SilentDaemon:
+    def __init__(self, socket: Path) -> None:
+        self.address = f"unix:{socket}"
+        self.process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SILENT_SERVER), self.address],
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "listening"
+
+    def kill_once_called(self) -> str:
+        line = self.process.stdout.readline().strip()
+        self.process.kill()
+        self.process.wait(10)
+        return line
+
+
+def test_a_daemon_that_goes_away_mid_call_is_unavailable_and_says_so(tmp_path):
+    """The message was gRPC's bare 'Stream removed (Socket closed)'."""
+    silent = SilentDaemon(tmp_path / "silent.sock")
+    ctl_call = subprocess.Popen([sys.executable, "-m", "edgetpud.daemon.cli.main", "--address", silent.address,
+                                 "--json", "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert silent.kill_once_called() == "called /edgetpud.v1.Daemon/Status"
+    out, err = ctl_call.communicate(timeout=60)
+    assert ctl_call.returncode == 1 and out == ""
+    assert f"edgetpuctl status: error: UNAVAILABLE: lost the connection to edgetpud at {silent.address}" in err
+    assert "may or may not have run" in err and "Traceback" not in err
+
+    silent = SilentDaemon(tmp_path / "silent2.sock")
+    with Client(silent.address, timeout=60) as client:
+        import threading
+        failures = []
+
+        def call() -> None:
+            try:
+                client.models()
+            except ClientError as exc:
+                failures.append(exc)
+        thread = threading.Thread(target=call)
+        thread.start()
+        assert silent.kill_once_called() == "called /edgetpud.v1.Models/List"
+        thread.join(60)
+        [exc] = failures
+        assert exc.code == grpc.StatusCode.UNAVAILABLE
+        assert exc.message.startswith(f"lost the connection to edgetpud at {silent.address} during the call")
+        # the same client reports the daemon as unreachable afterwards, then works again once one is back
+        with pytest.raises(ClientError) as info:
+            client.status(timeout=5)
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert info.value.message.startswith(f"cannot reach edgetpud at {silent.address}: is it running?")
+
+
+def test_a_daemon_error_is_not_mistaken_for_a_lost_connection(daemon):
+    with Client(daemon.address) as client:
+        with pytest.raises(ClientError) as info:
+            client.mock.unplug("mock:7")
+        assert info.value.code == grpc.StatusCode.NOT_FOUND and "mock:7" in info.value.message
+        assert client.status().ready

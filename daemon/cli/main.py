@@ -300,12 +300,15 @@ def _leaves(parser: argparse.ArgumentParser) -> List[argparse.ArgumentParser]:
     return [leaf for action in subs for child in action.choices.values() for leaf in _leaves(child)]
 
 
-def _explain(exc: ClientError, address: str) -> str:
-    import grpc
-    if exc.code == grpc.StatusCode.UNAVAILABLE and ("connect" in exc.message or "No such file" in exc.message):
-        return (f"cannot reach edgetpud at {address}: is it running? "
-                f"(use --address or $EDGETPUD_ADDRESS) [{exc.message}]")
+def _explain(exc: ClientError) -> str:
+    """CODE: message. The client library already words a missing or broken connection, naming the address."""
     return f"{exc.code.name}: {exc.message}"
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command as typed ("models info", "mock fault"), for the error line."""
+    action = getattr(args, "models_command", None) or getattr(args, "mock_command", None)
+    return f"{args.command} {action}" if action else str(args.command)
 
 
 def main(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
@@ -328,10 +331,10 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
         ctx = Context(args, stdout, stderr)
         return args.func(ctx)
     except ClientError as exc:
-        print(f"edgetpuctl {args.command}: error: {_explain(exc, args.address)}", file=stderr)
+        print(f"edgetpuctl {_command(args)}: error: {_explain(exc)}", file=stderr)
         return EXIT_FAILED
     except (OSError, ValueError) as exc:
-        print(f"edgetpuctl {args.command}: error: {exc}", file=stderr)
+        print(f"edgetpuctl {_command(args)}: error: {exc}", file=stderr)
         return EXIT_FAILED
     finally:
         if ctx is not None:

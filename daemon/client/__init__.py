@@ -38,6 +38,10 @@ ADDRESS_ENV = "EDGETPUD_ADDRESS"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 _STATUS = {pb.FRAME_STATUS_OK: "ok", pb.FRAME_STATUS_DROPPED: "dropped", pb.FRAME_STATUS_FAILED: "failed"}
+#: How gRPC words an UNAVAILABLE that comes from the connection, not from the daemon: none reached it...
+_UNREACHABLE = ("failed to connect", "errors resolving", "Connection refused", "No such file or directory")
+#: ... or the connection broke while the call was running.
+_LOST = ("Socket closed", "Connection reset", "Stream removed", "Broken pipe", "GOAWAY", "Transport closed")
 
 T = TypeVar("T")
 
@@ -61,7 +65,7 @@ def _wrap_errors(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(*args, **kwargs)
         except grpc.RpcError as exc:
-            raise _client_error(exc) from None
+            raise _client_error(exc, getattr(args[0], "address", None) if args else None) from None
     return wrapper
 
 
@@ -79,18 +83,31 @@ def _mock_only(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def _client_error(exc: grpc.RpcError) -> ClientError:
+def _client_error(exc: grpc.RpcError, address: Optional[str] = None) -> ClientError:
+    """The ClientError for ``exc``; a broken or missing connection says so in words, naming the address.
+
+    gRPC's own wording ("Stream removed (Socket closed)") does not tell a user that the daemon
+    went away mid-call, nor that the request may have run; the daemon's messages pass unchanged.
+    """
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    return ClientError(code or grpc.StatusCode.UNKNOWN, details or "no message")
+    details = (exc.details() if hasattr(exc, "details") else str(exc)) or "no message"
+    if code == grpc.StatusCode.UNAVAILABLE and address:
+        if any(text in details for text in _UNREACHABLE):
+            details = (f"cannot reach edgetpud at {address}: is it running? (give its address, "
+                       f"or set ${ADDRESS_ENV}) [{details}]")
+        elif any(text in details for text in _LOST):
+            details = (f"lost the connection to edgetpud at {address} during the call: the daemon stopped or "
+                       f"restarted, so the request may or may not have run; retry once it is back [{details}]")
+    return ClientError(code or grpc.StatusCode.UNKNOWN, details)
 
 
 class MockControl:
     """Fault injection into a daemon running with ``--device mock``; each call returns the devices."""
 
-    def __init__(self, stub: pb_grpc.MockControlStub, timeout: Optional[float]) -> None:
+    def __init__(self, stub: pb_grpc.MockControlStub, timeout: Optional[float], address: str = "") -> None:
         self._stub = stub
         self._timeout = timeout
+        self.address = address  # named in a connection error
 
     @_mock_only
     @_wrap_errors
@@ -168,7 +185,7 @@ class Client:
         self._models = pb_grpc.ModelsStub(self._channel)
         self._devices = pb_grpc.DevicesStub(self._channel)
         self._daemon = pb_grpc.DaemonStub(self._channel)
-        self.mock = MockControl(pb_grpc.MockControlStub(self._channel), timeout)
+        self.mock = MockControl(pb_grpc.MockControlStub(self._channel), timeout, self.address)
 
     def close(self) -> None:
         self._channel.close()
@@ -276,10 +293,12 @@ class Client:
                 failure.append(exc)
             # returning half-closes the stream: the daemon still answers the frames it has
 
-        return self._stream_results(task, self._inference.Stream(requests(), timeout=timeout), failure)
+        return self._stream_results(task, self._inference.Stream(requests(), timeout=timeout), failure,
+                                    self.address)
 
     @staticmethod
-    def _stream_results(task: str, call: Any, failure: List[Exception]) -> Iterator[StreamResult]:
+    def _stream_results(task: str, call: Any, failure: List[Exception],
+                        address: Optional[str] = None) -> Iterator[StreamResult]:
         """The answers, then ``failure[0]`` if ``frames`` raised and the daemon ended the stream cleanly."""
         try:
             try:
@@ -294,7 +313,7 @@ class Client:
                         yield StreamResult(msg.frame_id, status, error=error)
             except grpc.RpcError as exc:
                 # the daemon's own failure stays a ClientError; the caller's, if any, is its cause
-                raise _client_error(exc) from (failure[0] if failure else None)
+                raise _client_error(exc, address) from (failure[0] if failure else None)
             if failure:
                 # raised outside the except clause, so its context and traceback stay the caller's
                 raise failure[0]
