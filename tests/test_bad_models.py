@@ -82,3 +82,40 @@ def test_constant_input_tensor_is_refused_before_the_worker_runs_it(
     assert_refused(lambda: client.load_model("constant_input", data=data),
                    Code.FAILED_PRECONDITION, "input tensor", "constant data")
     assert_still_serving(client, test_data)
+
+
+def _absent_shape(model: TfliteModel) -> None:
+    reshape = model.raw.subgraphs[0].operators[29]  # RESHAPE (data, shape) before the softmax
+    reshape.inputs = [reshape.inputs[0], -1]
+
+
+def _depthwise_without_bias(model: TfliteModel) -> None:
+    depthwise = model.raw.subgraphs[0].operators[1]  # DEPTHWISE_CONV_2D on uint8 data
+    depthwise.inputs = list(depthwise.inputs)[:2]
+
+
+def _weights_of_another_size(model: TfliteModel) -> None:
+    tensors = model.tensors()
+    filters = model.operators()[0].inputs[1]
+    other = next(t for t in tensors if t.is_constant and t.buffer != tensors[filters].buffer
+                 and len(model.buffer_data(t.buffer)) < len(model.buffer_data(tensors[filters].buffer)))
+    model.raw.subgraphs[0].tensors[filters].buffer = other.buffer
+
+
+@pytest.mark.parametrize("break_it, fragments", [
+    (_absent_shape, ("operator 29 (RESHAPE)", "required input 1 absent")),
+    (_depthwise_without_bias, ("operator 1 (DEPTHWISE_CONV_2D)", "no bias")),
+    (_weights_of_another_size, ("constant data is", "bytes")),
+], ids=["absent-input", "depthwise-without-bias", "weights-size"])
+def test_graph_the_runtime_would_crash_on_is_refused(
+        client: Client, test_data: Path, tmp_path: Path, restarts: None,
+        break_it: Callable[[TfliteModel], None], fragments: tuple) -> None:
+    # Each of these passed the reader and killed the device worker (SIGSEGV in the runtime's kernels):
+    # the caller got UNAVAILABLE 'worker died', and every device's worker died when there were several.
+    model = good_model(test_data)
+    break_it(model)
+    path = tmp_path / "broken.tflite"
+    path.write_bytes(pack_unchecked(model))
+    assert_refused(lambda: client.load_model("broken", path=str(path)), Code.FAILED_PRECONDITION,
+                   "is corrupt", *fragments)
+    assert_still_serving(client, test_data)

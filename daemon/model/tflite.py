@@ -110,6 +110,37 @@ _OPTIONS_OVERRIDES: Dict[str, Optional[str]] = {
 }
 
 
+# Inputs a builtin op may leave absent (tensor index -1). The runtime's kernels for these ops read every
+# other input without checking for an absent one, and an absent one kills the process that runs them, so
+# the reader refuses it. Ops missing here are not checked (their optional inputs are not listed).
+_LSTM_OPTIONAL = frozenset({1, 5, 9, 10, 11, 12, 16, 17, 20, 21, 22, 23})
+_LSTM_CIFG = (1, 5, 12)  # input gate weights and bias: absent together (coupled input-forget gate) or present
+_OPTIONAL_INPUTS: Dict[str, frozenset] = {
+    "CONV_2D": frozenset({2}),
+    "DEPTHWISE_CONV_2D": frozenset({2}),
+    "FULLY_CONNECTED": frozenset({2}),
+    "TRANSPOSE_CONV": frozenset({3}),
+    "PAD": frozenset({2}),
+    "PADV2": frozenset({2}),
+    "LSTM": _LSTM_OPTIONAL,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _LSTM_OPTIONAL,
+    **{op: frozenset() for op in (
+        "ADD", "SUB", "MUL", "DIV", "ADD_N", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM",
+        "CONCATENATION", "SPLIT", "SPLIT_V", "PACK", "UNPACK", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
+        "STRIDED_SLICE", "SLICE", "TRANSPOSE", "TILE", "GATHER", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
+        "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "SOFTMAX", "LOG_SOFTMAX", "LOGISTIC", "TANH", "RELU",
+        "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "PRELU", "HARD_SWISH", "QUANTIZE", "DEQUANTIZE",
+        "AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D", "L2_NORMALIZATION", "LOCAL_RESPONSE_NORMALIZATION",
+        "MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "ARG_MAX", "ARG_MIN",
+        "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "BATCH_MATMUL", "RSQRT", "SQRT", "EXP", "LOG",
+        "ABS", "NEG", "CAST", "SHAPE", "FLOOR",
+    )},
+}
+# Kernels that need a bias on quantized (integer) data: without one they read a bias that is not there.
+_BIAS_REQUIRED_WHEN_QUANTIZED = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D"})
+_INTEGER_TYPES = frozenset({"UINT8", "INT8", "INT16"})
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One tensor as a caller needs it: shape, dtype and quantization in plain Python/numpy."""
@@ -471,6 +502,7 @@ class TfliteModel:
                         f"{origin} is corrupt: tensor {t} of subgraph {s} uses buffer {tensor.buffer}, "
                         f"but there are {n_buffers} buffers"
                     )
+                self._check_constant_size(s, t, tensor)
             for what, indices in (("input", sg.inputs), ("output", sg.outputs)):
                 for i in _ints(indices):
                     if not (0 <= i < n_tensors):
@@ -494,12 +526,63 @@ class TfliteModel:
                             f"{origin} is corrupt: operator {o} of subgraph {s} uses tensor {i}, "
                             f"but the subgraph has {n_tensors} tensors"
                         )
+                self._check_absent_inputs(s, o, op, tensors)
         for sig in m.signatureDefs:
             if not (0 <= sig.subgraphIndex < len(m.subgraphs)):
                 raise ModelError(f"{origin} is corrupt: signature {_text(sig.signatureKey)!r} names a missing subgraph")
         for meta in m.metadata:
             if not (0 <= meta.buffer < n_buffers):
                 raise ModelError(f"{origin} is corrupt: metadata {_text(meta.name)!r} uses a missing buffer")
+
+    def _check_constant_size(self, s: int, t: int, tensor: Any) -> None:
+        """Refuse constant data of another size than its tensor: the runtime would read past it.
+
+        Sparse tensors (compressed data) and packed types (strings, int4) have no fixed size and are
+        not checked.
+
+        Raises:
+            ModelError: the buffer holds more or fewer bytes than shape x element size.
+        """
+        held = self._buffer_size(tensor.buffer)
+        type_name = _TYPE_NAMES.get(int(tensor.type))
+        if held == 0 or getattr(tensor, "sparsity", None) is not None or type_name is None or type_name in _PACKED_TYPES:
+            return
+        shape = _ints(tensor.shape)
+        count = 1
+        for dim in shape:
+            count *= dim
+        needed = max(count, 0) * _NP_DTYPES[type_name].itemsize
+        if held != needed or any(d < 0 for d in shape):
+            raise ModelError(
+                f"{self._origin} is corrupt: tensor {t} ('{_text(tensor.name)}') of subgraph {s} has shape "
+                f"{list(shape)} of {type_name} ({needed} bytes), but its constant data is {held} bytes"
+            )
+
+    def _check_absent_inputs(self, s: int, o: int, op: Any, tensors: Sequence[Any]) -> None:
+        """Refuse an operator whose kernel would read an input the model leaves absent.
+
+        Raises:
+            ModelError: a required input is -1, or a quantized convolution has no bias.
+        """
+        name, builtin, _ = self._opcode(self._model.operatorCodes[op.opcodeIndex])
+        optional = _OPTIONAL_INPUTS.get(name) if builtin else None
+        if optional is None:
+            return
+        inputs = _ints(op.inputs)
+        where = f"{self._origin} is corrupt: operator {o} ({name}) of subgraph {s}"
+        for position, index in enumerate(inputs):
+            if index < 0 and position not in optional:
+                raise ModelError(f"{where} leaves its required input {position} absent")
+        if name in ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM"):
+            present = [p < len(inputs) and inputs[p] >= 0 for p in _LSTM_CIFG]
+            if any(present) and not all(present):
+                raise ModelError(
+                    f"{where} has only some of its input gate tensors (inputs {', '.join(map(str, _LSTM_CIFG))}): "
+                    "they are all present, or all absent"
+                )
+        if name in _BIAS_REQUIRED_WHEN_QUANTIZED and inputs and inputs[0] >= 0:
+            if _TYPE_NAMES.get(int(tensors[inputs[0]].type)) in _INTEGER_TYPES and (len(inputs) < 3 or inputs[2] < 0):
+                raise ModelError(f"{where} has quantized input but no bias tensor, which its kernel needs")
 
     # ------------------------------------------------------------------ inspection
 
