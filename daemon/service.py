@@ -61,9 +61,9 @@ class InvalidRequestError(InvalidArgumentError):
 
 @dataclass(frozen=True)
 class RawFrame:
-    """One uncompressed camera frame: rows of ``stride`` bytes."""
+    """One uncompressed camera frame: rows of ``stride`` bytes (a read-only view is as good as bytes)."""
 
-    data: bytes
+    data: Union[bytes, memoryview]
     width: int
     height: int
     stride: int
@@ -74,7 +74,7 @@ class RawFrame:
 class ImageInput:
     """An encoded image or a raw frame, with an optional crop (x, y, w, h) applied first."""
 
-    data: Optional[bytes] = None
+    data: Optional[Union[bytes, memoryview]] = None
     frame: Optional[RawFrame] = None
     crop: Optional[Tuple[int, int, int, int]] = None
 

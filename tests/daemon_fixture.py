@@ -155,10 +155,11 @@ class FakeService:
             raise NotFoundError(f"model '{model}' is not loaded; loaded models: {sorted(self.model_states)}")
         image = request.image
         if image is not None and image.data is not None:
-            if image.data == b"bad":
+            data = bytes(image.data)  # the daemon hands over a view into the request
+            if data == b"bad":
                 raise ImageError("cannot decode the image: not a JPEG, PNG or BMP file")
-            if image.data.startswith(b"delay:"):
-                await asyncio.sleep(float(image.data[6:]))
+            if data.startswith(b"delay:"):
+                await asyncio.sleep(float(data[6:]))
         self.started += 1
         try:
             if self.gate is not None:

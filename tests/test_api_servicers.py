@@ -17,6 +17,7 @@ from edgetpud.daemon.config import Config
 from edgetpud.daemon.errors import ImageError, ModelError, NotFoundError, PreconditionError, ResourceExhaustedError
 from edgetpud.daemon.scheduler import DeadlineExceededError
 from edgetpud.hal.errors import DeviceUnavailableError, ModelRuntimeError
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 
 Code = grpc.StatusCode
 
@@ -187,7 +188,7 @@ def test_stream_latest_frame_wins_answers_every_frame_once_in_order(fake, client
 
     async def counting_admit(self, frame):
         await admit(self, frame)
-        admitted.append(frame.frame_id)
+        admitted.append(frame)  # counted only: what the pipeline carries is its servicer's business
     monkeypatch.setattr(FramePipeline, "_admit", counting_admit)
 
     def sent_all():
@@ -308,3 +309,25 @@ def test_reflection_lists_every_service(client):
     assert names >= {"edgetpud.v1.Inference", "edgetpud.v1.Models", "edgetpud.v1.Devices", "edgetpud.v1.Daemon",
                      "edgetpud.v1.MockControl", "inference.GRPCInferenceService", "grpc.health.v1.Health",
                      "grpc.reflection.v1alpha.ServerReflection"}
+
+
+def test_the_daemon_hands_the_service_a_view_into_the_request(fake, client):
+    """The encoded bytes and a frame's pixels reach the service as views into the request, not copies."""
+    client.classify("cls", b"jpeg-bytes")
+    client.classify("cls", Frame(data=bytes(60), width=4, height=5))
+    encoded, framed = (request.image for _, _, request, _, _ in fake.requests[-2:])
+    assert isinstance(encoded.data, memoryview) and bytes(encoded.data) == b"jpeg-bytes"
+    assert isinstance(framed.frame.data, memoryview) and bytes(framed.frame.data) == bytes(60)
+
+
+def test_an_image_sent_twice_is_merged_as_protobuf_merges_it(fake, served):
+    """Two serialized requests back to back are one merged request: the later source wins, the crop stays."""
+    _, sock = served
+    first = pb.ClassifyRequest(model="cls", image=pb.Image(encoded=b"first", crop=pb.Crop(width=2, height=2)))
+    second = pb.ClassifyRequest(image=pb.Image(encoded=b"second"))
+    with grpc.insecure_channel(f"unix:{sock}") as channel:
+        call = channel.unary_unary("/edgetpud.v1.Inference/Classify", request_serializer=None,
+                                   response_deserializer=pb.ClassifyResponse.FromString)
+        call(first.SerializeToString() + second.SerializeToString(), timeout=10)
+    image = fake.requests[-1][2].image
+    assert bytes(image.data) == b"second" and image.crop == (0, 0, 2, 2)

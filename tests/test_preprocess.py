@@ -120,6 +120,20 @@ def test_undecodable_bytes_raise_image_error(data, message):
         decode_image(data)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP"])
+def test_a_read_only_view_decodes_like_the_bytes_it_views(fmt):
+    """The daemon decodes straight from a view into the request it received (no copy first)."""
+    rng = np.random.default_rng(3)
+    data = encode(Image.fromarray(rng.integers(0, 256, (37, 61, 3), dtype=np.uint8)), fmt)
+    framed = b"header" + data + b"trailer"
+    view = memoryview(framed)[6:6 + len(data)]
+    np.testing.assert_array_equal(decode_image(view), decode_image(data))
+    with pytest.raises(ImageError, match="corrupt or truncated|not a"):
+        decode_image(view[: len(data) // 2])
+    with pytest.raises(ImageError, match="bytes, more than the limit"):
+        decode_image(view, max_bytes=len(data) - 1)
+
+
 def test_truncated_jpeg_raises_image_error():
     data = encode(Image.new("RGB", (64, 64), (9, 9, 9)), "JPEG")
     with pytest.raises(ImageError, match="corrupt or truncated"):

@@ -37,8 +37,8 @@ TASKS = {
 
 # ------------------------------------------------------------------ requests
 
-def image_input(image: pb.Image) -> "core.ImageInput":
-    """An ImageInput from an Image message.
+def image_input(image: pb.Image, pixels: Optional[memoryview] = None) -> "core.ImageInput":
+    """An ImageInput from an Image message; ``pixels``, when given, replace its emptied bytes (see lift.py).
 
     Raises:
         RequestError: neither encoded bytes nor a frame were sent, or the pixel format is unknown.
@@ -49,14 +49,14 @@ def image_input(image: pb.Image) -> "core.ImageInput":
         c = image.crop
         crop = (int(c.x), int(c.y), int(c.width), int(c.height))
     if source == "encoded":
-        return core.ImageInput(data=bytes(image.encoded), crop=crop)
+        return core.ImageInput(data=image.encoded if pixels is None else pixels, crop=crop)
     if source == "frame":
         f = image.frame
         if f.pixel_format not in PIXEL_FORMATS:
             raise RequestError(f"unknown pixel_format {f.pixel_format}; use one of RGB, BGR, RGBA, BGRA, GRAY")
         fmt = PIXEL_FORMATS[f.pixel_format]
         stride = int(f.stride) or int(f.width) * BYTES_PER_PIXEL[fmt]
-        frame = core.RawFrame(data=bytes(f.data), width=int(f.width), height=int(f.height),
+        frame = core.RawFrame(data=f.data if pixels is None else pixels, width=int(f.width), height=int(f.height),
                               stride=stride, pixel_format=fmt)
         return core.ImageInput(frame=frame, crop=crop)
     raise RequestError("the request has no image: set image.encoded (JPEG/PNG/BMP bytes) or image.frame")
@@ -103,8 +103,11 @@ def tensor_inputs(tensors: Sequence[pb.Tensor], input_names: Sequence[str] = ())
 
 
 def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Tensor] = (),
-                      input_names: Sequence[str] = (), **options: Any) -> "core.InferenceRequest":
+                      input_names: Sequence[str] = (), pixels: Optional[memoryview] = None,
+                      **options: Any) -> "core.InferenceRequest":
     """An InferenceRequest; options equal to their proto default (0, False) are left out.
+
+    ``pixels`` are the image's bytes when they were lifted out of the message (see lift.py).
 
     Raises:
         RequestError: see :func:`image_input` and :func:`tensor_array`.
@@ -114,7 +117,7 @@ def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Ten
         return core.InferenceRequest(tensors=tensor_inputs(tensors, input_names), options=kept)
     if image is None:
         raise RequestError("the request has no input: send an image or input tensors")
-    return core.InferenceRequest(image=image_input(image), options=kept)
+    return core.InferenceRequest(image=image_input(image, pixels), options=kept)
 
 
 # ------------------------------------------------------------------ results

@@ -9,7 +9,7 @@ import grpc
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
-from . import convert
+from . import convert, lift
 from .calls import Servicer, deadline_of, observe, resolve
 from .status import RequestError, to_status
 from .stream import FramePipeline
@@ -35,10 +35,11 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
     """Translates Inference RPCs to ``service.infer``."""
 
     async def _infer(self, context: grpc.aio.ServicerContext, model: str, version: str, task: str,
-                     image: Optional[pb.Image], tensors=(), **options: Any) -> Any:
+                     image: Optional[pb.Image], tensors=(), pixels: Optional[memoryview] = None,
+                     **options: Any) -> Any:
         async def run() -> Any:
             names = await self._input_names(model, tensors)
-            request = convert.inference_request(image, tensors, names, **options)
+            request = convert.inference_request(image, tensors, names, pixels=pixels, **options)
             return await self._svc.infer(model, task, request, deadline=deadline_of(context),
                                          version=version or None)
         return await self._call(context, model, run)
@@ -50,27 +51,32 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
         inputs, _ = await resolve(self._svc.model_specs(model))
         return [spec.name for spec in inputs]
 
-    async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
+    async def Classify(self, request: "pb.ClassifyRequest | lift.Lifted", context) -> pb.ClassifyResponse:
+        request, pixels = lift.unwrap(request)
         result = await self._infer(context, request.model, request.version, "classify", request.image,
-                                   top_k=request.top_k, threshold=request.threshold)
+                                   pixels=pixels, top_k=request.top_k, threshold=request.threshold)
         return pb.ClassifyResponse(served_by=convert.served_by(result), **_payload("classify", result))
 
-    async def Detect(self, request: pb.DetectRequest, context) -> pb.DetectResponse:
+    async def Detect(self, request: "pb.DetectRequest | lift.Lifted", context) -> pb.DetectResponse:
+        request, pixels = lift.unwrap(request)
         result = await self._infer(context, request.model, request.version, "detect", request.image,
-                                   top_k=request.top_k, threshold=request.threshold)
+                                   pixels=pixels, top_k=request.top_k, threshold=request.threshold)
         return pb.DetectResponse(served_by=convert.served_by(result), **_payload("detect", result))
 
-    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+    async def Embed(self, request: "pb.EmbedRequest | lift.Lifted", context) -> pb.EmbedResponse:
+        request, pixels = lift.unwrap(request)
         result = await self._infer(context, request.model, request.version, "embed", request.image,
-                                   normalize=request.normalize)
+                                   pixels=pixels, normalize=request.normalize)
         return pb.EmbedResponse(served_by=convert.served_by(result), **_payload("embed", result))
 
-    async def Invoke(self, request: pb.InvokeRequest, context) -> pb.InvokeResponse:
+    async def Invoke(self, request: "pb.InvokeRequest | lift.Lifted", context) -> pb.InvokeResponse:
+        request, pixels = lift.unwrap(request)
         image = request.image if request.HasField("image") else None
-        result = await self._infer(context, request.model, request.version, "raw", image, request.inputs)
+        result = await self._infer(context, request.model, request.version, "raw", image, request.inputs,
+                                   pixels=pixels)
         return pb.InvokeResponse(served_by=convert.served_by(result), **_payload("raw", result))
 
-    async def Stream(self, request_iterator: AsyncIterator[pb.StreamRequest],
+    async def Stream(self, request_iterator: AsyncIterator["pb.StreamRequest | lift.Lifted"],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
         """One config message, then frames; one response per frame, in order.
 
@@ -90,16 +96,18 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
         options = {"top_k": config.top_k, "threshold": config.threshold, "normalize": config.normalize}
         numbering = iter(range(1, 2 ** 63))
 
-        async def frames() -> AsyncIterator[pb.StreamFrame]:
-            async for message in messages:
+        async def frames() -> AsyncIterator[lift.Lifted]:
+            async for received in messages:
+                message, pixels = lift.unwrap(received)
                 if message.WhichOneof("message") != "frame":
                     raise RequestError("a Stream takes one StreamConfig, first; later messages must be frames")
                 frame = message.frame
                 if not frame.frame_id:
                     frame.frame_id = next(numbering)
-                yield frame
+                yield lift.Lifted(frame, pixels)
 
-        async def process(frame: pb.StreamFrame) -> pb.StreamResponse:
+        async def process(lifted: lift.Lifted) -> pb.StreamResponse:
+            frame, pixels = lifted.message, lifted.pixels
             start = time.perf_counter()
             deadline = time.monotonic() + config.frame_timeout_s if config.frame_timeout_s > 0 else None
             stream_deadline = deadline_of(context)
@@ -108,7 +116,7 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
             try:
                 image = frame.image if frame.HasField("image") else None
                 names = await self._input_names(config.model, frame.inputs)
-                request = convert.inference_request(image, frame.inputs, names, **options)
+                request = convert.inference_request(image, frame.inputs, names, pixels=pixels, **options)
                 # a frame waits for room in a full device queue: the stream's reader pauses meanwhile,
                 # and gRPC flow control slows the camera instead of its frames failing
                 result = await self._svc.infer(config.model, task, request, deadline=deadline,
@@ -123,8 +131,8 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
             return pb.StreamResponse(frame_id=frame.frame_id, status=pb.FRAME_STATUS_OK,
                                      served_by=convert.served_by(result), **_payload(task, result))
 
-        def dropped(frame: pb.StreamFrame) -> pb.StreamResponse:
-            return pb.StreamResponse(frame_id=frame.frame_id, status=pb.FRAME_STATUS_DROPPED)
+        def dropped(lifted: lift.Lifted) -> pb.StreamResponse:
+            return pb.StreamResponse(frame_id=lifted.message.frame_id, status=pb.FRAME_STATUS_DROPPED)
 
         in_flight = min(config.max_in_flight or DEFAULT_STREAM_IN_FLIGHT, MAX_STREAM_IN_FLIGHT)
         pipeline = FramePipeline(process, dropped, in_flight,
@@ -136,12 +144,44 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
             await context.abort(*to_status(exc))
 
     @staticmethod
-    async def _first_config(messages: AsyncIterator[pb.StreamRequest]) -> pb.StreamConfig:
+    async def _first_config(messages: AsyncIterator["pb.StreamRequest | lift.Lifted"]) -> pb.StreamConfig:
         """Raises: RequestError: the stream does not start with a StreamConfig."""
         try:
-            message = await messages.__anext__()
+            message, _ = lift.unwrap(await messages.__anext__())
         except StopAsyncIteration:
             message = None
         if message is not None and message.WhichOneof("message") == "config":
             return message.config
         raise RequestError("a Stream must start with a StreamConfig message (model, task, frame policy)")
+
+
+#: The requests whose image is parsed without copying its pixels (see lift.py), by method: the path of
+#: message fields that leads to the Image.
+LIFTED_IMAGES = {"Classify": ("image",), "Detect": ("image",), "Embed": ("image",), "Invoke": ("image",),
+                 "Stream": ("frame", "image")}
+
+
+def add_to_server(servicer: InferenceServicer, server: Any) -> None:
+    """Register ``servicer`` as the generated ``add_InferenceServicer_to_server`` does, with image
+    requests parsed by ``lift`` so that their pixels are not copied on the way in.
+
+    Every method of the service in the .proto is registered, so a new one cannot be left out.
+    """
+    service = pb.DESCRIPTOR.services_by_name["Inference"]
+    handlers = {}
+    for method in service.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        path = LIFTED_IMAGES.get(method.name)
+        parse = (lift.lifting_parser(request_type, lift.image_field_path(request_type, *path))
+                 if path else request_type.FromString)
+        kind = {(False, False): grpc.unary_unary_rpc_method_handler,
+                (False, True): grpc.unary_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler}[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = kind(getattr(servicer, method.name), request_deserializer=parse,
+                                     response_serializer=response_type.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    register = getattr(server, "add_registered_method_handlers", None)
+    if register is not None:  # grpcio >= 1.63 looks registered methods up without the generic handlers
+        register(service.full_name, handlers)

@@ -27,7 +27,7 @@ from edgetpud.protos.kserve import grpc_predict_v2_pb2 as kserve_pb
 from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
 
 from .health import HealthServicer
-from .inference import InferenceServicer
+from .inference import InferenceServicer, add_to_server as add_inference_to_server
 from .kserve import KServeServicer
 from .management import DaemonServicer, DevicesServicer, MockControlServicer, ModelsServicer
 
@@ -63,7 +63,7 @@ def build_server(service: Any, config: Any) -> grpc.aio.Server:
     server = grpc.aio.server(options=server_options(config),
                              maximum_concurrent_rpcs=int(config.max_concurrent_requests))
     mock = getattr(service, "mock_control", None) is not None
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(service), server)
+    add_inference_to_server(InferenceServicer(service), server)  # image requests parsed without copies
     pb_grpc.add_ModelsServicer_to_server(ModelsServicer(service), server)
     pb_grpc.add_DevicesServicer_to_server(DevicesServicer(service), server)
     pb_grpc.add_DaemonServicer_to_server(DaemonServicer(service), server)

@@ -68,7 +68,7 @@ def decode_image(
     if not data:
         raise ImageError(f"{what} is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as img:
+        with Image.open(_open_file(data), formats=list(ALLOWED_FORMATS)) as img:
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise ImageError(f"{what} has no pixels ({width}x{height})")
@@ -105,9 +105,43 @@ def _upright(img: Image.Image, what: str) -> Image.Image:
     return upright if upright is not None else img
 
 
-def _read_source(source: ImageSource, max_bytes: int) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
+class _ViewFile:
+    """A read-only file over a read-only memoryview, so that Pillow reads an image in place.
+
+    ``io.BytesIO`` shares a ``bytes`` object but copies any other buffer whole; the
+    daemon hands over a view into the request it received (see ``api.lift``).
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        chunk = self._view[self._pos:end].tobytes()
+        self._pos = max(self._pos, end)
+        return chunk
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _open_file(data: Union[bytes, memoryview]) -> Any:
+    return _ViewFile(data) if isinstance(data, memoryview) else io.BytesIO(data)
+
+
+def _read_source(source: ImageSource, max_bytes: int) -> Union[bytes, memoryview]:
+    if isinstance(source, memoryview) and source.readonly and source.contiguous:
+        data: Union[bytes, memoryview] = source.cast("B") if source.format != "B" or source.ndim != 1 else source
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)  # a writable buffer could change under the decoder
     elif isinstance(source, (str, Path)):
         path = Path(source)
         try:
