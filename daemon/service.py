@@ -303,7 +303,7 @@ class Service:
         self._check_accepting()
         self._enter()
         try:
-            mv = self.registry.acquire(model, _version(model, version))
+            mv = self.registry.acquire(model, parse_version(model, version))
             try:
                 return await self._infer(mv, task, request, deadline, wait_for_room)
             finally:
@@ -410,13 +410,26 @@ class Service:
             task.add_done_callback(self._device_tasks.discard)
 
 
-def _version(model: str, version: Union[int, str, None]) -> Optional[int]:
-    if version in (None, "", 0):
+def parse_version(model: str, version: Union[int, str, None]) -> Optional[int]:
+    """The version a request names, or None for the current one (``None`` or ``""``).
+
+    Versions are whole numbers from 1, in ASCII digits ("01" is 1). Python's ``int`` would
+    also take " 1", "1_0" and other scripts' digits, which name no version here.
+
+    Raises:
+        NotFoundError: ``version`` is not such a number, or is 0.
+    """
+    if version is None or version == "":
         return None
-    try:
-        return int(version)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise NotFoundError(f"model {model} has no version {version!r} (versions are numbers)") from None
+    if isinstance(version, int) and not isinstance(version, bool):
+        number = version
+    elif isinstance(version, str) and version.isascii() and version.isdigit():
+        number = int(version)
+    else:
+        raise NotFoundError(f"model {model} has no version {version!r} (versions are numbers)")
+    if number < 1:
+        raise NotFoundError(f"model {model} has no version {number} (versions start at 1)")
+    return number
 
 
 def _split_options(task: str, options: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:

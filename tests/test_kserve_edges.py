@@ -74,6 +74,17 @@ def test_model_ready_and_metadata_read_a_version_as_model_infer_does(stub):
     assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version="7"), timeout=30).ready
 
 
+@pytest.mark.parametrize("version", ["0", "00", " 1", "1 ", "1_0", "+1", "\u0661"])
+def test_a_version_that_is_not_a_plain_number_from_1_is_not_found(stub, version):
+    """ "0" served the current version, and Python's int() read " 1", "1_0", "+1" and Arabic-Indic digits."""
+    for call, request in ((stub.ModelInfer, infer_request(version)),
+                          (stub.ModelMetadata, pb.ModelMetadataRequest(name=MODEL, version=version))):
+        message = refused(call, request, grpc.StatusCode.NOT_FOUND)
+        assert f"model {MODEL} has no version" in message
+    assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version=version), timeout=30).ready
+    served(stub)
+
+
 # ------------------------------------------------------------------ requested outputs and parameters
 
 def test_an_output_requested_twice_is_invalid_argument(stub):

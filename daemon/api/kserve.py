@@ -45,9 +45,11 @@ PATH_PARAMETERS = ("file:path", "path")
 
 def same_version(asked: str, version: str) -> bool:
     """Whether the client's version string names ``version``, read as ModelInfer reads it ("01" is 1)."""
-    if asked.strip().isdigit() and version.isdigit():
-        return int(asked) == int(version)
-    return asked == version
+    try:
+        number = core.parse_version("", asked)
+    except NotFoundError:
+        return False
+    return number is not None and version.isdigit() and number == int(version)
 
 
 def check_version(model: str, asked: str, versions: Sequence[str]) -> None:
@@ -58,8 +60,7 @@ def check_version(model: str, asked: str, versions: Sequence[str]) -> None:
     """
     if not asked or any(same_version(asked, v) for v in versions):
         return
-    if not asked.strip().isdigit():
-        raise NotFoundError(f"model {model} has no version {asked!r} (versions are numbers)")
+    core.parse_version(model, asked)  # not a version at all: say so
     raise NotFoundError(f"model {model} has no version {asked} (live: [{', '.join(versions)}])")
 
 
