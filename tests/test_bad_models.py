@@ -119,3 +119,34 @@ def test_graph_the_runtime_would_crash_on_is_refused(
     assert_refused(lambda: client.load_model("broken", path=str(path)), Code.FAILED_PRECONDITION,
                    "is corrupt", *fragments)
     assert_still_serving(client, test_data)
+
+
+def test_truncated_copies_are_refused_with_a_message_about_the_file(
+        client: Client, test_data: Path, tmp_path: Path, restarts: None) -> None:
+    # A partly copied model used to be explained with Python's struct error
+    # ("unpack_from requires a buffer of at least 503684 bytes ...").
+    data = (test_data / f"{GOOD}.tflite").read_bytes()
+    for cut in (1000, 4096, 100_000, 250_001, 503_000):
+        path = tmp_path / f"cut{cut}.tflite"
+        path.write_bytes(data[:cut])
+        error = assert_refused(lambda: client.load_model("truncated", path=str(path)), Code.FAILED_PRECONDITION,
+                               f"is truncated or corrupt: it is {cut} bytes long", "copy it again")
+        assert "unpack_from" not in error.message
+    assert_refused(lambda: client.load_model("truncated", data=data[:4096]), Code.FAILED_PRECONDITION,
+                   "it is 4096 bytes long")
+    assert_still_serving(client, test_data)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "is empty"),
+    (b"TFL3", "too short"),
+    (b"<html><body>404 Not Found</body></html>\n" * 20, "not a TFLite model"),
+], ids=["empty", "four-bytes", "html-page"])
+def test_files_that_are_no_model_are_refused(
+        client: Client, test_data: Path, tmp_path: Path, content: bytes, fragment: str) -> None:
+    path = tmp_path / "model.tflite"
+    path.write_bytes(content)
+    assert_refused(lambda: client.load_model("not_a_model", path=str(path)), Code.FAILED_PRECONDITION, fragment)
+    if content:
+        assert_refused(lambda: client.load_model("not_a_model", data=content), Code.FAILED_PRECONDITION, fragment)
+    assert_still_serving(client, test_data)

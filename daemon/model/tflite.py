@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -326,6 +327,19 @@ def _read_source(source: ModelSource) -> Tuple[bytes, str]:
         raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
 
 
+_REACH = re.compile(r"at least (\d+) bytes")
+
+
+def _unreadable(origin: str, size: int, exc: BaseException) -> str:
+    """Say what a failed parse means for the file, in the reader's words rather than struct's or numpy's."""
+    reach = _REACH.search(str(exc))
+    if reach and int(reach.group(1)) > size:
+        return (f"{origin} is truncated or corrupt: it is {size} bytes long, but its tables reach byte "
+                f"{reach.group(1)}; a partly copied or downloaded file looks like this, so copy it again")
+    return (f"{origin} is truncated or corrupt: its tables point outside the file or hold impossible values "
+            f"({type(exc).__name__}: {exc})")
+
+
 def _precheck(buf: bytes, origin: str) -> None:
     """Cheap structural checks so garbage never reaches the object API (which could loop for ages).
 
@@ -395,7 +409,7 @@ class TfliteModel:
         except ModelError:
             raise
         except Exception as exc:  # the generated code raises whatever struct/numpy raise on bad offsets
-            raise ModelError(f"{origin} is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
+            raise ModelError(_unreadable(origin, len(buf), exc)) from exc
         _load_external_data(model, buf, origin)
         self = cls(model, origin)
         self._tail = _zip_tail(buf)
