@@ -13,6 +13,7 @@ discovery and the device workers pick the change up on their next look.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -66,6 +67,10 @@ class MockControl:
             raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
         if count < 1:
             raise ValueError("count must be >= 1")
+        for name in ("seconds", "after_s"):
+            value = params.get(name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         entry = {"fault": fault, **params}
         self.world.update(device_id, lambda s: s["faults"].extend([dict(entry) for _ in range(count)]))
         log.info("mock %s: %d x %s queued", device_id, count, fault)
@@ -83,12 +88,14 @@ class MockControl:
 
     def set_latency(self, device_id: str, latency_s: Optional[float]) -> None:
         """Fixed invoke time in seconds (None: the pool's ``mock_latency_s``)."""
-        if latency_s is not None and latency_s < 0:
-            raise ValueError("latency must be >= 0")
+        if latency_s is not None and not (math.isfinite(latency_s) and latency_s >= 0):
+            raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency_s!r}")
         self.world.update(device_id, lambda s: s.__setitem__("latency_s", latency_s))
 
     def set_temperature(self, device_id: str, temperature_c: float) -> None:
         """Write the die temperature the pool's telemetry poll will read."""
+        if not math.isfinite(temperature_c):
+            raise ValueError(f"temperature must be a finite number of degrees Celsius, got {temperature_c!r}")
         index = self._index(device_id)
         self.world.read(device_id)  # KeyError for an unknown device
         self.sysfs.set_temperature(index, float(temperature_c))

@@ -265,3 +265,16 @@ def test_keep_all_streams_that_overfill_the_device_queue_wait_instead_of_failing
         failed = [(frame_id, code) for frame_id, status, code in got if status != pb.FRAME_STATUS_OK]
         assert failed == [], failed
     assert client.classify(SMALL, cat).classes  # and the daemon goes on serving
+
+
+@pytest.mark.parametrize("call, args", [
+    ("set_latency", (float("nan"),)), ("set_latency", (float("inf"),)),
+    ("set_temperature", (float("nan"),)), ("set_temperature", (float("-inf"),)),
+    ("inject_fault", ("timeout", 1, float("inf"))), ("inject_fault", ("abort", 1, 0.0, "", float("nan"))),
+])
+def test_mock_controls_refuse_numbers_that_are_not_finite(client, cat, call, args):
+    """A NaN latency used to be stored (every invocation then failed) and a NaN temperature was INTERNAL."""
+    with pytest.raises(ClientError) as info:
+        getattr(client.mock, call)("mock:0", *args)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "finite" in info.value.message
+    assert client.classify(SMALL, cat, top_k=1).classes
