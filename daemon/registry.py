@@ -135,6 +135,16 @@ def fingerprint(path: Path) -> Tuple[Any, ...]:
     return tuple(out)
 
 
+_REPLACEMENT_FAILED = "the changed bundle at "
+
+
+def _note_failed_replacement(mv: ModelVersion, path: Path, exc: BaseException) -> None:
+    """Tell ``models info`` why the served version was kept: otherwise only the log knows the new files were refused."""
+    mv.problems[:] = [p for p in mv.problems if not p.startswith(_REPLACEMENT_FAILED)]
+    mv.problems.append(f"{_REPLACEMENT_FAILED}{path} could not replace version {mv.version}, which keeps "
+                       f"serving: {exc}")
+
+
 def scan_models_dir(models_dir: Path) -> Dict[str, Path]:
     """Bundles under ``models_dir``: each folder, and each lone ``.tflite`` (its compiled twin folded in).
 
@@ -484,6 +494,8 @@ class Registry:
                 mv = self._current.get(name)
                 if mv is not None:
                     if mv.source == "folder" and mv.fingerprint == await self._run(fingerprint, path):
+                        # The files are back to what is served: an earlier refused change no longer applies.
+                        mv.problems[:] = [p for p in mv.problems if not p.startswith(_REPLACEMENT_FAILED)]
                         continue
                     if mv.source != "folder":
                         continue  # loaded through the API: the API owns it
@@ -491,8 +503,11 @@ class Registry:
                 outcome[name] = None
             except Exception as exc:
                 log.error("model bundle %s skipped: %s", path, exc)
-                if name not in self._current:
+                current = self._current.get(name)
+                if current is None:
                     self._failed[name] = ModelState.failed(name, str(path), str(exc))
+                else:
+                    _note_failed_replacement(current, path, exc)
                 outcome[name] = str(exc)
         for name, mv in list(self._current.items()):
             if mv.source == "folder" and name not in found:

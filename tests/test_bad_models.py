@@ -5,6 +5,8 @@ Bad files are made at test time from the real Coral model, in the test's tempora
 """
 from __future__ import annotations
 
+import shutil
+import signal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -17,7 +19,7 @@ from edgetpud.daemon.client import Client, ClientError
 from edgetpud.daemon.model._schema import schema
 from edgetpud.daemon.model.tflite import FILE_IDENTIFIER, TfliteModel
 
-from daemon_fixture import real_daemon_fixture
+from daemon_fixture import real_daemon_fixture, wait_for
 
 GOOD = "mobilenet_v1_0.25_128_quant"
 Code = grpc.StatusCode
@@ -149,4 +151,70 @@ def test_files_that_are_no_model_are_refused(
     assert_refused(lambda: client.load_model("not_a_model", path=str(path)), Code.FAILED_PRECONDITION, fragment)
     if content:
         assert_refused(lambda: client.load_model("not_a_model", data=content), Code.FAILED_PRECONDITION, fragment)
+    assert_still_serving(client, test_data)
+
+
+def _reload(daemon: Any, client: Client, done: Callable[[dict], bool], what: str) -> dict:
+    """SIGHUP the daemon and wait (a hang guard, not a timing check) until its model list satisfies ``done``."""
+    daemon.process.send_signal(signal.SIGHUP)
+    models: dict = {}
+
+    def settled() -> bool:
+        models.clear()
+        models.update({m.name: m for m in client.models()})
+        return done(models)
+    wait_for(settled, timeout=30, what=what)
+    return models
+
+
+def test_rescan_reports_bad_bundles_and_keeps_serving(daemon: Any, client: Client, test_data: Path) -> None:
+    data = (test_data / f"{GOOD}.tflite").read_bytes()
+    bundles = {
+        "rescan_truncated": {"model.tflite": data[:3000]},
+        "rescan_binary_labels": {"model.tflite": data, "labels.txt": b"\xff\xfe\x00garbage\x80"},
+        "rescan_toml_types": {"model.tflite": data, "model.toml": b'task = 3\n'},
+        "rescan_labels_missing": {"model.tflite": data, "model.toml": b'labels = "gone.txt"\n'},
+    }
+    for name, files in bundles.items():
+        folder = daemon.models_dir / name
+        folder.mkdir()
+        for file, content in files.items():
+            (folder / file).write_bytes(content)
+    try:
+        models = _reload(daemon, client, lambda m: all(n in m for n in bundles), "the bad bundles to be listed")
+        expected = {"rescan_truncated": "is truncated or corrupt", "rescan_binary_labels": "not UTF-8",
+                    "rescan_toml_types": "task must be a string", "rescan_labels_missing": "gone.txt"}
+        for name, fragment in expected.items():
+            assert models[name].state == "failed"
+            assert fragment in models[name].error, models[name].error
+        assert models[GOOD].state == "ready"
+        assert_still_serving(client, test_data)
+    finally:
+        for name in bundles:
+            shutil.rmtree(daemon.models_dir / name)
+        _reload(daemon, client, lambda m: not any(n in m for n in bundles), "the bad bundles to be forgotten")
+
+
+def test_rescan_that_cannot_replace_a_served_model_says_so(daemon: Any, client: Client, test_data: Path) -> None:
+    # The served version keeps serving, as it should; before, only the daemon's log said the new
+    # files had been refused, and 'models info' showed the model as if all were well.
+    folder = daemon.models_dir / "rescan_replaced"
+    folder.mkdir()
+    data = (test_data / f"{GOOD}.tflite").read_bytes()
+    (folder / "model.tflite").write_bytes(data)
+    try:
+        _reload(daemon, client, lambda m: getattr(m.get("rescan_replaced"), "state", "") == "ready",
+                "the new bundle to serve")
+        (folder / "model.tflite").write_bytes(data[:2000])
+        models = _reload(daemon, client, lambda m: bool(m["rescan_replaced"].problems), "the refused change to show")
+        info = client.model_info("rescan_replaced")
+        assert info.state == "ready" and info.version == models["rescan_replaced"].version
+        assert any("could not replace version" in p and "is truncated or corrupt" in p for p in info.problems), \
+            info.problems
+        assert client.classify("rescan_replaced", test_data / "cat.bmp", top_k=1).classes[0].id == 283
+        (folder / "model.tflite").write_bytes(data)
+        _reload(daemon, client, lambda m: not m["rescan_replaced"].problems, "the fixed bundle to serve cleanly")
+    finally:
+        shutil.rmtree(folder)
+        _reload(daemon, client, lambda m: "rescan_replaced" not in m, "the bundle to be unloaded")
     assert_still_serving(client, test_data)
