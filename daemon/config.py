@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ DEFAULT_SOCKET = "unix:/run/edgetpud/edgetpud.sock"
 #: A 1080p RGBA raw frame plus room for the rest of the message.
 MIN_MESSAGE_BYTES = 1920 * 1080 * 4 + 64 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: gRPC takes message sizes and the concurrency limit as C ints: larger values crash the server's construction.
+MAX_GRPC_INT = 2**31 - 1
+#: sockaddr_un holds 108 bytes, the last one the terminating NUL.
+MAX_UNIX_PATH_BYTES = 107
 
 
 class ConfigError(EdgetpudError, ValueError):
@@ -100,17 +105,21 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             except ValueError:
                 raise ConfigError(f"{where} must be an octal mode such as \"0660\", got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
-            raise ConfigError(f"{where} must be a file mode between 0 and 0777, got {value!r}")
+            hint = f' (a TOML integer is decimal: write "0{value}" or 0o{value})' if (
+                isinstance(value, int) and not isinstance(value, bool) and set(str(value)) <= set("01234567")) else ""
+            raise ConfigError(f"{where} must be a file mode between 0 and 0777, got {value!r}{hint}")
         return value
     if key in ("max_message_bytes", "max_concurrent_requests", "queue_depth"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where} must be a positive integer, got {value!r}")
         if key == "max_message_bytes" and value < MIN_MESSAGE_BYTES:
             raise ConfigError(f"{where} must be at least {MIN_MESSAGE_BYTES} (a 1080p RGBA frame), got {value}")
+        if key != "queue_depth" and value > MAX_GRPC_INT:
+            raise ConfigError(f"{where} must be at most {MAX_GRPC_INT} (gRPC's limit), got {value}")
         return value
     if key in ("grace_s", "mock_latency_s"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{where} must be a number of seconds >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{where} must be a finite number of seconds >= 0, got {value!r}")
         return float(value)
     if key == "log_level":
         if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
@@ -123,12 +132,27 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 
 def _check_listen(address: str, source: str) -> None:
     if address.startswith("unix:"):
-        if not address[len("unix:"):]:
-            raise ConfigError(f"{source}: listen address {address!r} has no socket path")
+        path = address[len("unix:"):]
+        if not path:
+            raise ConfigError(f"{source}: 'listen' address {address!r} has no socket path")
+        if len(path.encode()) > MAX_UNIX_PATH_BYTES:
+            raise ConfigError(f"{source}: 'listen' socket path {path!r} is {len(path.encode())} bytes long; "
+                              f"a unix socket path can have at most {MAX_UNIX_PATH_BYTES}")
         return
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{source}: listen address {address!r} must be unix:PATH or HOST:PORT")
+        raise ConfigError(f"{source}: 'listen' address {address!r} must be unix:PATH or HOST:PORT (port 1-65535)")
+
+
+def _check_devices(devices: List[str], source: str) -> None:
+    """Parse the specs now, so a typo is refused by name at start and on SIGHUP alike."""
+    from edgetpud.hal.discovery import parse_specs
+    from edgetpud.hal.errors import DeviceSpecError
+
+    try:
+        parse_specs(devices)
+    except DeviceSpecError as exc:
+        raise ConfigError(f"{source}: 'devices': {exc}") from None
 
 
 def build_config(values: Mapping[str, Any], source: str = "config") -> Config:
@@ -143,24 +167,32 @@ def build_config(values: Mapping[str, Any], source: str = "config") -> Config:
                           f"known keys are {', '.join(sorted(_FIELDS))}")
     kwargs = {key: _coerce(key, value, source) for key, value in values.items()}
     config = Config(**kwargs)
+    _check_devices(config.devices, source)
     for address in config.listen:
         _check_listen(address, source)
+    repeated = sorted({a for a in config.listen if config.listen.count(a) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: 'listen' names {', '.join(repeated)} twice; give each address once")
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ConfigError(f"{source}: 'tls_cert' and 'tls_key' must be given together")
     if config.tls_client_ca is not None and config.tls_cert is None:
         raise ConfigError(f"{source}: 'tls_client_ca' needs 'tls_cert' and 'tls_key'")
     if config.metrics_listen is not None:
         host, sep, port = config.metrics_listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ConfigError(f"{source}: 'metrics_listen' must be HOST:PORT, got {config.metrics_listen!r}")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"{source}: 'metrics_listen' must be HOST:PORT with a port of 0-65535, "
+                              f"got {config.metrics_listen!r}")
     return config
 
 
 def read_config_file(path: Union[str, Path]) -> Dict[str, Any]:
-    """Parse one TOML file into a flat mapping (an ``[edgetpud]`` table is accepted too).
+    """Parse one TOML file into a flat mapping.
+
+    Keys may sit at the top level, in an ``[edgetpud]`` table, or both (a key given in
+    both places is an error); any other table is reported as an unknown key.
 
     Raises:
-        ConfigError: the file is unreadable or not valid TOML.
+        ConfigError: the file is unreadable, not UTF-8, not valid TOML, or gives a key twice.
     """
     path = Path(path)
     try:
@@ -172,8 +204,16 @@ def read_config_file(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    if set(data) == {"edgetpud"} and isinstance(data["edgetpud"], dict):
-        data = data["edgetpud"]
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    table = data.get("edgetpud")
+    if isinstance(table, dict):
+        data = {k: v for k, v in data.items() if k != "edgetpud"}
+        both = sorted(set(data) & set(table))
+        if both:
+            raise ConfigError(f"{path}: {', '.join(repr(k) for k in both)} given both at the top level and in "
+                              "[edgetpud]; keep one")
+        data.update(table)
     return data
 
 

@@ -131,3 +131,57 @@ def test_the_documented_example_is_valid():
     config = load_config(example)
     assert config.socket_group == "edgetpu"
     assert config.listen == ["unix:/run/edgetpud/edgetpud.sock"]
+
+
+@pytest.mark.parametrize("text,names", [
+    ("grace_s = nan\n", ["grace_s", "nan"]),
+    ("grace_s = inf\n", ["grace_s", "inf"]),
+    ("mock_latency_s = inf\n", ["mock_latency_s"]),
+    ("max_message_bytes = 1000000000000\n", ["max_message_bytes", "2147483647"]),
+    ("max_concurrent_requests = 1000000000000\n", ["max_concurrent_requests"]),
+    ('metrics_listen = "127.0.0.1:99999"\n', ["metrics_listen", "99999"]),
+    ('devices = ["gpu"]\n', ["devices", "gpu", "mock[:N]"]),
+    ('listen = ["unix:/tmp/' + "x" * 120 + '.sock"]\n', ["listen", "107"]),
+    ('listen = ["unix:/tmp/a.sock", "unix:/tmp/a.sock"]\n', ["listen", "twice"]),
+])
+def test_values_that_cannot_work_are_refused_with_file_and_key(tmp_path, text, names):
+    """Each of these used to pass validation and then crash or hang the daemon at start."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    for name in names:
+        assert name in message
+
+
+def test_a_non_utf8_file_is_a_config_error(tmp_path):
+    path = tmp_path / "edgetpud.toml"
+    path.write_bytes(b"\xff\xfequeue_depth = 3\n")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_config(path)
+
+
+def test_a_config_folder_instead_of_a_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)
+
+
+def test_edgetpud_table_with_top_level_keys_and_another_table(tmp_path):
+    """The [edgetpud] table is documented as accepted: it is never the key reported unknown."""
+    path = write(tmp_path, 'queue_depth = 3\n[edgetpud]\ngrace_s = 1\n')
+    config = load_config(path)
+    assert (config.queue_depth, config.grace_s) == (3, 1.0)
+    typo = write(tmp_path, '[edgetpud]\ngrace_s = 1\n[edgetpd]\nqueue_depth = 2\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(typo)
+    assert "'edgetpd'" in str(info.value) and "'edgetpud'" not in str(info.value).split(";")[0]
+    twice = write(tmp_path, 'grace_s = 2\n[edgetpud]\ngrace_s = 1\n')
+    with pytest.raises(ConfigError, match="grace_s"):
+        load_config(twice)
+
+
+def test_a_decimal_socket_mode_gets_a_hint(tmp_path):
+    path = write(tmp_path, "socket_mode = 660\n")
+    with pytest.raises(ConfigError, match='"0660"'):
+        load_config(path)

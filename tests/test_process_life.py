@@ -1,0 +1,157 @@
+"""The real ``edgetpud`` process as an operator and systemd meet it: bad configuration at start
+and on SIGHUP, signals during start-up, the listeners' files, and what it writes to stderr."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+SMALL = "mobilenet_v1_0.25_128_quant"
+START_TIMEOUT_S = 90.0
+#: A daemon that cannot start must exit by itself well within this (a guard against hangs, not a timing check).
+EXIT_TIMEOUT_S = 60.0
+
+
+class Notify:
+    """A fake systemd notify socket collecting datagrams."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: List[str] = []
+
+    def wait_for(self, line: str, timeout: float, proc: Optional[subprocess.Popen] = None) -> List[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if line in message.split("\n"):
+                    return list(self.messages)
+            self.sock.settimeout(0.2)
+            try:
+                self.messages.append(self.sock.recv(65536).decode())
+            except socket.timeout:
+                if proc is not None and proc.poll() is not None:
+                    pytest.fail(f"edgetpud exited with {proc.returncode} before {line}: {log_of(proc)}")
+        pytest.fail(f"no {line} within {timeout} s; got {self.messages}")
+
+    def drain(self) -> List[str]:
+        self.sock.settimeout(0.0)
+        while True:
+            try:
+                self.messages.append(self.sock.recv(65536).decode())
+            except (BlockingIOError, socket.timeout):
+                return list(self.messages)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def log_of(proc: subprocess.Popen) -> str:
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def add_bundle(models: Path, test_data: Path, name: str, model: str = SMALL) -> None:
+    folder = models / name
+    folder.mkdir(parents=True)
+    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
+    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
+
+
+class Env:
+    """A work folder, a models folder with one bundle, a config file and a fake notify socket."""
+
+    def __init__(self, tmp_path: Path, test_data: Path) -> None:
+        self.tmp = tmp_path
+        self.test_data = test_data
+        self.models = tmp_path / "models"
+        self.models.mkdir()
+        add_bundle(self.models, test_data, "small")
+        self.socket = tmp_path / "edgetpud.sock"
+        self.address = f"unix:{self.socket}"
+        self.config = tmp_path / "edgetpud.toml"
+        self.write_config()
+        self.notify = Notify(tmp_path / "notify.sock")
+        self.procs: List[subprocess.Popen] = []
+
+    def write_config(self, extra: str = "") -> None:
+        self.config.write_text(
+            'devices = ["mock:1"]\n'
+            f'models_dir = "{self.models}"\n'
+            f'state_dir = "{self.tmp / "state"}"\n'
+            f'listen = ["{self.address}"]\n'
+            "grace_s = 5.0\n" + extra)
+
+    def start(self, *args: str, name: str = "daemon", env: Optional[Dict[str, str]] = None,
+              stderr_to: Optional[Path] = None) -> subprocess.Popen:
+        environ = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), PYTHONUNBUFFERED="1")
+        environ.pop("JOURNAL_STREAM", None)
+        environ.update(env or {})
+        log_path = stderr_to or self.tmp / f"{name}.log"
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "edgetpud.daemon.main", "--config", str(self.config),
+                                     *args], env=environ, stdout=log_file, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        self.notify.close()
+
+
+@pytest.fixture
+def env(tmp_path, test_data):
+    e = Env(tmp_path, test_data)
+    yield e
+    e.close()
+
+
+def wait_exit(proc: subprocess.Popen) -> int:
+    try:
+        return proc.wait(EXIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"edgetpud did not exit by itself: {log_of(proc)[-3000:]}")
+
+
+def client_models(address: str) -> set:
+    from edgetpud.daemon.client import Client
+
+    with Client(address, timeout=30) as client:
+        return {m.name for m in client.models()}
+
+
+# ----------------------------------------------------------------- start-up failures
+
+
+@pytest.mark.parametrize("extra,names", [
+    ("max_message_bytes = 1000000000000\n", ["max_message_bytes", "1000000000000"]),
+    ("max_concurrent_requests = 1000000000000\n", ["max_concurrent_requests"]),
+    ('metrics_listen = "127.0.0.1:99999"\n', ["metrics_listen", "99999"]),
+    ("grace_s = nan\n", ["grace_s", "nan"]),
+], ids=["huge-message-size", "huge-concurrency", "metrics-port-out-of-range", "nan-grace"])
+def test_an_unusable_value_stops_the_start_with_one_line_naming_it(env, extra, names):
+    """These passed validation and then crashed the start with a traceback and left the process hanging."""
+    config = env.config.read_text().replace("grace_s = 5.0\n", "") + extra
+    env.config.write_text(config)
+    proc = env.start()
+    assert wait_exit(proc) == 2
+    text = log_of(proc)
+    assert "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1, text
+    for name in names:
+        assert name in text
+    assert str(env.config) in text
