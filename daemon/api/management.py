@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from edgetpud.daemon.errors import NotFoundError, PreconditionError
+from edgetpud.daemon.errors import NotFoundError, PreconditionError, ResourceExhaustedError
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
@@ -52,9 +52,12 @@ class ModelsServicer(Servicer, pb_grpc.ModelsServicer):
                 if kind == "name" and not name and not data:
                     name = chunk.name
                 elif kind == "data" and name:
+                    if len(data) + len(chunk.data) > MAX_UPLOAD_BYTES:
+                        raise ResourceExhaustedError(
+                            f"upload of model {name} is larger than the {MAX_UPLOAD_BYTES} bytes the daemon takes "
+                            "in one upload; an Edge TPU model is a few MB, so check the file, or copy it to the "
+                            "daemon's host and load it from its path")
                     data += chunk.data
-                    if len(data) > MAX_UPLOAD_BYTES:
-                        raise RequestError(f"upload is larger than {MAX_UPLOAD_BYTES} bytes")
                 else:
                     raise RequestError("Upload takes one chunk with the model name, then its data chunks")
             if not name or not data:
