@@ -1,10 +1,11 @@
-"""Upload streams that go wrong: too large, out of order, cut short.
+"""Upload streams that go wrong: too large, out of order, cut short, a name refused before any data.
 
 The Models servicer runs in process on the fake service, so the limit can be made small and the
 test can see that nothing reached the service.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
@@ -53,6 +54,26 @@ def test_upload_over_the_limit_is_resource_exhausted(served: Tuple[FakeService, 
     assert served[0].loads == []
     exact = models.Upload(iter([pb.UploadModelChunk(name="fits"), pb.UploadModelChunk(data=b"x" * 1000)]), timeout=10)
     assert exact.name == "fits" and served[0].loads[-1] == ("fits", None, b"x" * 1000)
+
+
+def test_a_bad_name_is_refused_before_the_data_arrive(served: Tuple[FakeService, str],
+                                                      models: pb_grpc.ModelsStub) -> None:
+    # The name was checked only after the whole model had been received: a client with a bad name
+    # sent hundreds of MB for nothing. Here the data never come, so only an early answer ends the call.
+    release = threading.Event()
+
+    def chunks() -> Iterator[pb.UploadModelChunk]:
+        yield pb.UploadModelChunk(name="../etc/evil")
+        release.wait(30)
+        yield pb.UploadModelChunk(data=b"never sent")
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            models.Upload(chunks(), timeout=10)
+    finally:
+        release.set()
+    assert caught.value.code() == Code.FAILED_PRECONDITION, caught.value.details()
+    assert "invalid model name '../etc/evil'" in caught.value.details()
+    assert served[0].loads == []
 
 
 @pytest.mark.parametrize("chunks, fragment", [

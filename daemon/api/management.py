@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from edgetpud.daemon.errors import NotFoundError, PreconditionError, ResourceExhaustedError
+from edgetpud.daemon.registry import check_name
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
@@ -50,7 +51,7 @@ class ModelsServicer(Servicer, pb_grpc.ModelsServicer):
             async for chunk in request_iterator:
                 kind = chunk.WhichOneof("chunk")
                 if kind == "name" and not name and not data:
-                    name = chunk.name
+                    name = check_name(chunk.name)  # before the data arrive: a bad name wastes no transfer
                 elif kind == "data" and name:
                     if len(data) + len(chunk.data) > MAX_UPLOAD_BYTES:
                         raise ResourceExhaustedError(
