@@ -13,6 +13,11 @@ from typing import Callable, Mapping, Optional
 
 log = logging.getLogger(__name__)
 
+#: How long one message may wait for room in the service manager's queue. The sender is the event
+#: loop, and a unix datagram socket's queue holds only about ten unread messages: a manager that
+#: is not reading must cost the daemon a short pause, not its loop.
+SEND_TIMEOUT_S = 1.0
+
 
 class Notifier:
     """Sends state lines to systemd; never raises (systemd being away must not stop the daemon)."""
@@ -51,6 +56,7 @@ class Notifier:
         payload = "\n".join(lines).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.settimeout(SEND_TIMEOUT_S)
                 sock.connect(self._address)
                 sock.sendall(payload)
             return True

@@ -88,3 +88,26 @@ def test_watchdog_loop_pings_only_while_healthy(listener):
             break
     assert state["checks"] >= 6
     assert pings == [b"WATCHDOG=1"] * 3
+
+
+def test_a_full_notify_socket_does_not_block_the_sender(tmp_path):
+    """A service manager that does not read (busy, or stuck) must not stall the daemon's event loop for good."""
+    import threading
+
+    path = str(tmp_path / "full.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        sock.bind(path)  # never read
+        filler.connect(path)
+        filler.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            for _ in range(100000):
+                filler.send(b"STATUS=filling")
+        notifier = Notifier({"NOTIFY_SOCKET": path})
+        results: list = []
+        sender = threading.Thread(target=lambda: results.append(notifier.ready("x")), daemon=True)
+        sender.start()
+        sender.join(30)  # a hang guard: the send gives up after a short wait
+        assert not sender.is_alive(), "sd_notify blocked on a full socket"
+        assert results == [False]
+
