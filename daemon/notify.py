@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from typing import Callable, Mapping, Optional
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class Notifier:
         return self.send("STOPPING=1", *([f"STATUS={status}"] if status else []))
 
     def reloading(self) -> bool:
-        return self.send("RELOADING=1")
+        """RELOADING=1 with the CLOCK_MONOTONIC time in µs, which systemd 253+ needs to match the reload."""
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")

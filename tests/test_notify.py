@@ -111,3 +111,16 @@ def test_a_full_notify_socket_does_not_block_the_sender(tmp_path):
         assert not sender.is_alive(), "sd_notify blocked on a full socket"
         assert results == [False]
 
+
+def test_reloading_carries_the_monotonic_time(listener):
+    """systemd 253+ matches RELOADING=1 to its reload by MONOTONIC_USEC (Type=notify-reload needs it)."""
+    import time
+
+    path, sock = listener
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert Notifier({"NOTIFY_SOCKET": path}).reloading()
+    lines = sock.recv(4096).decode().split("\n")
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert lines[0] == "RELOADING=1"
+    usec = int(next(line for line in lines if line.startswith("MONOTONIC_USEC="))[len("MONOTONIC_USEC="):])
+    assert before <= usec <= after
