@@ -108,6 +108,12 @@ def _build_server(service: Any, config: Config) -> Any:
     return build_server(service, config)
 
 
+def _describe(exc: BaseException) -> str:
+    """An unexpected exception in one line: its type (what a bug report needs) and its message."""
+    text = str(exc).strip().replace("\n", " | ")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _status_line(service: Any) -> str:
     from .scheduler import USABLE_STATES
 
@@ -143,6 +149,9 @@ class Daemon:
         except (EdgetpudError, HalError, ValueError) as exc:
             log.critical("cannot start: %s", exc)
             return EXIT_USAGE
+        except Exception as exc:  # noqa: BLE001 - one line and an exit code, not a traceback
+            log.critical("cannot start: %s", _describe(exc))
+            return EXIT_FAILURE
         server = None
         # Pings start with the loop (systemd counts WatchdogSec from the start, and a start
         # that loads firmware and many models can take longer than it).
@@ -153,10 +162,12 @@ class Daemon:
             server = _build_server(service, self.config)
             if server is not None:
                 await server.start()
-        except (EdgetpudError, HalError, OSError) as exc:
-            log.critical("cannot start: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the workers must be stopped or the process hangs
+            expected = isinstance(exc, (EdgetpudError, HalError, OSError))
+            message = str(exc) if expected else _describe(exc)
+            log.critical("cannot start: %s", message)
             watchdog.cancel()
-            self._notifier.stopping(f"failed: {exc}")
+            self._notifier.stopping(f"failed: {message}")
             await service.stop(0)
             return EXIT_FAILURE
         started = True
@@ -193,6 +204,7 @@ class Daemon:
         return EXIT_OK
 
     async def _reload(self, service: Any) -> None:
+        """Apply the re-read configuration; anything wrong leaves the running one (and its models) in place."""
         self._notifier.reloading()
         log.info("SIGHUP: reloading the configuration and rescanning the models folder")
         try:
@@ -204,6 +216,8 @@ class Daemon:
             log.info("reload done%s", f": {changed}" if changed else ": nothing changed")
         except (ConfigError, EdgetpudError) as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+            log.error("reload failed, keeping the running configuration: %s", _describe(exc))
         self._notifier.ready(_status_line(service))
 
 

@@ -155,3 +155,72 @@ def test_an_unusable_value_stops_the_start_with_one_line_naming_it(env, extra, n
     for name in names:
         assert name in text
     assert str(env.config) in text
+def test_an_unexpected_failure_at_start_exits_with_one_line(env):
+    """A socket group name no system could have (a NUL in it) fails where nothing expected it."""
+    env.write_config('socket_group = "edge\\u0000tpu"\n')
+    proc = env.start()
+    code = wait_exit(proc)
+    text = log_of(proc)
+    assert code in (1, 2), text
+    assert "Traceback" not in text
+    assert "socket_group" in text or "null" in text
+    assert "READY=1" not in "\n".join(env.notify.drain())
+
+
+# ----------------------------------------------------------------- SIGHUP
+
+
+def test_an_invalid_config_on_sighup_keeps_the_old_one_through_a_sighup_storm(env):
+    """Requests run while the operator breaks the file and sends SIGHUP again and again."""
+    from edgetpud.daemon.client import Client, ClientError
+
+    proc = env.start()
+    env.notify.wait_for("READY=1", START_TIMEOUT_S, proc)
+    image = (env.test_data / "cat.bmp").read_bytes()
+    stop = threading.Event()
+    outcomes: List[str] = []
+
+    def classify() -> None:
+        with Client(env.address, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    outcomes.append(str(client.classify("small", image).classes[0].id))
+                except ClientError as exc:
+                    outcomes.append(exc.code.name)
+
+    def read_notify() -> None:  # systemd reads its notify socket all the time
+        env.notify.sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                env.notify.messages.append(env.notify.sock.recv(65536).decode())
+            except socket.timeout:
+                pass
+
+    threads = [threading.Thread(target=classify) for _ in range(2)] + [threading.Thread(target=read_notify)]
+    for t in threads:
+        t.start()
+    try:
+        env.config.write_text(env.config.read_text() + 'queue_depth = "sixteen"\n')
+        for _ in range(30):
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.01)
+        env.write_config("[edgetpd]\ngrace_s = 1\n")  # a typo'd table
+        for _ in range(30):
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.01)
+        deadline = time.monotonic() + 30
+        while "edgetpd" not in log_of(proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert proc.poll() is None, log_of(proc)
+    assert outcomes and set(outcomes) == {"283"}, set(outcomes)
+    failures = [line for line in log_of(proc).splitlines() if "reload failed" in line]
+    assert failures and all("keeping the running configuration" in line for line in failures)
+    assert any("'queue_depth'" in line and "sixteen" in line for line in failures)
+    assert any("'edgetpd'" in line for line in failures)
+    assert client_models(env.address) == {"small"}
+    proc.send_signal(signal.SIGTERM)
+    assert wait_exit(proc) == 0
