@@ -209,6 +209,10 @@ class Daemon:
         log.info("SIGHUP: reloading the configuration and rescanning the models folder")
         try:
             config = load_config(self._config_path, self._overrides)
+            if not config.models_dir.is_dir():
+                # A missing folder (an unmounted card, a typo) would otherwise unload every model.
+                raise ConfigError(f"models_dir {config.models_dir} is not a folder (any more); "
+                                  f"still serving the models loaded from {self.config.models_dir}")
             logging.getLogger().setLevel(config.log_level.upper())
             outcome = await service.reload(config)
             self.config = service.config

@@ -170,6 +170,29 @@ def test_an_unexpected_failure_at_start_exits_with_one_line(env):
 # ----------------------------------------------------------------- SIGHUP
 
 
+def test_a_models_folder_that_disappears_keeps_its_models_served_on_sighup(env):
+    """An unmounted card or a moved folder must not unload every model: the reload is refused instead."""
+    proc = env.start()
+    env.notify.wait_for("READY=1", START_TIMEOUT_S, proc)
+    env.notify.messages.clear()
+    moved = env.tmp / "models.moved"
+    env.models.rename(moved)
+    proc.send_signal(signal.SIGHUP)
+    env.notify.wait_for("READY=1", 60, proc)
+    assert client_models(env.address) == {"small"}
+    lines = [line for line in log_of(proc).splitlines() if "reload failed" in line]
+    assert len(lines) == 1 and str(env.models) in lines[0], log_of(proc)
+    # once the folder is back, a reload rescans it as usual
+    moved.rename(env.models)
+    add_bundle(env.models, env.test_data, "second")
+    env.notify.messages.clear()
+    proc.send_signal(signal.SIGHUP)
+    env.notify.wait_for("READY=1", 60, proc)
+    assert client_models(env.address) == {"small", "second"}
+    proc.send_signal(signal.SIGTERM)
+    assert wait_exit(proc) == 0
+
+
 def test_an_invalid_config_on_sighup_keeps_the_old_one_through_a_sighup_storm(env):
     """Requests run while the operator breaks the file and sends SIGHUP again and again."""
     from edgetpud.daemon.client import Client, ClientError
