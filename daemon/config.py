@@ -84,6 +84,9 @@ _OPTIONAL = {"socket_group", "tls_cert", "tls_key", "tls_client_ca", "metrics_li
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Turn one raw value into the field's type, or explain what was expected."""
     where = f"{source}: '{key}'"
+    texts = value if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(v, (str, Path)) and "\0" in str(v) for v in texts):
+        raise ConfigError(f"{where} contains a NUL character (\\u0000), which no name or path can hold")
     if value is None:
         if key in _OPTIONAL:
             return None

@@ -185,3 +185,10 @@ def test_a_decimal_socket_mode_gets_a_hint(tmp_path):
     path = write(tmp_path, "socket_mode = 660\n")
     with pytest.raises(ConfigError, match='"0660"'):
         load_config(path)
+
+
+@pytest.mark.parametrize("key,value", [("socket_group", "edge\0tpu"), ("listen", ["unix:/tmp/a\0b.sock"]),
+                                       ("models_dir", "/srv/\0models"), ("metrics_listen", "127.0.0.1\0:9464")])
+def test_a_nul_character_is_refused_by_key(key, value):
+    with pytest.raises(ConfigError, match=f"'{key}'.*NUL"):
+        build_config({key: value})
