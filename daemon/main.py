@@ -158,10 +158,10 @@ class Daemon:
         started = False
         watchdog = asyncio.ensure_future(self._notifier.watchdog_loop(lambda: not started or service.healthy()))
         try:
-            await service.start()
-            server = _build_server(service, self.config)
-            if server is not None:
-                await server.start()
+            if await self._start_unless_stopped(service):
+                server = _build_server(service, self.config)
+                if server is not None:
+                    await server.start()
         except Exception as exc:  # noqa: BLE001 - whatever failed, the workers must be stopped or the process hangs
             expected = isinstance(exc, (EdgetpudError, HalError, OSError))
             message = str(exc) if expected else _describe(exc)
@@ -170,6 +170,15 @@ class Daemon:
             self._notifier.stopping(f"failed: {message}")
             await service.stop(0)
             return EXIT_FAILURE
+        if self._stop.is_set():  # SIGTERM/SIGINT before READY: never report ready, just stop
+            log.info("stopping during start-up, before serving")
+            watchdog.cancel()
+            self._notifier.stopping("stopped during start-up")
+            if server is not None:
+                await server.stop(0)
+            await service.stop(0)
+            log.info("stopped")
+            return EXIT_OK
         started = True
         listening = ", ".join(self.config.listen) if server is not None else "no listener"
         status_line = _status_line(service)
@@ -202,6 +211,38 @@ class Daemon:
         await service.stop(max(0.0, deadline - loop.time()))
         log.info("stopped")
         return EXIT_OK
+
+    async def _start_unless_stopped(self, service: Any) -> bool:
+        """Start the service; a SIGTERM meanwhile ends the start early. Returns whether it completed.
+
+        Loading many models can take minutes, and systemd (or Ctrl-C) asking to stop must
+        not wait for all of them. The device pool's own start runs in a thread and cannot be
+        interrupted, so it is let finish (its workers then stop cleanly); the model loading
+        after it is cancelled.
+
+        Raises:
+            Exception: whatever the start raised.
+        """
+        start = asyncio.ensure_future(service.start())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if start.done():
+            start.result()
+            return not self._stop.is_set()
+        log.info("stop requested during start-up: cancelling the start")
+        while not start.done() and not service.healthy():
+            await asyncio.wait({start}, timeout=0.05)
+        start.cancel()
+        try:
+            await start
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - stopping anyway; the start's failure is only worth a line
+            log.warning("the interrupted start failed: %s", _describe(exc))
+        return False
 
     async def _reload(self, service: Any) -> None:
         """Apply the re-read configuration; anything wrong leaves the running one (and its models) in place."""

@@ -247,3 +247,26 @@ def test_an_invalid_config_on_sighup_keeps_the_old_one_through_a_sighup_storm(en
     assert client_models(env.address) == {"small"}
     proc.send_signal(signal.SIGTERM)
     assert wait_exit(proc) == 0
+
+
+# ----------------------------------------------------------------- signals
+
+
+def test_sigterm_during_start_up_stops_without_ever_reporting_ready(env):
+    """Loading models can take minutes: systemd's stop (or Ctrl-C) must not wait for all of them."""
+    for name in ("second", "third"):
+        add_bundle(env.models, env.test_data, name)
+    proc = env.start("--mock-latency-ms", "4000")  # each model's warm-up invocation takes 4 s
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while "devices up" not in log_of(proc) and time.monotonic() < deadline:
+        assert proc.poll() is None, log_of(proc)
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert wait_exit(proc) == 0, log_of(proc)
+    messages = "\n".join(env.notify.drain()).split("\n")
+    assert "READY=1" not in messages
+    assert "STOPPING=1" in messages
+    text = log_of(proc)
+    assert "ready:" not in text and "Traceback" not in text
+    assert "serving on mock:0" not in text.split("stop requested")[-1]  # no model loaded after the signal
+    assert not env.socket.exists()
