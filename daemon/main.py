@@ -62,10 +62,25 @@ class OneLineFormatter(logging.Formatter):
         return text
 
 
+def stderr_is_journal(environ: Any = os.environ) -> bool:
+    """Whether stderr is the journald stream systemd connected (its device:inode is $JOURNAL_STREAM).
+
+    The variable alone is not enough: it is inherited by whatever a service starts, and by
+    the shells of some desktop sessions, whose stderr is a terminal or a file.
+    """
+    value = environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in value.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
 def setup_logging(level: str) -> None:
     """Log to stderr (journald keeps it under systemd)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter(journald=bool(os.environ.get("JOURNAL_STREAM"))))
+    handler.setFormatter(OneLineFormatter(journald=stderr_is_journal()))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

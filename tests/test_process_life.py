@@ -270,3 +270,27 @@ def test_sigterm_during_start_up_stops_without_ever_reporting_ready(env):
     assert "ready:" not in text and "Traceback" not in text
     assert "serving on mock:0" not in text.split("stop requested")[-1]  # no model loaded after the signal
     assert not env.socket.exists()
+
+
+# ----------------------------------------------------------------- logging
+
+
+def test_syslog_priorities_only_when_stderr_is_the_journal(env):
+    """JOURNAL_STREAM is inherited by whatever a service starts; only its own stream is the journal."""
+    inherited = env.start("--log-level", "info", env={"JOURNAL_STREAM": "1:2"}, name="inherited")
+    env.notify.wait_for("READY=1", START_TIMEOUT_S, inherited)
+    inherited.send_signal(signal.SIGTERM)
+    assert wait_exit(inherited) == 0
+    lines = [line for line in log_of(inherited).splitlines() if "edgetpud." in line]
+    assert lines and not any(line.startswith("<") for line in lines), lines[:3]
+
+    journal = env.tmp / "journal.log"
+    journal.write_text("")
+    st = os.stat(journal)
+    env.notify.messages.clear()
+    direct = env.start(env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stderr_to=journal)
+    env.notify.wait_for("READY=1", START_TIMEOUT_S, direct)
+    direct.send_signal(signal.SIGTERM)
+    assert wait_exit(direct) == 0
+    lines = [line for line in log_of(direct).splitlines() if "edgetpud." in line]
+    assert lines and all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines[:3]
