@@ -123,3 +123,42 @@ def test_fault_injection_against_a_daemon_on_real_devices_says_what_to_do(tmp_pa
             assert client.status().ready  # and the daemon serves on
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_listen_path_that_is_not_a_socket_is_left_alone(tmp_path, kind):
+    """A typo'd --listen path that names a file must never delete the file."""
+    target = tmp_path / "edgetpud.toml"
+    if kind == "file":
+        target.write_text("precious = 1\n")
+    else:
+        target.mkdir()
+    server = InProcessServer(FakeService(), Config(listen=[f"unix:{target}"]))
+    with pytest.raises(PreconditionError, match="not a socket") as info:
+        server.start()
+    server.stop()
+    assert str(target) in str(info.value)
+    if kind == "file":
+        assert target.read_text() == "precious = 1\n"
+    else:
+        assert target.is_dir()
+
+
+@pytest.mark.parametrize("cert,key,ca,message", [
+    ("server.pem", "client.key", None, "does not match"),
+    ("junk.pem", "server.key", None, "TLS certificate"),
+    ("server.pem", "junk.pem", None, "TLS key"),
+    ("server.pem", "server.key", "junk.pem", "client CA"),
+])
+def test_bad_tls_files_are_named_not_blamed_on_the_port(pki, cert, key, ca, message):
+    """gRPC's own failure reads 'Failed to bind', which the daemon reported as the port being in use."""
+    (pki / "junk.pem").write_text("not a PEM file\n")
+    port = free_port()
+    config = Config(listen=[f"127.0.0.1:{port}"], tls_cert=pki / cert, tls_key=pki / key,
+                    tls_client_ca=pki / ca if ca else None)
+    server = InProcessServer(FakeService(), config)
+    with pytest.raises(PreconditionError) as info:
+        server.start()
+    server.stop()
+    assert message in str(info.value)
+    assert "in use" not in str(info.value)

@@ -13,6 +13,8 @@ import logging
 import os
 import shutil
 import socket
+import ssl
+import stat
 from pathlib import Path
 from typing import Any, List
 
@@ -117,7 +119,17 @@ def bind_unix(server: grpc.aio.Server, path_text: str, config: Any) -> None:
             created, or the mode or group cannot be applied.
     """
     path = Path(path_text)
-    if path.exists() or path.is_symlink():
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise PreconditionError(f"cannot listen on unix:{path}: {exc.strerror}") from None
+    if mode is not None and not stat.S_ISSOCK(mode):
+        # A typo'd path must never cost the operator the file it names.
+        raise PreconditionError(f"cannot listen on unix:{path}: it exists and is not a socket; "
+                                "choose another --listen path (it is left as it is)")
+    if mode is not None:
         if _answers(path):
             raise PreconditionError(f"cannot listen on unix:{path}: another process (another edgetpud?) "
                                     "is serving on it; stop it or choose another --listen path")
@@ -157,8 +169,46 @@ def tls_credentials(config: Any) -> grpc.ServerCredentials:
     key = _read(config.tls_key, "TLS key")
     cert = _read(config.tls_cert, "TLS certificate")
     client_ca = _read(config.tls_client_ca, "client CA") if config.tls_client_ca else None
+    check_tls_files(config)
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                        require_client_auth=client_ca is not None)
+
+
+def _no_passphrase() -> bytes:
+    """Answers OpenSSL's passphrase prompt (which would otherwise wait on the terminal) with nothing."""
+    return b""
+
+
+def check_tls_files(config: Any) -> None:
+    """Parse the certificate, key and client CA the way the TLS listener will, naming the bad file.
+
+    gRPC reports any of these problems only as a failure to bind the port, which reads as
+    "address in use".
+
+    Raises:
+        PreconditionError: a file holds no PEM certificate or key, the key is encrypted, or
+            the key does not belong to the certificate.
+    """
+    cert, key = str(config.tls_cert), str(config.tls_key)
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        probe.load_verify_locations(cafile=cert)
+    except (ssl.SSLError, ValueError):
+        raise PreconditionError(f"the TLS certificate {cert} holds no PEM certificate (tls_cert)") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_no_passphrase)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or getattr(exc, "reason", "") == "KEY_VALUES_MISMATCH":
+            raise PreconditionError(f"the TLS key {key} does not match the certificate {cert} "
+                                    "(tls_key and tls_cert must be one pair)") from None
+        raise PreconditionError(f"the TLS key {key} is not an unencrypted PEM private key (tls_key): "
+                                f"{getattr(exc, 'reason', None) or exc}") from None
+    if config.tls_client_ca:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(config.tls_client_ca))
+        except (ssl.SSLError, ValueError):
+            raise PreconditionError(f"the client CA {config.tls_client_ca} holds no PEM certificate "
+                                    "(tls_client_ca)") from None
 
 
 def bind_tcp(server: grpc.aio.Server, address: str, config: Any) -> int:
