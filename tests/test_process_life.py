@@ -294,3 +294,30 @@ def test_syslog_priorities_only_when_stderr_is_the_journal(env):
     assert wait_exit(direct) == 0
     lines = [line for line in log_of(direct).splitlines() if "edgetpud." in line]
     assert lines and all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines[:3]
+
+
+# ----------------------------------------------------------------- systemd unit and installer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def unit_values(key: str) -> List[str]:
+    """Every value of ``key`` in systemd/edgetpud.service (a key may repeat)."""
+    values = []
+    for line in (ROOT / "systemd" / "edgetpud.service").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == key:
+            values.extend(value.split())
+    return values
+
+
+def test_the_unit_does_not_restart_in_a_loop_on_a_bad_configuration(tmp_path):
+    """Restart=on-failure would retry a broken file every RestartSec until the start limit hides why."""
+    config = tmp_path / "edgetpud.toml"
+    config.write_text("queue_depth = -1\n")
+    result = subprocess.run([sys.executable, "-m", "edgetpud.daemon.main", "--config", str(config)],
+                            capture_output=True, text=True, timeout=EXIT_TIMEOUT_S)
+    assert result.returncode != 0 and "queue_depth" in result.stderr
+    assert unit_values("Restart") == ["on-failure"]
+    assert str(result.returncode) in unit_values("RestartPreventExitStatus")
+
