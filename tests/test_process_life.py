@@ -321,3 +321,24 @@ def test_the_unit_does_not_restart_in_a_loop_on_a_bad_configuration(tmp_path):
     assert unit_values("Restart") == ["on-failure"]
     assert str(result.returncode) in unit_values("RestartPreventExitStatus")
 
+
+def installer(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "scripts" / "install-on-device"), *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable})
+
+
+def test_the_installer_dry_run_takes_a_wheel(tmp_path):
+    wheel = tmp_path / "edgetpud-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    result = installer("--source", str(wheel), "--prefix", str(tmp_path / "opt"))
+    assert result.returncode == 0, result.stderr
+    assert f"pip install --upgrade {wheel}" in result.stdout
+    assert f"{ROOT}/systemd/edgetpud.service /etc/systemd/system/edgetpud.service" in result.stdout
+    assert not (tmp_path / "opt").exists()  # a dry run changes nothing
+
+
+@pytest.mark.parametrize("option", ["--prefix", "--source"])
+def test_the_installer_names_an_option_without_its_value(option):
+    result = installer(option)
+    assert result.returncode == 2
+    assert option in result.stderr and "unbound" not in result.stderr
