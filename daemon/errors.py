@@ -23,6 +23,10 @@ class InvalidArgumentError(EdgetpudError, ValueError):
     """A request option is unknown or out of range (top_k, threshold, task, ...)."""
 
 
+class ModelNameError(ModelError, InvalidArgumentError):
+    """A model name that cannot be used: the caller's input, so INVALID_ARGUMENT, and still a ModelError."""
+
+
 class NotFoundError(EdgetpudError, LookupError):
     """A named model, version, device or class does not exist."""
 

@@ -21,7 +21,7 @@ import numpy as np
 from edgetpud.hal.errors import DeviceUnavailableError, HalError
 from edgetpud.hal.executor import TensorSpec
 
-from .errors import ModelError, NotFoundError
+from .errors import ModelError, ModelNameError, NotFoundError
 from .model import ModelBundle, ModelSession
 from .model.checker import check_model
 from .model.tflite import TfliteModel
@@ -37,10 +37,10 @@ def check_name(name: str) -> str:
     """Model names become folder and metric label names: keep them plain.
 
     Raises:
-        ModelError: empty, too long, or with characters other than letters, digits, '_', '.', '-'.
+        ModelNameError: empty, too long, or with characters other than letters, digits, '_', '.', '-'.
     """
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
-        raise ModelError(f"invalid model name {name!r}: use letters, digits, '_', '.' and '-' (up to 128)")
+        raise ModelNameError(f"invalid model name {name!r}: use letters, digits, '_', '.' and '-' (up to 128)")
     return name
 
 

@@ -71,7 +71,7 @@ def test_a_bad_name_is_refused_before_the_data_arrive(served: Tuple[FakeService,
             models.Upload(chunks(), timeout=10)
     finally:
         release.set()
-    assert caught.value.code() == Code.FAILED_PRECONDITION, caught.value.details()
+    assert caught.value.code() == Code.INVALID_ARGUMENT, caught.value.details()
     assert "invalid model name '../etc/evil'" in caught.value.details()
     assert served[0].loads == []
 

@@ -211,3 +211,11 @@ def test_tritonclient_load_model_with_files(daemon, test_data):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["ready"] is True and out["after"] is False
     assert out["v9"][0] == str(grpc.StatusCode.NOT_FOUND) and "has no version 9" in out["v9"][1]
+
+
+@pytest.mark.parametrize("name", ["", "../etc", "a/b"])
+def test_an_invalid_model_name_to_load_is_invalid_argument(stub, name):
+    """A bad name is the caller's input; it was FAILED_PRECONDITION, as if the daemon's state were at fault."""
+    text = refused(stub.RepositoryModelLoad, load_request(name), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "invalid model name" in text
+    served(stub)
