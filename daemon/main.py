@@ -21,8 +21,11 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import argparse
 import asyncio
 import ctypes
+import errno
 import logging
 import signal
+import socket
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -140,6 +143,58 @@ def _status_line(service: Any) -> str:
     return text + (f"; failed: {', '.join(failed)}" if failed else "")
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on HOST:PORT, probed the way the listeners bind (SO_REUSEADDR)."""
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return False  # the real bind says what is wrong with the name
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def preflight_listeners(config: Config) -> Optional[str]:
+    """Why the listeners cannot be had (another daemon holds one), or None.
+
+    Checked before the devices start: a second daemon must not open the TPUs the
+    first one serves, nor load every model, only to find its address taken. The
+    listeners' own bind still decides; this only fails early.
+    """
+    for address in config.listen:
+        if address.startswith("unix:"):
+            path = address[len("unix:"):]
+            try:
+                if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                    return f"cannot listen on {address}: it exists and is not a socket; choose another --listen path"
+            except OSError:
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)
+                try:
+                    probe.connect(path)
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                        continue  # a stale socket: the listener replaces it
+            return (f"cannot listen on {address}: another process (another edgetpud?) is serving on it; "
+                    "stop it or choose another --listen path")
+        host, _, port = address.rpartition(":")
+        if _port_in_use(host, int(port)):
+            return f"cannot listen on {address}: the address is in use (is another edgetpud running?)"
+    if config.metrics_listen:
+        host, _, port = config.metrics_listen.rpartition(":")
+        if int(port) and _port_in_use(host or "127.0.0.1", int(port)):
+            return f"cannot serve metrics on {config.metrics_listen}: the address is in use"
+    return None
+
+
 class Daemon:
     """The asyncio life of one daemon process."""
 
@@ -158,6 +213,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._hup.set)
+        taken = preflight_listeners(self.config)
+        if taken:
+            log.critical("cannot start: %s", taken)
+            self._notifier.stopping(f"failed: {taken}")
+            return EXIT_FAILURE
         self._notifier.status("starting devices")
         try:
             service = Service(self.config)

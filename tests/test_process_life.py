@@ -342,3 +342,34 @@ def test_the_installer_names_an_option_without_its_value(option):
     result = installer(option)
     assert result.returncode == 2
     assert option in result.stderr and "unbound" not in result.stderr
+
+
+# ----------------------------------------------------------------- a second daemon
+
+
+def test_a_second_daemon_fails_before_touching_the_devices(env):
+    """The devices (and minutes of model loading) belong to the first daemon: the second must not start them."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    first = env.start("--listen", env.address, "--listen", f"127.0.0.1:{port}",
+                      "--metrics-listen", f"127.0.0.1:{metrics_port}")
+    env.notify.wait_for("READY=1", START_TIMEOUT_S, first)
+    other = f"unix:{env.tmp / 'other.sock'}"
+    cases = {"socket": ["--listen", env.address], "port": ["--listen", other, "--listen", f"127.0.0.1:{port}"],
+             "metrics": ["--listen", other, "--metrics-listen", f"127.0.0.1:{metrics_port}"]}
+    for name, args in cases.items():
+        second = env.start(*args, name=name)
+        assert wait_exit(second) == 1, log_of(second)
+        text = log_of(second)
+        assert "devices up" not in text and "MOCK" not in text, text
+        assert len([line for line in text.splitlines() if "CRITICAL" in line]) == 1, text
+    assert "another" in log_of(env.procs[1])
+    assert f"127.0.0.1:{port}" in log_of(env.procs[2]) and "in use" in log_of(env.procs[2])
+    assert f"127.0.0.1:{metrics_port}" in log_of(env.procs[3]) and "in use" in log_of(env.procs[3])
+    assert first.poll() is None and client_models(env.address) == {"small"}
+    first.send_signal(signal.SIGTERM)
+    assert wait_exit(first) == 0
