@@ -31,7 +31,7 @@ from .metrics import Metrics
 from .model.bundle import TASKS
 from .model.preprocess import frame_view, input_size
 from .model.session import _PREPROCESS_OPTIONS, DEFAULTS
-from .registry import ModelState, ModelVersion, Registry
+from .registry import ModelState, ModelVersion, Registry, check_name
 from .scheduler import USABLE_STATES, DeadlineExceededError, Scheduler
 
 log = logging.getLogger(__name__)
@@ -265,10 +265,11 @@ class Service:
         taken inside ``models_dir`` (clients send absolute paths for anything else).
 
         Raises:
-            ModelError: bad name or bundle. NotFoundError: the path does not exist.
+            ModelNameError: bad name. ModelError: bad bundle. NotFoundError: the path does not exist.
             PreconditionError: the daemon is stopping.
         """
         self._check_accepting()
+        check_name(name)  # before the name becomes a path: "../x" must not probe outside models_dir
         if path is None and data is None:
             path = self.config.models_dir / name
         if path is not None and not data:
