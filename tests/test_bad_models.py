@@ -5,6 +5,7 @@ Bad files are made at test time from the real Coral model, in the test's tempora
 """
 from __future__ import annotations
 
+import io
 import shutil
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
+from edgetpud.daemon.cli.main import main
 from edgetpud.daemon.client import Client, ClientError
 from edgetpud.daemon.model._schema import schema
 from edgetpud.daemon.model.tflite import FILE_IDENTIFIER, TfliteModel
@@ -211,6 +213,9 @@ def test_rescan_that_cannot_replace_a_served_model_says_so(daemon: Any, client: 
         assert info.state == "ready" and info.version == models["rescan_replaced"].version
         assert any("could not replace version" in p and "is truncated or corrupt" in p for p in info.problems), \
             info.problems
+        text = io.StringIO()
+        assert main(["--address", daemon.address, "models", "info", "rescan_replaced"], stdout=text) == 0
+        assert "Problem: the changed bundle at" in text.getvalue()  # the operator's view says it too
         assert client.classify("rescan_replaced", test_data / "cat.bmp", top_k=1).classes[0].id == 283
         (folder / "model.tflite").write_bytes(data)
         _reload(daemon, client, lambda m: not m["rescan_replaced"].problems, "the fixed bundle to serve cleanly")

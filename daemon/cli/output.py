@@ -59,6 +59,7 @@ def model_text(model: Model) -> str:
              f"Labels: {model.label_count}", f"Compiled for the Edge TPU: {'yes' if model.edgetpu_compiled else 'no'}"]
     if model.error:
         lines.append(f"Error: {model.error}")
+    lines += [f"Problem: {problem}" for problem in model.problems]
     for title, tensors in (("Inputs", model.inputs), ("Outputs", model.outputs)):
         lines.append(f"{title}:")
         lines += [f"  {t.name}  {t.dtype}  {list(t.shape)}  scale={t.scale:g} zero_point={t.zero_point}"
