@@ -203,13 +203,15 @@ class Daemon:
         self._config_path = config_path
         self._overrides = overrides
         self._notifier = Notifier()
-        self._stop = asyncio.Event()
-        self._hup = asyncio.Event()
 
     async def run(self) -> int:
         from .service import Service
 
         loop = asyncio.get_running_loop()
+        # Made here, on the running loop: Python 3.9's Event binds to the loop current when it is
+        # made, and one made before asyncio.run() fails every wait() with "attached to a different loop".
+        self._stop = asyncio.Event()
+        self._hup = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._hup.set)
