@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -263,6 +264,14 @@ BUNDLES = {
 }
 
 
+def add_bundle(models: Path, test_data: Path, name: str, model: str = "mobilenet_v1_0.25_128_quant") -> None:
+    """One plain bundle ``models/name``: the Coral model's CPU twin and the ImageNet labels."""
+    folder = models / name
+    folder.mkdir(parents=True)
+    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
+    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
+
+
 def lay_out_bundles(test_data: Path, models_dir: Path, names: Optional[List[str]] = None) -> Path:
     """Copy Coral test models into ``models_dir`` as bundle folders."""
     for name in names or list(BUNDLES):
@@ -372,3 +381,51 @@ def real_daemon_fixture(name: str, bundles: List[str]) -> Callable[..., Iterator
         yield d
         d.stop()
     return daemon
+
+
+# ----------------------------------------------------------------- a fake systemd
+
+
+class NotifyListener:
+    """A fake systemd notify socket: collects the daemon's sd_notify datagrams."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: List[str] = []
+
+    def wait_for(self, line: str, timeout: float, proc: Optional[subprocess.Popen] = None) -> List[str]:
+        """The messages once one collected (since the last ``messages.clear()``) has ``line``.
+
+        Fails on timeout, or when ``proc`` exits first.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(line in message.split("\n") for message in self.messages):
+                return list(self.messages)
+            self.sock.settimeout(0.2)
+            try:
+                self.messages.append(self.sock.recv(65536).decode())
+            except socket.timeout:
+                if proc is not None and proc.poll() is not None:
+                    pytest.fail(f"edgetpud exited with {proc.returncode} before {line}: {process_log(proc)[-3000:]}")
+        pytest.fail(f"no {line} within {timeout} s; got {self.messages}")
+
+    def drain(self) -> List[str]:
+        """Everything collected, after reading what is already waiting on the socket."""
+        self.sock.settimeout(0.0)
+        while True:
+            try:
+                self.messages.append(self.sock.recv(65536).decode())
+            except (BlockingIOError, socket.timeout):
+                return list(self.messages)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def process_log(proc: subprocess.Popen) -> str:
+    """What a daemon started with its output sent to ``proc.log_path`` wrote so far."""
+    path = getattr(proc, "log_path", None)
+    return Path(path).read_text(errors="replace") if path else ""

@@ -9,62 +9,22 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pytest
+
+from daemon_fixture import NotifyListener, add_bundle, process_log
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
 START_TIMEOUT_S = 90.0
 
 
-def add_bundle(models: Path, test_data: Path, model: str, name: str) -> None:
-    folder = models / name
-    folder.mkdir(parents=True)
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
-
-
-class NotifyListener:
-    """A fake systemd: a datagram socket that collects sd_notify messages."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: List[str] = []
-
-    def wait_for(self, line: str, timeout: float, proc: Optional[subprocess.Popen] = None) -> List[str]:
-        """Messages up to the first containing ``line``; fails on timeout or when the daemon exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(0.2)
-            try:
-                message = self.sock.recv(65536).decode()
-            except socket.timeout:
-                if proc is not None and proc.poll() is not None:
-                    pytest.fail(f"edgetpud exited with {proc.returncode} before {line}: {read_log(proc)}")
-                continue
-            self.messages.append(message)
-            if line in message.split("\n"):
-                return list(self.messages)
-        pytest.fail(f"no {line} within {timeout} s; got {self.messages}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def read_log(proc: subprocess.Popen) -> str:
-    path = getattr(proc, "log_path", None)
-    return Path(path).read_text()[-3000:] if path else ""
-
-
 @pytest.fixture
 def daemon_env(tmp_path, test_data):
     models = tmp_path / "models"
     models.mkdir()
-    add_bundle(models, test_data, SMALL, "small")
+    add_bundle(models, test_data, "small", SMALL)
     notify = NotifyListener(tmp_path / "notify.sock")
     procs: List[subprocess.Popen] = []
 
@@ -139,7 +99,7 @@ def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, tes
         else:
             proc.send_signal(signal.SIGTERM)
         notify.wait_for("STOPPING=1", 10, None)
-        assert proc.wait(30) == 0, read_log(proc)
+        assert proc.wait(30) == 0, process_log(proc)
     finally:
         stop.set()
         for t in clients:
@@ -153,7 +113,7 @@ def test_ready_then_sigterm_under_load_loses_no_accepted_request(daemon_env, tes
     assert {o[1] for o in outcomes if o[0] == "ok"} == {"283"}
     # requests in flight when SIGTERM arrived were drained to completion, not dropped
     assert any(o[0] == "ok" and o[2] < term_at < o[3] for o in outcomes), outcomes[-8:]
-    log = read_log(proc)
+    log = process_log(proc)
     assert "draining" in log and "stopped" in log
     assert "died" not in log  # the worker was stopped by the daemon after the drain, not killed by the signal
 
@@ -165,9 +125,10 @@ def test_sighup_rescans_the_models_folder(daemon_env, test_data):
     start, notify, models, address = daemon_env
     proc = start(env={"WATCHDOG_USEC": "400000"})
     notify.wait_for("READY=1", START_TIMEOUT_S, proc)
-    notify.wait_for("WATCHDOG=1", 5, proc)  # pinged from the main loop every 0.2 s
     notify.messages.clear()
-    add_bundle(models, test_data, LARGE, "large")
+    notify.wait_for("WATCHDOG=1", 5, proc)  # pinged from the main loop every 0.2 s, also once serving
+    notify.messages.clear()
+    add_bundle(models, test_data, "large", LARGE)
     shutil.rmtree(models / "small")
     proc.send_signal(signal.SIGHUP)
     notify.wait_for("RELOADING=1", 30, proc)
@@ -215,10 +176,10 @@ def test_second_daemon_on_the_same_socket_or_port_fails_loudly(daemon_env, tmp_p
     notify.wait_for("READY=1", START_TIMEOUT_S, first)
     same_socket = start(name="second")
     assert same_socket.wait(START_TIMEOUT_S) == 1
-    assert "another" in read_log(same_socket)
+    assert "another" in process_log(same_socket)
     same_port = start("--listen", f"127.0.0.1:{port}", listen=f"unix:{tmp_path / 'other.sock'}", name="third")
     assert same_port.wait(START_TIMEOUT_S) == 1
-    assert f"127.0.0.1:{port}" in read_log(same_port) and "in use" in read_log(same_port)
+    assert f"127.0.0.1:{port}" in process_log(same_port) and "in use" in process_log(same_port)
     assert first.poll() is None  # the first one still serves
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0

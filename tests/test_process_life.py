@@ -3,7 +3,6 @@ and on SIGHUP, signals during start-up, the listeners' files, and what it writes
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,56 +14,12 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from daemon_fixture import NotifyListener, add_bundle, process_log
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 START_TIMEOUT_S = 90.0
 #: A daemon that cannot start must exit by itself well within this (a guard against hangs, not a timing check).
 EXIT_TIMEOUT_S = 60.0
-
-
-class Notify:
-    """A fake systemd notify socket collecting datagrams."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: List[str] = []
-
-    def wait_for(self, line: str, timeout: float, proc: Optional[subprocess.Popen] = None) -> List[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in self.messages:
-                if line in message.split("\n"):
-                    return list(self.messages)
-            self.sock.settimeout(0.2)
-            try:
-                self.messages.append(self.sock.recv(65536).decode())
-            except socket.timeout:
-                if proc is not None and proc.poll() is not None:
-                    pytest.fail(f"edgetpud exited with {proc.returncode} before {line}: {log_of(proc)}")
-        pytest.fail(f"no {line} within {timeout} s; got {self.messages}")
-
-    def drain(self) -> List[str]:
-        self.sock.settimeout(0.0)
-        while True:
-            try:
-                self.messages.append(self.sock.recv(65536).decode())
-            except (BlockingIOError, socket.timeout):
-                return list(self.messages)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def log_of(proc: subprocess.Popen) -> str:
-    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
-
-
-def add_bundle(models: Path, test_data: Path, name: str, model: str = SMALL) -> None:
-    folder = models / name
-    folder.mkdir(parents=True)
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
 
 
 class Env:
@@ -80,7 +35,7 @@ class Env:
         self.address = f"unix:{self.socket}"
         self.config = tmp_path / "edgetpud.toml"
         self.write_config()
-        self.notify = Notify(tmp_path / "notify.sock")
+        self.notify = NotifyListener(tmp_path / "notify.sock")
         self.procs: List[subprocess.Popen] = []
 
     def write_config(self, extra: str = "") -> None:
@@ -124,7 +79,7 @@ def wait_exit(proc: subprocess.Popen) -> int:
     try:
         return proc.wait(EXIT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"edgetpud did not exit by itself: {log_of(proc)[-3000:]}")
+        pytest.fail(f"edgetpud did not exit by itself: {process_log(proc)[-3000:]}")
 
 
 def client_models(address: str) -> set:
@@ -149,7 +104,7 @@ def test_an_unusable_value_stops_the_start_with_one_line_naming_it(env, extra, n
     env.config.write_text(config)
     proc = env.start()
     assert wait_exit(proc) == 2
-    text = log_of(proc)
+    text = process_log(proc)
     assert "Traceback" not in text
     assert len(text.strip().splitlines()) == 1, text
     for name in names:
@@ -160,7 +115,7 @@ def test_an_unexpected_failure_at_start_exits_with_one_line(env):
     env.write_config('socket_group = "edge\\u0000tpu"\n')
     proc = env.start()
     code = wait_exit(proc)
-    text = log_of(proc)
+    text = process_log(proc)
     assert code in (1, 2), text
     assert "Traceback" not in text
     assert "socket_group" in text or "null" in text
@@ -180,8 +135,8 @@ def test_a_models_folder_that_disappears_keeps_its_models_served_on_sighup(env):
     proc.send_signal(signal.SIGHUP)
     env.notify.wait_for("READY=1", 60, proc)
     assert client_models(env.address) == {"small"}
-    lines = [line for line in log_of(proc).splitlines() if "reload failed" in line]
-    assert len(lines) == 1 and str(env.models) in lines[0], log_of(proc)
+    lines = [line for line in process_log(proc).splitlines() if "reload failed" in line]
+    assert len(lines) == 1 and str(env.models) in lines[0], process_log(proc)
     # once the folder is back, a reload rescans it as usual
     moved.rename(env.models)
     add_bundle(env.models, env.test_data, "second")
@@ -232,15 +187,15 @@ def test_an_invalid_config_on_sighup_keeps_the_old_one_through_a_sighup_storm(en
             proc.send_signal(signal.SIGHUP)
             time.sleep(0.01)
         deadline = time.monotonic() + 30
-        while "edgetpd" not in log_of(proc) and time.monotonic() < deadline:
+        while "edgetpd" not in process_log(proc) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         stop.set()
         for t in threads:
             t.join(30)
-    assert proc.poll() is None, log_of(proc)
+    assert proc.poll() is None, process_log(proc)
     assert outcomes and set(outcomes) == {"283"}, set(outcomes)
-    failures = [line for line in log_of(proc).splitlines() if "reload failed" in line]
+    failures = [line for line in process_log(proc).splitlines() if "reload failed" in line]
     assert failures and all("keeping the running configuration" in line for line in failures)
     assert any("'queue_depth'" in line and "sixteen" in line for line in failures)
     assert any("'edgetpd'" in line for line in failures)
@@ -258,15 +213,15 @@ def test_sigterm_during_start_up_stops_without_ever_reporting_ready(env):
         add_bundle(env.models, env.test_data, name)
     proc = env.start("--mock-latency-ms", "4000")  # each model's warm-up invocation takes 4 s
     deadline = time.monotonic() + START_TIMEOUT_S
-    while "devices up" not in log_of(proc) and time.monotonic() < deadline:
-        assert proc.poll() is None, log_of(proc)
+    while "devices up" not in process_log(proc) and time.monotonic() < deadline:
+        assert proc.poll() is None, process_log(proc)
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    assert wait_exit(proc) == 0, log_of(proc)
+    assert wait_exit(proc) == 0, process_log(proc)
     messages = "\n".join(env.notify.drain()).split("\n")
     assert "READY=1" not in messages
     assert "STOPPING=1" in messages
-    text = log_of(proc)
+    text = process_log(proc)
     assert "ready:" not in text and "Traceback" not in text
     assert "serving on mock:0" not in text.split("stop requested")[-1]  # no model loaded after the signal
     assert not env.socket.exists()
@@ -281,7 +236,7 @@ def test_syslog_priorities_only_when_stderr_is_the_journal(env):
     env.notify.wait_for("READY=1", START_TIMEOUT_S, inherited)
     inherited.send_signal(signal.SIGTERM)
     assert wait_exit(inherited) == 0
-    lines = [line for line in log_of(inherited).splitlines() if "edgetpud." in line]
+    lines = [line for line in process_log(inherited).splitlines() if "edgetpud." in line]
     assert lines and not any(line.startswith("<") for line in lines), lines[:3]
 
     journal = env.tmp / "journal.log"
@@ -292,7 +247,7 @@ def test_syslog_priorities_only_when_stderr_is_the_journal(env):
     env.notify.wait_for("READY=1", START_TIMEOUT_S, direct)
     direct.send_signal(signal.SIGTERM)
     assert wait_exit(direct) == 0
-    lines = [line for line in log_of(direct).splitlines() if "edgetpud." in line]
+    lines = [line for line in process_log(direct).splitlines() if "edgetpud." in line]
     assert lines and all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines[:3]
 
 
@@ -363,13 +318,13 @@ def test_a_second_daemon_fails_before_touching_the_devices(env):
              "metrics": ["--listen", other, "--metrics-listen", f"127.0.0.1:{metrics_port}"]}
     for name, args in cases.items():
         second = env.start(*args, name=name)
-        assert wait_exit(second) == 1, log_of(second)
-        text = log_of(second)
+        assert wait_exit(second) == 1, process_log(second)
+        text = process_log(second)
         assert "devices up" not in text and "MOCK" not in text, text
         assert len([line for line in text.splitlines() if "CRITICAL" in line]) == 1, text
-    assert "another" in log_of(env.procs[1])
-    assert f"127.0.0.1:{port}" in log_of(env.procs[2]) and "in use" in log_of(env.procs[2])
-    assert f"127.0.0.1:{metrics_port}" in log_of(env.procs[3]) and "in use" in log_of(env.procs[3])
+    assert "another" in process_log(env.procs[1])
+    assert f"127.0.0.1:{port}" in process_log(env.procs[2]) and "in use" in process_log(env.procs[2])
+    assert f"127.0.0.1:{metrics_port}" in process_log(env.procs[3]) and "in use" in process_log(env.procs[3])
     assert first.poll() is None and client_models(env.address) == {"small"}
     first.send_signal(signal.SIGTERM)
     assert wait_exit(first) == 0
