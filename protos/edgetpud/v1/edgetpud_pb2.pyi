@@ -423,6 +423,188 @@ class UnloadModelResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Embedding(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class AddSamplesRequest(_message.Message):
+    __slots__ = ("model", "label", "keep_classes", "image", "embedding")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    label: str
+    keep_classes: bool
+    image: Image
+    embedding: Embedding
+    def __init__(self, model: _Optional[str] = ..., label: _Optional[str] = ..., keep_classes: bool = ..., image: _Optional[_Union[Image, _Mapping]] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ...) -> None: ...
+
+class LearnedClass(_message.Message):
+    __slots__ = ("id", "label", "samples", "source")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    label: str
+    samples: int
+    source: str
+    def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., samples: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class LearnedModel(_message.Message):
+    __slots__ = ("model", "version", "head_version", "method", "classes")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    head_version: int
+    method: str
+    classes: _containers.RepeatedCompositeFieldContainer[LearnedClass]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., head_version: _Optional[int] = ..., method: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[LearnedClass, _Mapping]]] = ...) -> None: ...
+
+class AddSamplesResponse(_message.Message):
+    __slots__ = ("model", "added")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    model: LearnedModel
+    added: int
+    def __init__(self, model: _Optional[_Union[LearnedModel, _Mapping]] = ..., added: _Optional[int] = ...) -> None: ...
+
+class ListClassesRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ListClassesResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: LearnedModel
+    def __init__(self, model: _Optional[_Union[LearnedModel, _Mapping]] = ...) -> None: ...
+
+class RemoveClassRequest(_message.Message):
+    __slots__ = ("model", "label")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    label: str
+    def __init__(self, model: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class RemoveClassResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: LearnedModel
+    def __init__(self, model: _Optional[_Union[LearnedModel, _Mapping]] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("model", "epochs", "learning_rate", "batch_size", "l2", "validation_fraction", "seed", "warm_start")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    l2: float
+    validation_fraction: float
+    seed: int
+    warm_start: bool
+    def __init__(self, model: _Optional[str] = ..., epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., l2: _Optional[float] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., warm_start: bool = ...) -> None: ...
+
+class TrainProgress(_message.Message):
+    __slots__ = ("epoch", "epochs", "loss", "train_accuracy", "validation_accuracy", "model")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    epochs: int
+    loss: float
+    train_accuracy: float
+    validation_accuracy: float
+    model: LearnedModel
+    def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., train_accuracy: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., model: _Optional[_Union[LearnedModel, _Mapping]] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("model", "target")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    target: str
+    def __init__(self, model: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+
+class ExportChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: ExportHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[ExportHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ExportHeader(_message.Message):
+    __slots__ = ("model", "head_version", "target", "size", "labels")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    head_version: int
+    target: str
+    size: int
+    labels: str
+    def __init__(self, model: _Optional[str] = ..., head_version: _Optional[int] = ..., target: _Optional[str] = ..., size: _Optional[int] = ..., labels: _Optional[str] = ...) -> None: ...
+
+class ListHeadsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class HeadVersion(_message.Message):
+    __slots__ = ("head_version", "method", "created", "labels", "current")
+    HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    head_version: int
+    method: str
+    created: float
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    current: bool
+    def __init__(self, head_version: _Optional[int] = ..., method: _Optional[str] = ..., created: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., current: bool = ...) -> None: ...
+
+class ListHeadsResponse(_message.Message):
+    __slots__ = ("model", "heads")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    heads: _containers.RepeatedCompositeFieldContainer[HeadVersion]
+    def __init__(self, model: _Optional[str] = ..., heads: _Optional[_Iterable[_Union[HeadVersion, _Mapping]]] = ...) -> None: ...
+
+class RestoreHeadRequest(_message.Message):
+    __slots__ = ("model", "head_version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    head_version: int
+    def __init__(self, model: _Optional[str] = ..., head_version: _Optional[int] = ...) -> None: ...
+
 class Device(_message.Message):
     __slots__ = ("id", "kind", "index", "path", "state", "temperature_c", "throttle_level", "models", "restarts", "error")
     ID_FIELD_NUMBER: _ClassVar[int]

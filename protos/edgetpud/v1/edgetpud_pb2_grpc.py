@@ -531,6 +531,361 @@ class Models(object):
             _registered_method=True)
 
 
+class LearningStub(object):
+    """---------------------------------------------------------------- Learning
+
+    Retrains the last layer of a model on the device: the base network keeps
+    running on the Edge TPU, the head on the CPU. Every call that changes a head
+    makes a new model version, swapped in without failing a request.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddSamples = channel.stream_unary(
+                '/edgetpud.v1.Learning/AddSamples',
+                request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.AddSamplesRequest.SerializeToString,
+                response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.AddSamplesResponse.FromString,
+                _registered_method=True)
+        self.ListClasses = channel.unary_unary(
+                '/edgetpud.v1.Learning/ListClasses',
+                request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.ListClassesRequest.SerializeToString,
+                response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.ListClassesResponse.FromString,
+                _registered_method=True)
+        self.RemoveClass = channel.unary_unary(
+                '/edgetpud.v1.Learning/RemoveClass',
+                request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.RemoveClassRequest.SerializeToString,
+                response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.RemoveClassResponse.FromString,
+                _registered_method=True)
+        self.Train = channel.unary_stream(
+                '/edgetpud.v1.Learning/Train',
+                request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.TrainRequest.SerializeToString,
+                response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.TrainProgress.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/edgetpud.v1.Learning/Export',
+                request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.ExportRequest.SerializeToString,
+                response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.ExportChunk.FromString,
+                _registered_method=True)
+        self.ListHeads = channel.unary_unary(
+                '/edgetpud.v1.Learning/ListHeads',
+                request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.ListHeadsRequest.SerializeToString,
+                response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.ListHeadsResponse.FromString,
+                _registered_method=True)
+        self.RestoreHead = channel.unary_unary(
+                '/edgetpud.v1.Learning/RestoreHead',
+                request_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.RestoreHeadRequest.SerializeToString,
+                response_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.LearnedModel.FromString,
+                _registered_method=True)
+
+
+class LearningServicer(object):
+    """---------------------------------------------------------------- Learning
+
+    Retrains the last layer of a model on the device: the base network keeps
+    running on the Edge TPU, the head on the CPU. Every call that changes a head
+    makes a new model version, swapped in without failing a request.
+    """
+
+    def AddSamples(self, request_iterator, context):
+        """Adds labeled samples by weight imprinting: the first message names the
+        model (and the label), then images or embeddings follow. The class is
+        servable, and every sample stored, when the call returns OK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClasses(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveClass(self, request, context):
+        """Removes a class and its samples.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Train(self, request, context):
+        """Trains the head by last-layer backpropagation over every stored sample;
+        progress as it goes, the new head last. Cancelling the call stops it and
+        keeps the head that served before.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """A .tflite that runs without edgetpud: the base with the head appended as
+        quantized TFLite ops. A header first, then the bytes in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHeads(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreHead(self, request, context):
+        """Serves an earlier head version again (as a new model version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LearningServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddSamples': grpc.stream_unary_rpc_method_handler(
+                    servicer.AddSamples,
+                    request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.AddSamplesRequest.FromString,
+                    response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.AddSamplesResponse.SerializeToString,
+            ),
+            'ListClasses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClasses,
+                    request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.ListClassesRequest.FromString,
+                    response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.ListClassesResponse.SerializeToString,
+            ),
+            'RemoveClass': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveClass,
+                    request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.RemoveClassRequest.FromString,
+                    response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.RemoveClassResponse.SerializeToString,
+            ),
+            'Train': grpc.unary_stream_rpc_method_handler(
+                    servicer.Train,
+                    request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.TrainRequest.FromString,
+                    response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.TrainProgress.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.ExportRequest.FromString,
+                    response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.ExportChunk.SerializeToString,
+            ),
+            'ListHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHeads,
+                    request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.ListHeadsRequest.FromString,
+                    response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.ListHeadsResponse.SerializeToString,
+            ),
+            'RestoreHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreHead,
+                    request_deserializer=edgetpud_dot_v1_dot_edgetpud__pb2.RestoreHeadRequest.FromString,
+                    response_serializer=edgetpud_dot_v1_dot_edgetpud__pb2.LearnedModel.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'edgetpud.v1.Learning', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('edgetpud.v1.Learning', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Learning(object):
+    """---------------------------------------------------------------- Learning
+
+    Retrains the last layer of a model on the device: the base network keeps
+    running on the Edge TPU, the head on the CPU. Every call that changes a head
+    makes a new model version, swapped in without failing a request.
+    """
+
+    @staticmethod
+    def AddSamples(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgetpud.v1.Learning/AddSamples',
+            edgetpud_dot_v1_dot_edgetpud__pb2.AddSamplesRequest.SerializeToString,
+            edgetpud_dot_v1_dot_edgetpud__pb2.AddSamplesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClasses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetpud.v1.Learning/ListClasses',
+            edgetpud_dot_v1_dot_edgetpud__pb2.ListClassesRequest.SerializeToString,
+            edgetpud_dot_v1_dot_edgetpud__pb2.ListClassesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveClass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetpud.v1.Learning/RemoveClass',
+            edgetpud_dot_v1_dot_edgetpud__pb2.RemoveClassRequest.SerializeToString,
+            edgetpud_dot_v1_dot_edgetpud__pb2.RemoveClassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Train(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgetpud.v1.Learning/Train',
+            edgetpud_dot_v1_dot_edgetpud__pb2.TrainRequest.SerializeToString,
+            edgetpud_dot_v1_dot_edgetpud__pb2.TrainProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgetpud.v1.Learning/Export',
+            edgetpud_dot_v1_dot_edgetpud__pb2.ExportRequest.SerializeToString,
+            edgetpud_dot_v1_dot_edgetpud__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetpud.v1.Learning/ListHeads',
+            edgetpud_dot_v1_dot_edgetpud__pb2.ListHeadsRequest.SerializeToString,
+            edgetpud_dot_v1_dot_edgetpud__pb2.ListHeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetpud.v1.Learning/RestoreHead',
+            edgetpud_dot_v1_dot_edgetpud__pb2.RestoreHeadRequest.SerializeToString,
+            edgetpud_dot_v1_dot_edgetpud__pb2.LearnedModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class DevicesStub(object):
     """---------------------------------------------------------------- Devices
 
