@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from edgetpud.hal.errors import DeviceUnavailableError, HalError
 from edgetpud.hal.executor import TensorSpec
 
 from .errors import ModelError, ModelNameError, NotFoundError
+from .learn.session import HeadSession
 from .model import ModelBundle, ModelSession
 from .model.checker import check_model
 from .model.tflite import TfliteModel
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 Run = Callable[..., Awaitable[Any]]
+Session = Union[ModelSession, HeadSession]
+#: Called (off the loop) on every freshly read bundle: returns the bundle and session to serve, so a
+#: model with a learned head gets it back (and a classifier cut at its head's input) whenever it loads.
+Adapt = Callable[[str, ModelBundle, ModelSession], Tuple[ModelBundle, Session]]
 
 
 def check_name(name: str) -> str:
@@ -56,7 +61,7 @@ class ModelVersion:
     name: str
     version: int
     bundle: ModelBundle
-    session: ModelSession
+    session: Session
     report: Optional[Dict[str, Any]]
     problems: List[str]
     source: str
@@ -66,11 +71,34 @@ class ModelVersion:
     state: str = "loading"
     loaded_at: float = field(default_factory=time.time)
     upload_dir: Optional[Path] = None  # the daemon's own copy of uploaded bytes: deleted when released
+    #: Versions that differ only in their head share the base loaded on the devices under one key.
+    pool_key: str = ""
+
+    @property
+    def id(self) -> str:
+        """``name@version``: how requests and the registry name this version."""
+        return f"{self.name}@{self.version}"
 
     @property
     def key(self) -> str:
-        """The key the pool and the scheduler know this version by."""
-        return f"{self.name}@{self.version}"
+        """The key the pool and the scheduler know this version's base model by."""
+        return self.pool_key or self.id
+
+    @property
+    def tasks(self) -> Tuple[str, ...]:
+        """The tasks this version serves (raw tensors work for any model)."""
+        if isinstance(self.session, HeadSession):
+            return self.session.tasks
+        return (self.bundle.task, "raw")
+
+    @property
+    def default_task(self) -> str:
+        return self.session.default_task if isinstance(self.session, HeadSession) else self.bundle.task
+
+    @property
+    def head(self) -> Any:
+        """The learned head served on the base's embedding, or None."""
+        return self.session.head if isinstance(self.session, HeadSession) else None
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,7 @@ class ModelState:
     problems: List[str]
     description: str = ""
     versions: List[int] = field(default_factory=list)
+    head_version: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready: the keys the API layer and ``edgetpuctl models info`` show."""
@@ -103,17 +132,21 @@ class ModelState:
             "compatibility": self.report, "report": self.report,
             "problems": list(self.problems), "error": "; ".join(self.problems) if self.state == "failed" else "",
             "description": self.description, "versions": list(self.versions),
+            "head_version": self.head_version,
         }
 
     @classmethod
     def of(cls, mv: ModelVersion, live_versions: Sequence[int] = ()) -> "ModelState":
         bundle = mv.bundle
+        head = mv.head
         return cls(
-            name=mv.name, version=mv.version, task=bundle.task, state=mv.state, path=str(bundle.path),
-            devices=sorted(mv.devices), inputs=list(bundle.inputs), outputs=list(bundle.outputs),
-            label_count=len(bundle.labels), edgetpu_compiled=bundle.edgetpu_path is not None,
+            name=mv.name, version=mv.version, task=mv.default_task, state=mv.state, path=str(bundle.path),
+            devices=sorted(mv.devices), inputs=list(mv.session.inputs), outputs=list(mv.session.outputs),
+            label_count=head.num_classes if head is not None else len(bundle.labels),
+            edgetpu_compiled=bundle.edgetpu_path is not None,
             report=mv.report, problems=list(mv.problems), description=bundle.description,
             versions=list(live_versions) or [mv.version],
+            head_version=head.info.get("head_version") if head is not None else None,
         )
 
     @classmethod
@@ -187,10 +220,11 @@ class Registry:
         self._state_dir = Path(state_dir)
         self._run = run_blocking
         self._current: Dict[str, ModelVersion] = {}
-        self._live: Dict[str, ModelVersion] = {}  # every version not yet released, by key
+        self._live: Dict[str, ModelVersion] = {}  # every version not yet released, by id (name@version)
         self._failed: Dict[str, ModelState] = {}
         self._next_version: Dict[str, int] = {}
         self._locks: Dict[str, asyncio.Lock] = {}
+        self.adapt: Optional[Adapt] = None
 
     # ---- queries ----
 
@@ -297,7 +331,7 @@ class Registry:
             old = self._current.get(name)
             mv.state = "ready"
             self._current[name] = mv
-            self._live[mv.key] = mv
+            self._live[mv.id] = mv
             log.info("model %s version %d serving on %s%s", name, version, ", ".join(sorted(mv.devices)) or "no device yet",
                      f" (replaces version {old.version})" if old else "")
             if old is not None:
@@ -322,8 +356,44 @@ class Registry:
         for problem in problems:
             log.warning("model %s: %s", name, problem)
         fp = await self._run(fingerprint, path)
-        return ModelVersion(name=name, version=version, bundle=bundle, session=ModelSession(bundle),
+        session: Session = ModelSession(bundle)
+        if self.adapt is not None:
+            bundle, session = await self._run(self.adapt, name, bundle, session)
+        return ModelVersion(name=name, version=version, bundle=bundle, session=session,
                             report=report, problems=problems, source=source, fingerprint=fp)
+
+    async def replace_session(self, name: str, make_session: Callable[[ModelVersion], Tuple[ModelBundle, Session]],
+                              same_base: bool = True) -> ModelState:
+        """Serve ``name`` with another session as its next version (a head change), without failing a request.
+
+        With ``same_base`` the new version runs the base already loaded on the devices (only
+        the CPU-side head differs), so nothing is reloaded; otherwise the bundle
+        ``make_session`` returns is loaded and warmed like any replacement first.
+
+        Raises:
+            NotFoundError: no such model is served. ModelError, DeviceUnavailableError: the new base
+            could not be placed (the served version keeps serving).
+        """
+        async with self._lock(name):
+            old = self.current(name)
+            bundle, session = make_session(old)
+            version = self._next_version.get(name, 0) + 1
+            self._next_version[name] = version
+            mv = ModelVersion(name=name, version=version, bundle=bundle, session=session, report=old.report,
+                              problems=list(old.problems), source=old.source, fingerprint=old.fingerprint)
+            if same_base:
+                mv.pool_key, mv.devices = old.key, old.devices  # one placement, shared
+            else:
+                await self._place_everywhere(mv)
+            mv.upload_dir, old.upload_dir = old.upload_dir, None  # the newest version owns the stored upload
+            mv.state = "ready"
+            self._current[name] = mv
+            self._live[mv.id] = mv
+            log.info("model %s version %d serving (%s; replaces version %d)", name, version,
+                     "same base, new head" if same_base else "new base", old.version)
+            self._retire(old)
+            return self.state(name)
+
 
     def _upload_dir(self, name: str, version: int) -> Path:
         """The folder one uploaded version lives in: ``state_dir/uploads/NAME/vN``."""
@@ -411,7 +481,7 @@ class Registry:
             ModelError: the runtime refused the model. DeviceUnavailableError: the device is gone.
             NotFoundError: the version is no longer live.
         """
-        mv = mv or self._live.get(key)
+        mv = mv or self._by_key(key)
         if mv is None:
             raise NotFoundError(f"model version {key} is no longer loaded")
         kind = next((d.kind for d in self._pool.devices() if d.id == device), device.split(":")[0])
@@ -427,6 +497,11 @@ class Registry:
         mv.devices.add(device)
         self._scheduler.placed(key, device)
 
+    def _by_key(self, key: str) -> Optional[ModelVersion]:
+        """A live version whose base is loaded under the pool key ``key`` (the newest, when several share it)."""
+        found = [mv for mv in self._live.values() if mv.key == key]
+        return max(found, key=lambda mv: mv.version) if found else None
+
     def _retire(self, mv: ModelVersion) -> None:
         mv.state = "retiring"
         if mv.refs <= 0:
@@ -438,11 +513,12 @@ class Registry:
         if mv.state != "retiring":
             return
         mv.state = "unloaded"
-        self._live.pop(mv.key, None)
-        self._scheduler.unplaced(mv.key)
-        for device in sorted(mv.devices):
-            await self._run(self._unload_quietly, device, mv.key)
-        mv.devices.clear()
+        self._live.pop(mv.id, None)
+        if self._by_key(mv.key) is None:  # no later version runs the same base
+            self._scheduler.unplaced(mv.key)
+            for device in sorted(mv.devices):
+                await self._run(self._unload_quietly, device, mv.key)
+            mv.devices.clear()
         log.info("model %s version %d released", mv.name, mv.version)
         if mv.upload_dir is not None:
             async with self._lock(mv.name):  # a load of the same name may be creating the model's folder

@@ -248,7 +248,7 @@ class Service:
             NotFoundError: no such model.
         """
         mv = self.registry.current(name)
-        return list(mv.bundle.inputs), list(mv.bundle.outputs)
+        return list(mv.session.inputs), list(mv.session.outputs)
 
     @property
     def mock_control(self) -> Any:
@@ -314,12 +314,13 @@ class Service:
 
     async def _infer(self, mv: ModelVersion, task: Optional[str], request: InferenceRequest,
                      deadline: Optional[float], wait_for_room: bool = False) -> InferenceResult:
-        task = task or mv.bundle.task
+        task = task or mv.default_task
         if task not in TASKS:
             raise InvalidRequestError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-        if task not in (mv.bundle.task, "raw"):
+        if task not in mv.tasks:
             raise InvalidRequestError(
-                f"model {mv.name} serves {mv.bundle.task}, not {task} (raw tensors work for any model)"
+                f"model {mv.name} serves {' and '.join(t for t in mv.tasks if t != 'raw')}, not {task} "
+                "(raw tensors work for any model)"
             )
         pre, post = _split_options(task, request.options)
         t0 = time.monotonic()

@@ -53,7 +53,7 @@ def dequantize(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
-def _check_top_k(top_k: int, threshold: float) -> None:
+def check_top_k(top_k: int, threshold: float) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise InvalidArgumentError(f"top_k must be a positive integer, got {top_k!r}")
     if not np.isfinite(threshold):
@@ -86,7 +86,7 @@ def classify(
         ModelError: the model has no usable score output.
         ValueError: ``top_k`` < 1 or a non-finite threshold.
     """
-    _check_top_k(top_k, threshold)
+    check_top_k(top_k, threshold)
     _check_outputs(outputs, specs, "classify")
     for array, spec in zip(outputs, specs):
         if np.asarray(array).size > 1:
@@ -239,7 +239,7 @@ def detect(
         ModelError: the outputs are not those of a detection postprocess.
         ValueError: ``top_k`` < 1 or a non-finite threshold.
     """
-    _check_top_k(top_k, threshold)
+    check_top_k(top_k, threshold)
     _check_outputs(outputs, specs, "detect")
     real = [dequantize(a, s) for a, s in zip(outputs, specs)]
     layout = detection_layout(specs, names, real)
