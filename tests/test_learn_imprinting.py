@@ -89,17 +89,22 @@ def test_one_at_a_time_gives_the_same_head_as_all_at_once() -> None:
     rng = np.random.default_rng(3)
     data = {"a": rng.normal(size=(37, DIM)).astype(np.float32),
             "b": (rng.normal(size=(20, DIM)) + 1).astype(np.float32)}
-    at_once, one_by_one = Imprinter(DIM), Imprinter(DIM)
+    at_once, one_by_one, in_chunks = Imprinter(DIM), Imprinter(DIM), Imprinter(DIM)
     for label, x in data.items():
         at_once.add(label, x)
         for row in x:
             one_by_one.add(label, row)
-    h1, h2 = at_once.head(), one_by_one.head()
-    assert h1.labels == h2.labels
-    assert h1.weights.tobytes() == h2.weights.tobytes()
-    for label in data:
-        assert at_once.classes[label].raw_sum.tobytes() == one_by_one.classes[label].raw_sum.tobytes()
-    assert at_once.counts() == one_by_one.counts() == {"a": 37, "b": 20}
+        for chunk in np.array_split(x, 4):  # later chunks land on a non-zero running sum
+            in_chunks.add(label, chunk)
+    reference = at_once.head()
+    for other in (one_by_one, in_chunks):
+        head = other.head()
+        assert head.labels == reference.labels
+        assert head.weights.tobytes() == reference.weights.tobytes()
+        for label in data:
+            assert other.classes[label].normalized_sum.tobytes() == at_once.classes[label].normalized_sum.tobytes()
+            assert other.classes[label].raw_sum.tobytes() == at_once.classes[label].raw_sum.tobytes()
+        assert other.counts() == {"a": 37, "b": 20}
 
 
 def test_cap_refuses_the_sample_past_it_and_changes_nothing() -> None:
