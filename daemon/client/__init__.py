@@ -10,7 +10,10 @@ Every call returns plain dataclasses (``types.py``) and raises
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
@@ -23,12 +26,14 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import _convert as convert
 from ._convert import Crop, ImageLike
-from .types import (Class, ClassifyResult, ClientError, DetectedObject, DetectResult, Device, EmbedResult, Frame,
-                    InvokeResult, Model, Result, Status, StreamResult, TensorInfo, Timing)
+from .types import (AddedSamples, Class, ClassifyResult, ClientError, DetectedObject, DetectResult, Device,
+                    EmbedResult, ExportResult, Frame, HeadVersion, InvokeResult, LearnedClass, LearnedModel, Model,
+                    Result, Status, StreamResult, TensorInfo, Timing, TrainProgress)
 
 __all__ = [
     "Client", "ClientError", "Frame", "Class", "DetectedObject", "Timing", "Result", "ClassifyResult",
     "DetectResult", "EmbedResult", "InvokeResult", "StreamResult", "Device", "Model", "TensorInfo", "Status",
+    "LearnedClass", "LearnedModel", "AddedSamples", "TrainProgress", "TrainRun", "HeadVersion", "ExportResult",
     "DEFAULT_ADDRESS", "default_address", "normalize_address",
 ]
 
@@ -185,6 +190,7 @@ class Client:
         self._models = pb_grpc.ModelsStub(self._channel)
         self._devices = pb_grpc.DevicesStub(self._channel)
         self._daemon = pb_grpc.DaemonStub(self._channel)
+        self._learning = pb_grpc.LearningStub(self._channel)
         self.mock = MockControl(pb_grpc.MockControlStub(self._channel), timeout, self.address)
 
     def close(self) -> None:
@@ -320,6 +326,196 @@ class Client:
         finally:
             call.cancel()
 
+    # ------------------------------------------------------------ learning
+
+    def add_samples(self, model: str, label: str, images: Iterable[ImageLike] = (),
+                    embeddings: Iterable[Any] = (), keep_classes: bool = False,
+                    timeout: Optional[float] = None) -> AddedSamples:
+        """Teach ``model`` the class ``label`` by imprinting from images (as :meth:`classify` takes them)
+        and/or embeddings (array-likes of the model's embedding size), read lazily as they are sent.
+
+        The class is servable, and every sample stored, when this returns. When reading an image
+        fails part way the call is cancelled, so the daemon stores none of them, and that error is
+        raised. ``keep_classes`` keeps a classifier's pretrained classes beside the new one (on the
+        call that first gives the model a head).
+
+        Raises:
+            ClientError: NOT_FOUND (model), INVALID_ARGUMENT (label, image, embedding size or values,
+                a full class), FAILED_PRECONDITION (no usable embedding), ...
+            OSError, ValueError: an image or embedding that cannot be read or sent.
+        """
+        samples = itertools.chain(((label, image, None) for image in images),
+                                  ((label, None, vector) for vector in embeddings))
+        return self._add_samples(model, label, samples, keep_classes, timeout)
+
+    def add_labeled_images(self, model: str, samples: Iterable[Tuple[str, ImageLike]], keep_classes: bool = False,
+                           timeout: Optional[float] = None) -> AddedSamples:
+        """Add ``(label, image)`` pairs of several classes in one call, so the daemon stores all or none.
+
+        Raises:
+            ValueError: ``samples`` is empty. Otherwise as :meth:`add_samples`.
+        """
+        iterator = iter(samples)
+        try:
+            label, image = next(iterator)
+        except StopIteration:
+            raise ValueError("no samples to add") from None
+        rest = ((each_label, each_image, None) for each_label, each_image in iterator)
+        return self._add_samples(model, label, itertools.chain([(label, image, None)], rest), keep_classes, timeout)
+
+    def _add_samples(self, model: str, label: str, samples: Iterable[Tuple[str, Any, Any]], keep_classes: bool,
+                     timeout: Optional[float]) -> AddedSamples:
+        """One AddSamples call over ``(label, image, embedding)`` triples; a label is sent when it changes.
+
+        A failure while reading ``samples`` cancels the call rather than half-closing it: a
+        half-close would tell the daemon the samples sent so far are all of them, and it would
+        store that part.
+        """
+        failure: List[BaseException] = []
+        call_made = threading.Event()
+        calls: List[Any] = []
+
+        def requests() -> Iterator[pb.AddSamplesRequest]:
+            yield pb.AddSamplesRequest(model=model, label=label, keep_classes=keep_classes)
+            current = label
+            try:
+                for sample_label, image, vector in samples:
+                    message = pb.AddSamplesRequest()
+                    if sample_label != current:
+                        message.label = current = sample_label
+                    if image is not None:
+                        convert.fill_image(message.image, image)
+                    else:
+                        message.embedding.CopyFrom(convert.embedding(vector))
+                    yield message
+            except Exception as exc:  # noqa: BLE001 - the caller's own error, raised to the caller below
+                failure.append(exc)
+                call_made.wait()
+                calls[0].cancel()
+
+        call = self._learning.AddSamples.future(requests(), timeout=self._timeout(timeout))
+        calls.append(call)
+        call_made.set()
+        try:
+            reply = call.result()
+        except (grpc.FutureCancelledError, grpc.RpcError) as exc:
+            if failure:
+                raise failure[0] from None
+            if isinstance(exc, grpc.RpcError):
+                raise _client_error(exc, self.address) from None
+            raise ClientError(grpc.StatusCode.CANCELLED, "adding samples was cancelled") from None
+        except BaseException:  # Ctrl-C while waiting: stop the call, so nothing is stored
+            call.cancel()
+            raise
+        return convert.added_samples(reply)
+
+    @_wrap_errors
+    def classes(self, model: str, timeout: Optional[float] = None) -> LearnedModel:
+        """The classes ``model`` serves now. Raises: ClientError (NOT_FOUND, ...)."""
+        reply = self._learning.ListClasses(pb.ListClassesRequest(model=model), timeout=self._timeout(timeout))
+        return convert.learned_model(reply.model)
+
+    @_wrap_errors
+    def remove_class(self, model: str, label: str, timeout: Optional[float] = None) -> LearnedModel:
+        """Remove a class and its samples; the head without it serves as a new version.
+
+        Raises:
+            ClientError: NOT_FOUND when the model has no such class.
+        """
+        reply = self._learning.RemoveClass(pb.RemoveClassRequest(model=model, label=label),
+                                           timeout=self._timeout(timeout))
+        return convert.learned_model(reply.model)
+
+    @_wrap_errors
+    def train(self, model: str, epochs: Optional[int] = None, learning_rate: Optional[float] = None,
+              batch_size: Optional[int] = None, l2: Optional[float] = None,
+              validation_fraction: Optional[float] = None, seed: Optional[int] = None, warm_start: bool = False,
+              timeout: Optional[float] = None) -> "TrainRun":
+        """Train the head by last-layer backpropagation over every stored sample of ``model``.
+
+        Returns an iterator of :class:`TrainProgress`, one per epoch; the last carries the new
+        head in ``model``. ``cancel()`` on it (or ``close()``, or leaving its ``with`` block)
+        stops training and the head that served before keeps serving. None means the daemon's
+        default, for every number (so does 0: the protocol cannot ask for no L2 or no
+        validation split). ``timeout`` bounds the whole run (default: none).
+
+        Raises:
+            ValueError: a number out of range (before anything is sent).
+            ClientError: while iterating: NOT_FOUND, FAILED_PRECONDITION (one class, no samples), ...
+        """
+        request = pb.TrainRequest(model=model, epochs=_check_count("epochs", epochs),
+                                  learning_rate=_check_real("learning_rate", learning_rate, above=0.0),
+                                  batch_size=_check_count("batch_size", batch_size),
+                                  l2=_check_real("l2", l2, at_least=0.0),
+                                  validation_fraction=_check_fraction(validation_fraction),
+                                  warm_start=warm_start)
+        if seed is not None:
+            if not 0 <= seed < 2 ** 64:
+                raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+            request.seed = seed
+        return TrainRun(self._learning.Train(request, timeout=timeout), self.address)
+
+    @_wrap_errors
+    def export(self, model: str, target: str = "cpu", on_progress: Optional[Callable[[int, int], None]] = None,
+               timeout: Optional[float] = None) -> ExportResult:
+        """A .tflite of ``model`` with its head that runs without edgetpud.
+
+        ``target`` "cpu" is the CPU twin; "edgetpu" the compiled base with the head after its
+        ``edgetpu-custom-op``. ``on_progress(received, size)`` is called per chunk (for a
+        progress bar).
+
+        Raises:
+            ClientError: FAILED_PRECONDITION (no head, no compiled twin, training running), or
+                DATA_LOSS when the bytes received do not add up to the header's size.
+        """
+        call = self._learning.Export(pb.ExportRequest(model=model, target=target), timeout=self._timeout(timeout))
+        header: Optional[pb.ExportHeader] = None
+        parts: List[bytes] = []
+        received = 0
+        try:
+            for chunk in call:
+                kind = chunk.WhichOneof("chunk")
+                if kind == "header":
+                    if header is not None:
+                        raise ClientError(grpc.StatusCode.DATA_LOSS, "the export sent a second header")
+                    header = chunk.header
+                    if on_progress is not None:
+                        on_progress(0, header.size)
+                elif kind == "data":
+                    if header is None:
+                        raise ClientError(grpc.StatusCode.DATA_LOSS, "the export sent data before its header")
+                    parts.append(chunk.data)
+                    received += len(chunk.data)
+                    if received > header.size:
+                        raise ClientError(grpc.StatusCode.DATA_LOSS,
+                                          f"the export sent more than the {header.size} bytes its header announced")
+                    if on_progress is not None:
+                        on_progress(received, header.size)
+        finally:
+            call.cancel()
+        if header is None:
+            raise ClientError(grpc.StatusCode.DATA_LOSS, "the export ended without a header")
+        if received != header.size:
+            raise ClientError(grpc.StatusCode.DATA_LOSS,
+                              f"the export ended after {received} of the {header.size} bytes its header announced")
+        return convert.export_result(header, b"".join(parts))
+
+    @_wrap_errors
+    def heads(self, model: str, timeout: Optional[float] = None) -> List[HeadVersion]:
+        """Every stored head version of ``model``, oldest first as the daemon lists them. Raises: ClientError."""
+        reply = self._learning.ListHeads(pb.ListHeadsRequest(model=model), timeout=self._timeout(timeout))
+        return [convert.head_version(h) for h in reply.heads]
+
+    @_wrap_errors
+    def restore_head(self, model: str, head_version: int, timeout: Optional[float] = None) -> LearnedModel:
+        """Serve an earlier head version again (the daemon makes it a new model version).
+
+        Raises:
+            ClientError: NOT_FOUND when there is no such head version.
+        """
+        request = pb.RestoreHeadRequest(model=model, head_version=head_version)
+        return convert.learned_model(self._learning.RestoreHead(request, timeout=self._timeout(timeout)))
+
     # ------------------------------------------------------------ models, devices, status
 
     @_wrap_errors
@@ -388,6 +584,84 @@ class Client:
                 raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                   f"daemon at {self.address} not ready after {timeout:.0f} s ({last})")
             time.sleep(0.1)
+
+
+class TrainRun:
+    """The progress of one Train call: iterate it for :class:`TrainProgress`, one per epoch.
+
+    ``cancel()`` (or ``close()``, or leaving a ``with`` block) stops the training on the daemon,
+    which keeps the head that served before; iteration then simply ends. ``model`` is the new
+    head once the last item arrived.
+    """
+
+    def __init__(self, call: Any, address: str = "") -> None:
+        self._call = call
+        self._address = address
+        self._cancelled = False
+        self.model: Optional[LearnedModel] = None
+
+    def __iter__(self) -> "TrainRun":
+        return self
+
+    def __next__(self) -> TrainProgress:
+        if self._cancelled:
+            raise StopIteration
+        try:
+            message = next(self._call)
+        except StopIteration:
+            raise
+        except grpc.RpcError as exc:
+            if self._cancelled:
+                raise StopIteration from None
+            raise _client_error(exc, self._address) from None
+        progress = convert.train_progress(message)
+        if progress.model is not None:
+            self.model = progress.model
+        return progress
+
+    def cancel(self) -> None:
+        """Stop training (a no-op once it finished)."""
+        self._cancelled = True
+        self._call.cancel()
+
+    close = cancel
+
+    def __enter__(self) -> "TrainRun":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
+
+
+def _check_count(name: str, value: Optional[int]) -> int:
+    """A positive count, or 0 (the daemon's default) for None."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value >= 2 ** 32:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_real(name: str, value: Optional[float], above: Optional[float] = None,
+                at_least: Optional[float] = None) -> float:
+    """A finite number in range, or 0.0 (the daemon's default) for None."""
+    if value is None:
+        return 0.0
+    number = float(value)
+    if not math.isfinite(number) or (above is not None and number <= above) or \
+            (at_least is not None and number < at_least):
+        bound = f"> {above:g}" if above is not None else f">= {at_least:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return number
+
+
+def _check_fraction(value: Optional[float]) -> float:
+    if value is None:
+        return 0.0
+    number = float(value)
+    if not (math.isfinite(number) and 0.0 <= number < 1.0):
+        raise ValueError(f"validation_fraction must be in [0, 1), got {value!r}")
+    return number
 
 
 def _code(value: int) -> grpc.StatusCode:

@@ -1,6 +1,7 @@
 """Protobuf messages <-> the client's plain values."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -8,8 +9,9 @@ import numpy as np
 
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 
-from .types import (Class, ClassifyResult, DetectedObject, DetectResult, Device, EmbedResult, Frame,
-                    InvokeResult, Model, Result, Status, TensorInfo, Timing)
+from .types import (AddedSamples, Class, ClassifyResult, DetectedObject, DetectResult, Device, EmbedResult,
+                    ExportResult, Frame, HeadVersion, InvokeResult, LearnedClass, LearnedModel, Model, Result,
+                    Status, TensorInfo, Timing, TrainProgress)
 
 ImageLike = Union[bytes, str, Path, Frame, np.ndarray]
 Crop = Tuple[int, int, int, int]
@@ -242,3 +244,58 @@ def model(msg: pb.ModelInfo) -> Model:
 def status(msg: pb.StatusResponse) -> Status:
     return Status(ready=msg.ready, devices=[device(d) for d in msg.devices],
                   models=[model(m) for m in msg.models], version=msg.version)
+
+
+# ------------------------------------------------------------------ learning
+
+
+def embedding(value: Any) -> pb.Embedding:
+    """An Embedding message from any array-like of numbers (flattened: [1,D], [1,1,1,D] and [D] alike).
+
+    Raises:
+        ValueError: not numbers, or empty.
+    """
+    values = np.asarray(value, dtype=np.float32).ravel()
+    if values.size == 0:
+        raise ValueError("an embedding needs at least one value")
+    return pb.Embedding(values=values.tolist())
+
+
+def learned_model(msg: pb.LearnedModel) -> LearnedModel:
+    return LearnedModel(model=msg.model, version=msg.version, head_version=msg.head_version, method=msg.method,
+                        classes=_learned_classes(msg))
+
+
+def _learned_classes(msg: pb.LearnedModel) -> list:
+    return [LearnedClass(c.id, c.label, c.samples, c.source) for c in msg.classes]
+
+
+def added_samples(msg: pb.AddSamplesResponse) -> AddedSamples:
+    m = msg.model
+    return AddedSamples(model=m.model, version=m.version, head_version=m.head_version, method=m.method,
+                        classes=_learned_classes(m), added=msg.added)
+
+
+def train_progress(msg: pb.TrainProgress) -> TrainProgress:
+    validation = msg.validation_accuracy
+    return TrainProgress(epoch=msg.epoch, epochs=msg.epochs, loss=msg.loss, train_accuracy=msg.train_accuracy,
+                         validation_accuracy=validation if math.isfinite(validation) else None,
+                         model=learned_model(msg.model) if msg.HasField("model") else None)
+
+
+def head_version(msg: pb.HeadVersion) -> HeadVersion:
+    return HeadVersion(head_version=msg.head_version, method=msg.method, created=msg.created,
+                       labels=list(msg.labels), current=msg.current)
+
+
+def label_lines(text: str) -> list:
+    """The header's "one label a line" as a list in class id order (a final newline is not a label)."""
+    if not text:
+        return []
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def export_result(header: pb.ExportHeader, data: bytes) -> ExportResult:
+    return ExportResult(model=header.model, head_version=header.head_version, target=header.target,
+                        size=header.size, labels=label_lines(header.labels), data=data)

@@ -147,3 +147,73 @@ class Status:
     devices: List[Device]
     models: List[Model]
     version: str
+
+
+# ---------------------------------------------------------------- learning
+
+
+@dataclass(frozen=True)
+class LearnedClass:
+    """One class of a model's head; ``source`` is "imprinted", "pretrained" or "trained"."""
+
+    id: int
+    label: str
+    samples: int
+    source: str
+
+
+@dataclass(frozen=True)
+class LearnedModel:
+    """A model's head as it serves now: ``version`` is the serving model version, ``head_version`` the store's."""
+
+    model: str
+    version: str
+    head_version: int
+    method: str
+    classes: List[LearnedClass] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AddedSamples(LearnedModel):
+    """What ``add_samples`` returns: the head after the call and how many samples it stored."""
+
+    added: int = 0
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One epoch of training; ``model`` is set on the last item only (the head now serving).
+
+    ``validation_accuracy`` is None when no validation split was made (the daemon sends NaN,
+    which JSON cannot carry).
+    """
+
+    epoch: int
+    epochs: int
+    loss: float
+    train_accuracy: float
+    validation_accuracy: Optional[float]
+    model: Optional[LearnedModel] = None
+
+
+@dataclass(frozen=True)
+class HeadVersion:
+    """One stored head version; ``created`` is seconds since the epoch."""
+
+    head_version: int
+    method: str
+    created: float
+    labels: List[str]
+    current: bool
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported .tflite (the header's fields and the bytes); ``labels`` in class id order."""
+
+    model: str
+    head_version: int
+    target: str
+    size: int
+    labels: List[str]
+    data: bytes = field(repr=False, default=b"")
