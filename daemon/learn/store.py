@@ -259,7 +259,7 @@ class Store:
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        if conn is not None and not self._closed:
             return conn
         with self._lock:
             if self._closed:
@@ -405,13 +405,15 @@ class Store:
             PreconditionError: without ``base_hash``, the samples have embeddings of different sizes
                 (they come from different base models and need re-embedding first).
         """
-        sql = "SELECT label, dim, embedding FROM samples WHERE model = ?"
+        sql = "SELECT id, label, dim, embedding FROM samples WHERE model = ?"
         args: Tuple[str, ...] = (model,)
         if base_hash is not None:
             sql, args = sql + " AND base_hash = ?", (model, base_hash)
         grouped: Dict[str, List[bytes]] = {}
         dims = set()
-        for label, dim, blob in self._read(sql + " ORDER BY id", args):
+        rows = self._read(sql, args)
+        rows.sort(key=lambda row: row[0])  # here, not ORDER BY: SQLite would sort the blobs in a temp b-tree
+        for _, label, dim, blob in rows:
             grouped.setdefault(label, []).append(blob)
             dims.add(dim)
         if len(dims) > 1:
