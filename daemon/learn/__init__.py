@@ -11,5 +11,8 @@
 from __future__ import annotations
 
 from .head import SOURCES, LinearHead, softmax
+from .imprinting import DEFAULT_SCALE, MAX_SAMPLES_PER_CLASS, ClassSums, Imprinter, imprint_head
+from .softmax_regression import Progress, TrainResult, train
 
-__all__ = ["SOURCES", "LinearHead", "softmax"]
+__all__ = ["DEFAULT_SCALE", "MAX_SAMPLES_PER_CLASS", "SOURCES", "ClassSums", "Imprinter", "LinearHead",
+           "Progress", "TrainResult", "imprint_head", "softmax", "train"]
