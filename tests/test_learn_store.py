@@ -46,7 +46,7 @@ def store(path: Path):
 
 
 def test_content_hash_of_bytes_and_file(tmp_path: Path) -> None:
-    data = os.urandom(3 * 1024 * 1024 + 17)  # more than one read chunk
+    data = random.Random(3).randbytes(3 * 1024 * 1024 + 17)  # more than one read chunk
     f = tmp_path / "model.tflite"
     f.write_bytes(data)
     assert content_hash(data) == content_hash(f) == content_hash(str(f)) == hashlib.sha256(data).hexdigest()
@@ -266,7 +266,7 @@ def assert_refused_untouched(path: Path, *patterns: str) -> None:
 def a_real_store(path: Path, samples: int = 60) -> None:
     with Store(path) as store:
         for i in range(samples // 5):
-            store.add_samples("m", f"c{i}", emb(5, dim=256, seed=i), [os.urandom(3000)] * 5, BASE)
+            store.add_samples("m", f"c{i}", emb(5, dim=256, seed=i), [random.Random(i).randbytes(3000)] * 5, BASE)
         store.add_head("m", a_head(["c0"]), "imprinting", BASE)
 
 
