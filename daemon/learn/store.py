@@ -14,7 +14,7 @@ survive SIGKILL and power loss at any instant, so:
 - Opening checks before it writes: a file that is not a store, is damaged
   (``PRAGMA quick_check``) or comes from a newer schema raises ``StoreError`` and
   is left byte for byte as it was. edgetpud never deletes or repairs a store.
-  quick_check reads the whole file: about 30 ms for 10,000 samples of 1024 floats
+  quick_check reads the whole file: 26-75 ms for 10,000 samples of 1024 floats
   (47 MB, warm cache, scripts/bench/bench_store.py); a cold SD card reads slower.
 
 Threads: the daemon calls the store from a thread pool, so each thread gets its
