@@ -1,4 +1,4 @@
-"""edgetpuctl: talk to a running edgetpud (status, devices, models, inference, mock faults).
+"""edgetpuctl: talk to a running edgetpud (status, devices, models, inference, retraining, mock faults).
 
 Everything goes through ``edgetpud.daemon.client``. ``--json`` prints exactly one
 JSON document on stdout; errors always go to stderr with a non-zero exit code:
@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     if check is not None:
         check.add_parser(sub)
 
+    from . import learn
+    learn.add_parsers(sub)
+
     mock = sub.add_parser("mock", help="fault injection (daemon started with --device mock only)")
     ksub = mock.add_subparsers(dest="mock_command", metavar="ACTION", required=True)
     p = ksub.add_parser("fault", help="inject a fault into a mock device")
@@ -307,7 +310,8 @@ def _explain(exc: ClientError) -> str:
 
 def _command(args: argparse.Namespace) -> str:
     """The command as typed ("models info", "mock fault"), for the error line."""
-    action = getattr(args, "models_command", None) or getattr(args, "mock_command", None)
+    action = next((getattr(args, name) for name in ("models_command", "mock_command", "classes_command",
+                                                    "heads_command") if getattr(args, name, None)), None)
     return f"{args.command} {action}" if action else str(args.command)
 
 
