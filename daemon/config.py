@@ -57,6 +57,8 @@ class Config:
     grace_s: float = 10.0
     mock_latency_s: Optional[float] = None
     log_level: str = "info"
+    #: Samples (embeddings and image bytes) kept per model for retraining.
+    learn_max_bytes_per_model: int = 256 * 1024 * 1024
 
     def replace(self, **changes: Any) -> "Config":
         """A validated copy with ``changes`` applied.
@@ -112,12 +114,12 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 isinstance(value, int) and not isinstance(value, bool) and set(str(value)) <= set("01234567")) else ""
             raise ConfigError(f"{where} must be a file mode between 0 and 0777, got {value!r}{hint}")
         return value
-    if key in ("max_message_bytes", "max_concurrent_requests", "queue_depth"):
+    if key in ("max_message_bytes", "max_concurrent_requests", "queue_depth", "learn_max_bytes_per_model"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where} must be a positive integer, got {value!r}")
         if key == "max_message_bytes" and value < MIN_MESSAGE_BYTES:
             raise ConfigError(f"{where} must be at least {MIN_MESSAGE_BYTES} (a 1080p RGBA frame), got {value}")
-        if key != "queue_depth" and value > MAX_GRPC_INT:
+        if key in ("max_message_bytes", "max_concurrent_requests") and value > MAX_GRPC_INT:
             raise ConfigError(f"{where} must be at most {MAX_GRPC_INT} (gRPC's limit), got {value}")
         return value
     if key in ("grace_s", "mock_latency_s"):

@@ -26,6 +26,8 @@ from edgetpud.hal.device import DeviceInfo
 from edgetpud.hal.executor import TensorSpec
 
 from .config import Config
+from .learn.store import Store, store_path
+from .learning import Learning
 from .errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError, ShuttingDownError
 from .metrics import Metrics
 from .model.bundle import TASKS
@@ -112,6 +114,7 @@ class Service:
         self._cpu: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place)
         self.registry = Registry(pool, self.scheduler, config.state_dir, self._blocking)
+        self._learning: Optional[Learning] = None
         self.metrics = Metrics(devices=self._devices_quietly, queue_depths=self.scheduler.queue_depths)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._started = False
@@ -149,6 +152,8 @@ class Service:
         self.scheduler.set_devices(d.id for d in devices if d.state in USABLE_STATES)
         log.info("devices up in %.2f s: %s", time.monotonic() - started,
                  ", ".join(f"{d.id}={d.state}" for d in devices) or "none")
+        self._learning = await self._blocking(self._open_learning)
+        self.registry.adapt = self._learning.adapt
         self._started = True
         self._accepting = True
         outcome = await self.registry.load_folder(self.config.models_dir)
@@ -157,6 +162,44 @@ class Service:
                  f"; {len(failed)} bundle(s) skipped" if failed else "")
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+        if self._learning.stale:
+            self._background(self._learning.refresh_stale())
+
+    def _open_learning(self) -> Learning:
+        """Open (or create) the store of samples and heads under the state folder.
+
+        Raises:
+            StoreError: the store file is damaged or from a newer edgetpud (it is left as it is).
+        """
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(store_path(self.config.state_dir),
+                      max_bytes_per_model=self.config.learn_max_bytes_per_model)
+        return Learning(store, self.registry, self.config.state_dir, self._blocking, self._embed)
+
+    @property
+    def learning(self) -> Learning:
+        """Retraining: samples, heads and their versions.
+
+        Raises:
+            PreconditionError: the daemon has not started yet.
+        """
+        if self._learning is None:
+            raise PreconditionError("the daemon is not serving yet (starting)")
+        self._check_accepting()
+        return self._learning
+
+    async def _embed(self, model: str, image: Any) -> np.ndarray:
+        """The raw embedding of one image by ``model``'s base, run on a device like any request."""
+        if not isinstance(image, ImageInput):
+            image = ImageInput(data=bytes(image))
+        result = await self.infer(model, "embed", InferenceRequest(image=image, options={"normalize": False}),
+                                  wait_for_room=True)
+        return np.asarray(result.payload, np.float32)
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._device_tasks.add(task)
+        task.add_done_callback(self._device_tasks.discard)
 
     async def drain(self, grace_s: Optional[float] = None) -> None:
         """Refuse new requests (UNAVAILABLE: shutting down) and wait up to ``grace_s`` for the accepted ones.
@@ -190,6 +233,8 @@ class Service:
             await self._blocking(self.pool.stop)
         if self._cpu is not None:
             self._cpu.shutdown(wait=True)
+        if self._learning is not None:
+            self._learning.close()
         log.info("service stopped")
 
     async def reload(self, config: Config) -> Dict[str, Optional[str]]:
@@ -199,7 +244,10 @@ class Service:
         if needs_restart:
             log.warning("configuration changes that take effect after a restart: %s", ", ".join(needs_restart))
         self.config = self.config.replace(**{k: getattr(config, k) for k in RELOADABLE_KEYS})
-        return await self.registry.load_folder(self.config.models_dir)
+        outcome = await self.registry.load_folder(self.config.models_dir)
+        if self._learning is not None and self._learning.stale:
+            self._background(self._learning.refresh_stale())
+        return outcome
 
     @property
     def ready(self) -> bool:

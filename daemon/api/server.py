@@ -31,6 +31,7 @@ from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
 from .health import HealthServicer
 from .inference import InferenceServicer, add_to_server as add_inference_to_server
 from .kserve import KServeServicer
+from .learning import LearningServicer
 from .management import DaemonServicer, DevicesServicer, MockControlServicer, ModelsServicer
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ UNIX_PREFIX = "unix:"
 
 def service_names(mock: bool) -> List[str]:
     """Full names of the services served (what reflection lists)."""
-    names = [pb.DESCRIPTOR.services_by_name[n].full_name for n in ("Inference", "Models", "Devices", "Daemon")]
+    names = [pb.DESCRIPTOR.services_by_name[n].full_name
+             for n in ("Inference", "Models", "Learning", "Devices", "Daemon")]
     if mock:
         names.append(pb.DESCRIPTOR.services_by_name["MockControl"].full_name)
     names.append(kserve_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name)
@@ -67,6 +69,7 @@ def build_server(service: Any, config: Any) -> grpc.aio.Server:
     mock = getattr(service, "mock_control", None) is not None
     add_inference_to_server(InferenceServicer(service), server)  # image requests parsed without copies
     pb_grpc.add_ModelsServicer_to_server(ModelsServicer(service), server)
+    pb_grpc.add_LearningServicer_to_server(LearningServicer(service), server)
     pb_grpc.add_DevicesServicer_to_server(DevicesServicer(service), server)
     pb_grpc.add_DaemonServicer_to_server(DaemonServicer(service), server)
     if mock:

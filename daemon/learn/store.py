@@ -348,20 +348,55 @@ class Store:
             ResourceExhaustedError: the class would pass ``max_samples_per_class`` or the model
                 ``max_bytes_per_model``; nothing is stored.
         """
-        _check_text("model name", model)
-        _check_text("label", label)
-        _check_hash(base_hash)
-        x = _as_embeddings(embeddings)
-        n, dim = x.shape
-        if len(images) != n:
-            raise InvalidArgumentError(f"{n} embeddings came with {len(images)} images; give one image "
-                                       "(or None) per embedding")
-        blobs = [_as_image(image, i) for i, image in enumerate(images)]
-        now = time.time()
-        rows = [(model, label, dim, x[i].tobytes(), base_hash, blobs[i],
-                 4 * dim + (len(blobs[i]) if blobs[i] is not None else 0), now) for i in range(n)]
-        adding = sum(row[6] for row in rows)
         with self._write() as conn:
+            return self._insert_samples(conn, model, [(label, embeddings, images)], base_hash)
+
+    def add_samples_and_head(self, model: str, batches: Sequence[Tuple[str, np.ndarray, Sequence[Optional[bytes]]]],
+                             base_hash: str, head: LinearHead, method: str) -> int:
+        """One acknowledged learning call: its samples (several labels) and the head they make, in one transaction.
+
+        Returns the new head version (made current). Raises: as ``add_samples``; nothing is stored on error.
+        """
+        blob = self._head_blob(model, head, method, base_hash)
+        with self._write() as conn:
+            self._insert_samples(conn, model, batches, base_hash)
+            return self._insert_head(conn, model, head, blob, method, base_hash, True)
+
+    def remove_class_and_set_head(self, model: str, label: str, head: Optional[LinearHead], method: str,
+                                  base_hash: str) -> Optional[int]:
+        """Delete a class's samples and serve ``head`` (None: no head any more) in one transaction.
+
+        Returns the new head version, or None when the model is left without a head.
+        """
+        blob = self._head_blob(model, head, method, base_hash) if head is not None else None
+        with self._write() as conn:
+            conn.execute("DELETE FROM samples WHERE model = ? AND label = ?", (model, label))
+            if head is None:
+                conn.execute("UPDATE models SET current_version = NULL WHERE name = ?", (model,))
+                return None
+            return self._insert_head(conn, model, head, blob, method, base_hash, True)
+
+    def _insert_samples(self, conn: sqlite3.Connection, model: str,
+                        batches: Sequence[Tuple[str, np.ndarray, Sequence[Optional[bytes]]]],
+                        base_hash: str) -> List[int]:
+        """Check the limits and insert, inside the caller's write transaction."""
+        _check_text("model name", model)
+        _check_hash(base_hash)
+        now = time.time()
+        prepared = []
+        for label, embeddings, images in batches:
+            _check_text("label", label)
+            x = _as_embeddings(embeddings)
+            n, dim = x.shape
+            if len(images) != n:
+                raise InvalidArgumentError(f"{n} embeddings came with {len(images)} images; give one image "
+                                           "(or None) per embedding")
+            blobs = [_as_image(image, i) for i, image in enumerate(images)]
+            rows = [(model, label, dim, x[i].tobytes(), base_hash, blobs[i],
+                     4 * dim + (len(blobs[i]) if blobs[i] is not None else 0), now) for i in range(n)]
+            prepared.append((label, n, dim, rows))
+        adding = sum(row[6] for _, _, _, rows in prepared for row in rows)
+        for label, n, _, _ in prepared:
             count = conn.execute("SELECT COUNT(*) FROM samples WHERE model = ? AND label = ?",
                                  (model, label)).fetchone()[0]
             if count + n > self.max_samples_per_class:
@@ -369,21 +404,24 @@ class Store:
                     f"class {label!r} of model {model!r} has {count} samples and this call adds {n}: a class "
                     f"holds at most {self.max_samples_per_class}. Add fewer, or remove the class "
                     f"(edgetpuctl classes remove --model {model} --label {label}) and add it again")
-            used, held = conn.execute("SELECT COALESCE(SUM(nbytes), 0), COUNT(*) FROM samples WHERE model = ?",
-                                      (model,)).fetchone()
-            if used + adding > self.max_bytes_per_model:
-                raise ResourceExhaustedError(
-                    f"model {model!r} may keep {self.max_bytes_per_model} bytes of samples "
-                    f"(learn_max_bytes_per_model) and holds {used} in {held} samples; this call's {n} "
-                    f"would add {adding}. Remove classes it no longer needs (edgetpuctl classes remove), "
-                    "or raise learn_max_bytes_per_model in edgetpud.toml")
-            known = conn.execute("SELECT dim FROM samples WHERE model = ? AND base_hash = ? LIMIT 1",
-                                 (model, base_hash)).fetchone()
+        used, held = conn.execute("SELECT COALESCE(SUM(nbytes), 0), COUNT(*) FROM samples WHERE model = ?",
+                                  (model,)).fetchone()
+        if used + adding > self.max_bytes_per_model:
+            n_all = sum(n for _, n, _, _ in prepared)
+            raise ResourceExhaustedError(
+                f"model {model!r} may keep {self.max_bytes_per_model} bytes of samples "
+                f"(learn_max_bytes_per_model) and holds {used} in {held} samples; this call's {n_all} "
+                f"would add {adding}. Remove classes it no longer needs (edgetpuctl classes remove), "
+                "or raise learn_max_bytes_per_model in edgetpud.toml")
+        known = conn.execute("SELECT dim FROM samples WHERE model = ? AND base_hash = ? LIMIT 1",
+                             (model, base_hash)).fetchone()
+        for _, _, dim, _ in prepared:
             if known is not None and known[0] != dim:
                 raise InvalidArgumentError(f"model {model!r} has embeddings of {known[0]} values from this "
                                            f"base model; these have {dim}")
-            conn.execute("INSERT OR IGNORE INTO models (name) VALUES (?)", (model,))
-            ids = []
+        conn.execute("INSERT OR IGNORE INTO models (name) VALUES (?)", (model,))
+        ids = []
+        for _, _, _, rows in prepared:
             for row in rows:
                 cur = conn.execute("INSERT INTO samples (model, label, dim, embedding, base_hash, image, "
                                    "nbytes, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
@@ -481,19 +519,28 @@ class Store:
     def add_head(self, model: str, head: LinearHead, method: str, base_hash: str,
                  make_current: bool = True) -> int:
         """Store a new head version (and make it current) in one transaction; returns its version."""
+        blob = self._head_blob(model, head, method, base_hash)
+        with self._write() as conn:
+            return self._insert_head(conn, model, head, blob, method, base_hash, make_current)
+
+    @staticmethod
+    def _head_blob(model: str, head: LinearHead, method: str, base_hash: str) -> bytes:
         _check_text("model name", model)
         _check_text("method", method)
         _check_hash(base_hash)
-        blob = head.to_bytes()
-        with self._write() as conn:
-            conn.execute("INSERT OR IGNORE INTO models (name) VALUES (?)", (model,))
-            conn.execute("UPDATE models SET last_version = last_version + 1 WHERE name = ?", (model,))
-            version = int(conn.execute("SELECT last_version FROM models WHERE name = ?", (model,)).fetchone()[0])
-            conn.execute("INSERT INTO heads (model, version, method, head, base_hash, labels, created) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (model, version, method, blob, base_hash, json.dumps(list(head.labels)), time.time()))
-            if make_current:
-                conn.execute("UPDATE models SET current_version = ? WHERE name = ?", (version, model))
+        return head.to_bytes()
+
+    @staticmethod
+    def _insert_head(conn: sqlite3.Connection, model: str, head: LinearHead, blob: Optional[bytes], method: str,
+                     base_hash: str, make_current: bool) -> int:
+        conn.execute("INSERT OR IGNORE INTO models (name) VALUES (?)", (model,))
+        conn.execute("UPDATE models SET last_version = last_version + 1 WHERE name = ?", (model,))
+        version = int(conn.execute("SELECT last_version FROM models WHERE name = ?", (model,)).fetchone()[0])
+        conn.execute("INSERT INTO heads (model, version, method, head, base_hash, labels, created) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (model, version, method, blob, base_hash, json.dumps(list(head.labels)), time.time()))
+        if make_current:
+            conn.execute("UPDATE models SET current_version = ? WHERE name = ?", (version, model))
         return version
 
     def current_head(self, model: str) -> Optional[Tuple[int, LinearHead, HeadMeta]]:
