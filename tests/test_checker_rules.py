@@ -801,6 +801,20 @@ def test_cast_to_an_integer_is_not_a_prefix():
     assert report.verdict == "none"
 
 
+def test_cast_of_a_wide_integer_input_is_not_a_prefix():
+    """MoveNet's cast reads a uint8 image; an int32 input is not what was seen."""
+    b = ModelBuilder()
+    x = b.input("ids", [1, 8], np.int32)
+    f = b.tensor("f", [1, 8], np.float32)
+    b.op("CAST", [x], [f])
+    q = act(b, "q", [1, 8])
+    b.op("QUANTIZE", [f], [q])
+    b.output(q)
+    report = check_model(b.build())
+    assert [e.boundary for e in report.operators] == [False, False]
+    assert report.cut_point.op == "CAST" and report.verdict == "none"
+
+
 def test_cast_of_a_computed_tensor_cuts():
     b = ModelBuilder()
     x = inp(b, "x", [1, 8])

@@ -20,7 +20,7 @@ from .context import tensor_label
 from .conversions import Found, find_conversions
 from .graph import Graph
 from .judge import judge
-from .report import MAPPED, CompatibilityReport, CompiledSplit, OperatorEntry
+from .report import MAPPED, CompatibilityReport, CompiledSplit, Failure, OperatorEntry
 from .rules import DEFAULT_RUNTIME, NEWEST_DOCUMENTED_RUNTIME, RULES, UNSPECIFIED, RuleTable
 
 Source = Union[str, Path, bytes, bytearray, memoryview, TfliteModel]
@@ -220,7 +220,7 @@ def _compiled_report(graph: Graph, path: Optional[str]) -> CompatibilityReport:
     )
 
 
-def _logged_status(graph: Graph, op: Any, failures: list, conversions: dict[int, Found]) -> str:
+def _logged_status(graph: Graph, op: Any, failures: list[Failure], conversions: dict[int, Found]) -> str:
     """The status the compiler most likely logged for an op it left on the CPU.
 
     The compiled file does not keep the log, so it is rebuilt: a broken rule's

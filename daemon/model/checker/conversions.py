@@ -3,8 +3,8 @@
 The compiler leaves such ops outside the ``edgetpu-custom-op`` and maps what
 lies between them, so the partitioner must not treat them as the cut point.
 Documented: a QUANTIZE of a float model input and a DEQUANTIZE to a float model
-output. Observed (edgetpu_compiler 16, MoveNet): CASTs of a model input to float
-that feed only that QUANTIZE. Nothing wider: a CAST anywhere else is an
+output. Observed (edgetpu_compiler 16, MoveNet): CASTs of an 8-bit model input
+to float that feed only that QUANTIZE. Nothing wider: a CAST anywhere else is an
 unsupported op and cuts the graph.
 """
 from __future__ import annotations
@@ -50,7 +50,8 @@ def _input_prefix(graph: Graph) -> dict[int, Found]:
         producer = graph.producers.get(op.inputs[0])
         from_input = producer is None  # a model input (or a float constant: no op to wait for)
         after_cast = producer in casts
-        if op.opcode == "CAST" and dst.dtype.kind == "f" and (from_input or after_cast):
+        cast_source_ok = after_cast or (from_input and src.dtype in EIGHT_BIT)  # MoveNet: uint8
+        if op.opcode == "CAST" and dst.dtype.kind == "f" and cast_source_ok:
             casts.add(op.index)
         elif (op.opcode == "QUANTIZE" and src.dtype.kind == "f" and dst.dtype in EIGHT_BIT
               and (from_input or after_cast)):
