@@ -251,3 +251,67 @@ def test_registers_on_edgetpuctl_subparsers(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["verdict"] == "full"
     args = parser.parse_args(["check", path])
     assert args.json is False and args.runtime_version == 14
+
+
+def _cast_prefix_model(compiled: bool) -> bytes:
+    """MoveNet's shape: uint8 input, CAST, QUANTIZE, then RELU (or the custom op), then ARG_MAX."""
+    b = ModelBuilder()
+    x = b.input("image", [1, 8, 8, 3], np.uint8, 1.0, 0)
+    f = b.tensor("image_f", [1, 8, 8, 3], np.float32)
+    b.op("CAST", [x], [f])
+    q = b.tensor("image_q", [1, 8, 8, 3], np.int8, 0.05, 0)
+    b.op("QUANTIZE", [f], [q])
+    r = b.tensor("relu_0", [1, 8, 8, 3], np.int8, 0.05, 0)
+    if compiled:
+        b.custom("edgetpu-custom-op", [q], [r], options=b"\x00")
+    else:
+        b.op("RELU", [q], [r])
+    y = b.tensor("argmax_1", [1, 8, 8, 3], np.int8, 0.05, 0)
+    b.op("ARG_MAX", [r], [y])
+    b.output(y)
+    return b.build()
+
+
+def test_text_shows_the_compiler_log_observed_rules_and_uncertainty(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, write(tmp_path, "m.tflite", _cast_prefix_model(compiled=False)))
+    assert code == 2
+    log = out[out.index("As edgetpu_compiler -s would log it:"):]
+    assert "Number of operations that will run on Edge TPU: 1\n" in log
+    assert "Number of operations that will run on CPU: 3\n" in log
+    assert f"{'CAST':<30} {'1':<10} Operation not supported\n" in log
+    assert f"{'QUANTIZE':<30} {'1':<10} Operation is otherwise supported, but not mapped due to some " \
+           "unspecified limitation\n" in log
+    assert f"{'RELU':<30} {'1':<10} Mapped to Edge TPU\n" in log
+    observed = out[out.index("Observed compiler behaviour (not documented):"):]
+    assert "input-cast (ops 0, 1): observed behaviour of edgetpu_compiler 16" in observed
+
+
+def test_json_adds_compiler_log_observed_and_uncertain_keys(tmp_path, capsys):
+    b = ModelBuilder()
+    x = b.input("x", [1, 2, 2, 4], np.int8, 0.05, 0)
+    up = b.resize_bilinear(x, (31, 31), name="up")
+    b.output(up)
+    code, doc = run_json(capsys, write(tmp_path, "r.tflite", b.build()))
+    assert code == 3 and doc["verdict"] == "none"
+    assert {"model", "verdict", "operators", "summary", "op_types"} <= set(doc)
+    assert doc["compiler_log"]["operators"] == [{
+        "operator": "RESIZE_BILINEAR", "count": 1,
+        "status": "Operation is otherwise supported, but not mapped due to some unspecified limitation"}]
+    assert doc["uncertain"][0]["op"] == "RESIZE_BILINEAR" and "may differ" in doc["uncertain"][0]["text"]
+    assert doc["observed_rules"][0]["compiler_version"] == "16"
+    entry = doc["operators"][0]
+    assert entry["basis"]["basis"] == "observed" and entry["compiler_status"] == entry["status"]
+
+
+def test_compiled_cast_prefix_logs_what_the_compiler_logged(tmp_path, capsys):
+    write(tmp_path, "pose.tflite", _cast_prefix_model(compiled=False))
+    path = write(tmp_path, "pose_edgetpu.tflite", _cast_prefix_model(compiled=True))
+    code, doc = run_json(capsys, path)
+    assert code == 2
+    assert [(o["op"], o["boundary"]) for o in doc["operators"]] == [
+        ("CAST", True), ("QUANTIZE", True), ("edgetpu-custom-op", False), ("ARG_MAX", False)]
+    assert doc["compiler_log"]["edgetpu_ops"] == 1 and doc["compiler_log"]["cpu_ops"] == 3
+    rows = [(r["operator"], r["status"]) for r in doc["compiler_log"]["operators"]]
+    assert rows[0] == ("RELU", "Mapped to Edge TPU")
+    assert ("ARG_MAX", "Operation not supported") in rows
+    assert doc["cut_point"]["op"] == "ARG_MAX"

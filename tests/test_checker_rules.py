@@ -731,3 +731,253 @@ def test_malformed_parameters_give_a_reason_not_a_traceback():
     """Paddings with an odd count cannot be read as (before, after) pairs: the op stays on the CPU."""
     data = single("PAD", [[1, 4, 4, 8]], [1, 6, 6, 8], extra=lambda b: [ints(b, "paddings", [0, 1, 1])])
     assert_fails(data, "Pad.pads-not-batch", "cannot evaluate this limitation")
+
+
+# ------------------------------------------------------------------ observed on edgetpu_compiler 16
+UNSPECIFIED = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
+
+
+def _cast_prefix(cast_also_feeds_abs: bool = False, cast_to=np.float32, tail: Sequence[str] = ()) -> bytes:
+    """MoveNet's input side: uint8 input, CAST to float, QUANTIZE to int8, then RELU (and ``tail`` ops)."""
+    b = ModelBuilder()
+    x = inp(b, "image", [1, 8, 8, 3], np.uint8)
+    f = b.tensor("image_f", [1, 8, 8, 3], cast_to)
+    b.op("CAST", [x], [f])
+    q = act(b, "image_q", [1, 8, 8, 3])
+    b.op("QUANTIZE", [f], [q])
+    t = act(b, "r", [1, 8, 8, 3])
+    b.op("RELU", [q], [t])
+    for i, op in enumerate(tail):
+        out = act(b, f"tail{i}", [1, 8, 8, 3])
+        b.op(op, [t], [out])
+        t = out
+    outputs = [t]
+    if cast_also_feeds_abs:
+        side = b.tensor("image_abs", [1, 8, 8, 3], cast_to)
+        b.op("ABS", [f], [side])
+        outputs.append(side)
+    b.output(*outputs)
+    return b.build()
+
+
+def test_leading_cast_and_quantize_run_on_cpu_without_a_cut():
+    report = check_model(_cast_prefix())
+    assert [(e.op, e.target, e.boundary, e.rule) for e in report.operators] == [
+        ("CAST", "cpu", True, "input-cast"), ("QUANTIZE", "cpu", True, "input-cast"),
+        ("RELU", "tpu", False, None)]
+    assert report.verdict == "full" and report.cut_point is None
+    assert "'image'" in report.operators[0].reason and "uint8" in report.operators[0].reason
+    assert [e.compiler_status for e in report.operators] == [
+        "Operation not supported", UNSPECIFIED, "Mapped to Edge TPU"]
+
+
+def test_cast_prefix_is_marked_as_observed_on_compiler_16():
+    report = check_model(_cast_prefix())
+    assert report.operators[0].evidence.observed and report.operators[0].evidence.compiler == "16"
+    observed = report.to_dict()["observed_rules"]
+    assert [(r["rule"], r["compiler_version"], r["ops"]) for r in observed] == [("input-cast", "16", [0, 1])]
+    assert "MoveNet" in observed[0]["seen_in"] and observed[0]["basis"] == "observed"
+    assert report.to_dict()["operators"][2]["basis"]["basis"] == "documented"
+
+
+def test_cast_prefix_then_unsupported_op_cuts_there_not_at_the_cast():
+    """MoveNet compiles to CAST, QUANTIZE, edgetpu-custom-op, ARG_MAX: the cut is the ARG_MAX."""
+    report = check_model(_cast_prefix(tail=("TANH", "ARG_MAX", "RELU")))
+    assert [e.target for e in report.operators] == ["cpu", "cpu", "tpu", "tpu", "cpu", "cpu"]
+    assert report.verdict == "partial" and report.cut_point.op == "ARG_MAX"
+
+
+def test_cast_that_also_feeds_another_op_is_not_a_prefix():
+    report = check_model(_cast_prefix(cast_also_feeds_abs=True))
+    cast, quantize = report.operators[0], report.operators[1]
+    assert not cast.boundary and cast.rule == "supported-ops"
+    assert quantize.target == "cpu" and not quantize.boundary and quantize.rule == "eight-bit"
+    assert report.verdict == "none" and report.cut_point.op == "CAST"
+
+
+def test_cast_to_an_integer_is_not_a_prefix():
+    report = check_model(_cast_prefix(cast_to=np.int32))
+    assert not report.operators[0].boundary and report.cut_point.op == "CAST"
+    assert report.verdict == "none"
+
+
+def test_cast_of_a_wide_integer_input_is_not_a_prefix():
+    """MoveNet's cast reads a uint8 image; an int32 input is not what was seen."""
+    b = ModelBuilder()
+    x = b.input("ids", [1, 8], np.int32)
+    f = b.tensor("f", [1, 8], np.float32)
+    b.op("CAST", [x], [f])
+    q = act(b, "q", [1, 8])
+    b.op("QUANTIZE", [f], [q])
+    b.output(q)
+    report = check_model(b.build())
+    assert [e.boundary for e in report.operators] == [False, False]
+    assert report.cut_point.op == "CAST" and report.verdict == "none"
+
+
+def test_cast_of_a_computed_tensor_cuts():
+    b = ModelBuilder()
+    x = inp(b, "x", [1, 8])
+    r = act(b, "r", [1, 8])
+    b.op("RELU", [x], [r])
+    f = b.tensor("f", [1, 8], np.float32)
+    b.op("CAST", [r], [f])
+    q = act(b, "q", [1, 8])
+    b.op("QUANTIZE", [f], [q])
+    b.output(q)
+    report = check_model(b.build())
+    assert [(e.target, e.boundary) for e in report.operators] == [("tpu", False), ("cpu", False), ("cpu", False)]
+    assert report.cut_point.op == "CAST" and report.verdict == "partial"
+
+
+def test_float_dequantize_logs_unsupported_data_type():
+    report = check_model(_float_io())
+    assert report.operators[2].compiler_status == "Operation is working on an unsupported data type"
+    assert report.operators[0].compiler_status == UNSPECIFIED
+    assert not report.operators[0].evidence.observed  # the float-input quantize is documented
+
+
+def _resize(in_hw: Tuple[int, int], out_hw: Tuple[int, int], op: str = "RESIZE_BILINEAR", channels: int = 8) -> bytes:
+    options = opts(op, alignCorners=True) if op == "RESIZE_BILINEAR" else None
+    return single(op, [[1, *in_hw, channels]], [1, *out_hw, channels], options,
+                  extra=lambda b: [ints(b, "size", list(out_hw))])
+
+
+def test_resize_bilinear_from_a_single_pixel_stays_on_cpu():
+    entry = assert_fails(_resize((1, 1), (33, 33)), "ResizeBilinear.not-from-single-pixel",
+                         "single pixel", "[1,1,1,8] -> [1,33,33,8]")
+    assert entry.rule == "ResizeBilinear.not-from-single-pixel"
+    assert entry.status == UNSPECIFIED
+    assert entry.evidence.observed and "[1,1,1,256]" in entry.evidence.seen_in
+    assert entry.uncertain is None  # a shape rule, not a threshold
+
+
+def test_resize_bilinear_identity_maps_without_doubt():
+    report = check_model(_resize((33, 33), (33, 33)))
+    assert report.verdict == "full" and report.uncertain_ops() == []
+
+
+def test_resize_bilinear_large_factor_stays_on_cpu_and_says_it_is_uncertain():
+    entry = assert_fails(_resize((2, 2), (31, 31)), "ResizeBilinear.factor-below-cpu-threshold",
+                         "x15.5", "prediction may differ")
+    assert entry.uncertain and "x15.5" in entry.uncertain
+
+
+def test_resize_bilinear_factor_just_below_threshold_maps_with_a_doubt():
+    report = check_model(_resize((2, 2), (30, 30)))
+    assert report.verdict == "full"
+    doubts = report.uncertain_ops()
+    assert [(d["op"], d["target"]) for d in doubts] == [("RESIZE_BILINEAR", "tpu")]
+    assert "x15" in doubts[0]["text"] and "may differ" in doubts[0]["text"]
+    assert any("x15" in w and "may differ" in w for w in report.warnings)
+
+
+def test_resize_bilinear_two_times_maps():
+    report = check_model(_resize((16, 16), (32, 32)))
+    assert report.verdict == "full" and report.operators[0].failures == []
+
+
+def test_resize_nearest_neighbor_from_a_single_pixel_still_maps():
+    """The single-pixel rule was seen on RESIZE_BILINEAR only: it is not extended to other resizes."""
+    report = check_model(_resize((1, 1), (33, 33), op="RESIZE_NEAREST_NEIGHBOR"))
+    assert report.verdict == "full"
+
+
+def _deeplab_pooling_branch() -> bytes:
+    """DeepLab's image pooling: MEAN to one pixel, RESIZE_BILINEAR back, CONCATENATION with the features."""
+    b = ModelBuilder()
+    x = inp(b, "features", [1, 8, 8, 4])
+    pooled = b.mean(x, [1, 2], keep_dims=True, name="pooled")
+    up = act(b, "upsampled", [1, 8, 8, 4])
+    b.op("RESIZE_BILINEAR", [pooled, ints(b, "size", [8, 8])], [up], opts("RESIZE_BILINEAR", alignCorners=True))
+    side = act(b, "side", [1, 8, 8, 4])
+    b.op("RELU", [x], [side])
+    joined = act(b, "joined", [1, 8, 8, 8])
+    b.op("CONCATENATION", [side, up], [joined], opts("CONCATENATION", axis=3))
+    y = act(b, "logits", [1, 8, 8, 8])
+    b.op("RELU", [joined], [y])
+    b.output(y)
+    return b.build()
+
+
+def test_everything_downstream_of_a_cpu_resize_runs_on_cpu():
+    report = check_model(_deeplab_pooling_branch())
+    assert [(e.op, e.target, e.rule) for e in report.operators] == [
+        ("MEAN", "tpu", None),
+        ("RESIZE_BILINEAR", "cpu", "ResizeBilinear.not-from-single-pixel"),
+        ("RELU", "tpu", None),
+        ("CONCATENATION", "cpu", "cut"),
+        ("RELU", "cpu", "cut"),
+    ]
+    assert report.verdict == "partial" and report.cut_point.op == "RESIZE_BILINEAR"
+    assert "downstream of op 1 (RESIZE_BILINEAR)" in report.operators[4].reason
+    assert report.operators[4].compiler_status == "More than one subgraph is not supported"
+
+
+def test_cut_after_a_threshold_resize_is_uncertain_downstream_too():
+    b = ModelBuilder()
+    x = inp(b, "x", [1, 2, 2, 4])
+    up = act(b, "up", [1, 31, 31, 4])
+    b.op("RESIZE_BILINEAR", [x, ints(b, "size", [31, 31])], [up])
+    y = act(b, "y", [1, 31, 31, 4])
+    b.op("RELU", [up], [y])
+    b.output(y)
+    doubts = check_model(b.build()).uncertain_ops()
+    assert [(d["index"], d["target"]) for d in doubts] == [(0, "cpu"), (1, "cpu")]
+    assert "op 0 (RESIZE_BILINEAR)" in doubts[1]["text"]
+
+
+def _tile(multiples, in_shape=(1, 1, 1, 8)) -> bytes:
+    out = [d * m for d, m in zip(in_shape, multiples)]
+    return single("TILE", [list(in_shape)], out, extra=lambda b: [ints(b, "multiples", list(multiples))])
+
+
+def test_tile_in_y_and_x_maps_as_observed():
+    entry = only(_tile([1, 33, 33, 1]))
+    assert entry.target == "tpu" and entry.evidence.observed
+    report = check_model(_tile([1, 33, 33, 1]))
+    assert [(r["rule"], r["ops"]) for r in report.observed_rules()] == [("mapped:TILE", [0])]
+
+
+def test_tile_in_z_stays_on_cpu():
+    assert_fails(_tile([1, 1, 1, 2]), "Tile.tiles-xy-only", "axis 3 (z)", "[1,1,1,2]")
+
+
+def test_tile_in_batch_stays_on_cpu():
+    assert_fails(_tile([2, 1, 1, 1]), "Tile.tiles-xy-only", "axis 0 (batch)")
+
+
+def test_tile_needs_runtime_14():
+    assert_fails(_tile([1, 33, 33, 1]), "runtime-version", "Tile", runtime=13)
+
+
+def test_observed_rules_are_in_the_rule_table():
+    assert RULES.rule_for("TILE").evidence.observed
+    resize = {lim.name: lim for lim in RULES.rule_for("RESIZE_BILINEAR").limitations}
+    assert resize["not-from-single-pixel"].evidence.compiler == "16"
+    assert resize["factor-below-cpu-threshold"].threshold
+    assert not resize["image-3d-io"].evidence.observed
+    ids = {(c.id, b) for c in RULES.conversions for b in c.builtins}
+    assert {("float-io", "QUANTIZE"), ("float-io", "DEQUANTIZE"), ("input-cast", "CAST"),
+            ("input-cast", "QUANTIZE")} == ids
+    assert RULES.conversion("input-cast", "CAST").evidence.observed
+    assert not RULES.conversion("float-io", "DEQUANTIZE").evidence.observed
+
+
+def test_compiler_log_counts_like_edgetpu_compiler():
+    log = check_model(_cast_prefix(tail=("ARG_MAX",))).compiler_log()
+    assert log["edgetpu_ops"] == 1 and log["cpu_ops"] == 3
+    assert log["operators"] == [
+        {"operator": "CAST", "count": 1, "status": "Operation not supported"},
+        {"operator": "QUANTIZE", "count": 1, "status": UNSPECIFIED},
+        {"operator": "RELU", "count": 1, "status": "Mapped to Edge TPU"},
+        {"operator": "ARG_MAX", "count": 1, "status": "Operation not supported"},
+    ]
+
+
+def test_large_reshape_is_named_as_uncertain():
+    b = ModelBuilder()
+    b.output(b.reshape(inp(b, "x", [1, 1024, 1024, 2]), [1, 2048, 1024]))
+    doubts = check_model(b.build()).uncertain_ops()
+    assert [(d["op"], d["target"]) for d in doubts] == [("RESHAPE", "tpu")]
+    assert "2,097,152" in doubts[0]["text"]

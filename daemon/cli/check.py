@@ -92,13 +92,37 @@ def render_text(report: CompatibilityReport) -> str:
     lines.append(f"{'Operator':<{width}}  {'Count':>5}  Status")
     for r in rows:
         lines.append(f"{r['operator']:<{width}}  {r['count']:>5}  {r['status']}")
+    lines += [""] + compiler_log_lines(report)
     if report.compiled is not None and report.compiled.ops_inside is not None:
         inside = ", ".join(f"{op} x{n}" for op, n in report.compiled.ops_inside.items())
         lines += ["", f"Inside the edgetpu-custom-op (from the CPU twin {report.compiled.twin}): {inside}"]
-    for title, items in (("Warnings", report.warnings), ("Notes", [n["text"] for n in report.notes])):
+    observed = [f"{r['rule']} (ops {', '.join(map(str, r['ops']))}): {r['text']}"
+                for r in report.observed_rules()]
+    uncertain = [f"op {u['index']} ({u['op']}, {u['target']}): {u['text']}" for u in report.uncertain_ops()]
+    for title, items in (
+        ("Observed compiler behaviour (not documented)", observed),
+        ("Uncertain (a threshold no document gives: the prediction may differ)", uncertain),
+        ("Warnings", report.warnings),
+        ("Notes", [n["text"] for n in report.notes]),
+    ):
         if items:
             lines += ["", f"{title}:"] + [f"  - {item}" for item in items]
     return "\n".join(lines) + "\n"
+
+
+def compiler_log_lines(report: CompatibilityReport) -> list[str]:
+    """The summary as ``edgetpu_compiler -s`` prints it (same words, same columns), to diff against."""
+    log = report.compiler_log()
+    lines = [
+        "As edgetpu_compiler -s would log it:",
+        f"Number of operations that will run on Edge TPU: {log['edgetpu_ops']}",
+        f"Number of operations that will run on CPU: {log['cpu_ops']}",
+        "",
+        f"{'Operator':<30} {'Count':<10} Status",
+        "",
+    ]
+    lines += [f"{r['operator']:<30} {r['count']:<10} {r['status']}" for r in log["operators"]]
+    return lines
 
 
 class _Parser(argparse.ArgumentParser):

@@ -4,8 +4,8 @@ Two steps. Each operator is judged on its own against the rule table
 (``rules.RULES``). Then the graph is partitioned in data-flow order: an op
 is mapped only if it is supported and none of its inputs depends on an op that
 is not mapped, because the compiler emits a single ``edgetpu-custom-op`` and
-cannot go back to the Edge TPU after the CPU. A float quantize at the start and
-a dequantize at the end are the exception Coral documents: they run on the CPU
+cannot go back to the Edge TPU after the CPU. Ops that only convert model
+inputs or outputs (``conversions.py``) are the exception: they run on the CPU
 around the Edge TPU without cutting the graph.
 """
 from __future__ import annotations
@@ -13,17 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
 
 from ...errors import ModelError
 from ..tflite import EDGETPU_CUSTOM_OP, TfliteModel
-from .context import EIGHT_BIT, Note, OpContext, tensor_label
+from .context import tensor_label
+from .conversions import Found, find_conversions
+from .graph import Graph
+from .judge import judge
 from .report import MAPPED, CompatibilityReport, CompiledSplit, Failure, OperatorEntry
-from .rules import DEFAULT_RUNTIME, NEWEST_DOCUMENTED_RUNTIME, RULES, OpRule, RuleTable
+from .rules import DEFAULT_RUNTIME, NEWEST_DOCUMENTED_RUNTIME, RULES, UNSPECIFIED, RuleTable
 
 Source = Union[str, Path, bytes, bytearray, memoryview, TfliteModel]
 
-NOT_SUPPORTED = "Operation not supported"
 AFTER_CUT = "More than one subgraph is not supported"
 BOUNDARY = "Runs on the CPU: float input/output conversion"
 LEFT_ON_CPU = "Left on the CPU by edgetpu_compiler"
@@ -54,7 +55,7 @@ def check_model(
     model = source if isinstance(source, TfliteModel) else TfliteModel.read(source)
     if model.subgraph_count == 0:
         raise ModelError("the model has no subgraphs: there is nothing to check")
-    graph = _Graph(model, runtime_version, rules)
+    graph = Graph(model, runtime_version, rules)
     if model.is_edgetpu_compiled:
         report = _compiled_report(graph, path)
     else:
@@ -64,157 +65,37 @@ def check_model(
     return report
 
 
-class _Graph:
-    """Subgraph 0 with the lookups the rules and the partitioner need."""
-
-    def __init__(self, model: TfliteModel, runtime: int, rules: RuleTable) -> None:
-        self.model = model
-        self.runtime = runtime
-        self.rules = rules
-        self.ops = model.operators(0)
-        self.tensors = model.tensors(0)
-        self.inputs = frozenset(model.input_indices(0))
-        self.outputs = frozenset(model.output_indices(0))
-        self.producers: dict[int, int] = {}
-        self.consumers: dict[int, list[int]] = {}
-        for op in self.ops:
-            for t in op.outputs:
-                if t >= 0:
-                    self.producers.setdefault(t, op.index)
-            for t in op.inputs:
-                if t >= 0:
-                    self.consumers.setdefault(t, []).append(op.index)
-        self.names = [op.opcode for op in self.ops]
-        self.notes: dict[str, Note] = {}
-
-    def values(self, tensor: Any) -> Optional[np.ndarray]:
-        try:
-            return self.model.tensor_data(tensor.index)
-        except ModelError:
-            return None
-
-    def context(self, op: Any, rule: Optional[OpRule]) -> OpContext:
-        return OpContext(
-            index=op.index, op=op.opcode, builtin=op.builtin, inputs=list(op.inputs),
-            outputs=list(op.outputs), options=op.options, tensors=self.tensors,
-            runtime=self.runtime, producers=self.producers, op_names=self.names,
-            graph_inputs=self.inputs, tensor_values=self.values, rule=rule,
-        )
-
-    def keep_notes(self, ctx: OpContext) -> None:
-        for note in ctx.notes:
-            kept = self.notes.setdefault(note.key, Note(note.key, note.text, []))
-            kept.ops.extend(i for i in note.ops if i not in kept.ops)
-
-    def boundary(self, op: Any) -> Optional[str]:
-        """Why ``op`` is a float-I/O conversion the rules allow on the CPU, or None."""
-        if op.opcode == "QUANTIZE" and op.inputs and op.outputs:
-            src, dst = self.tensors[op.inputs[0]], self.tensors[op.outputs[0]]
-            if src.dtype.kind == "f" and dst.dtype in EIGHT_BIT and op.inputs[0] not in self.producers:
-                return (
-                    f"quantizes the float model input {tensor_label(src)} on the CPU before the "
-                    "Edge TPU (allowed: float inputs are converted at the start)"
-                )
-        if op.opcode == "DEQUANTIZE" and op.inputs and op.outputs:
-            src, dst = self.tensors[op.inputs[0]], self.tensors[op.outputs[0]]
-            out = op.outputs[0]
-            if (src.dtype in EIGHT_BIT and dst.dtype.kind == "f" and out in self.outputs
-                    and not self.consumers.get(out)):
-                return (
-                    f"dequantizes the model output {tensor_label(dst)} to float on the CPU after "
-                    "the Edge TPU (allowed: float outputs are converted at the end)"
-                )
-        return None
-
-
-def judge(graph: _Graph, op: Any) -> tuple[list[Failure], list[str]]:
-    """Check one operator on its own: (failures that keep it off the Edge TPU, advisory warnings)."""
-    if not op.builtin:
-        return [Failure(
-            "supported-ops",
-            f"custom op '{op.opcode}' has no Edge TPU kernel: only builtin operations are mapped",
-            NOT_SUPPORTED,
-        )], []
-    rule = graph.rules.rule_for(op.opcode)
-    if rule is None:
-        if op.opcode.startswith("UNKNOWN_"):
-            detail = (f"builtin operator code {op.opcode[8:]} is unknown to this checker's schema "
-                      "(newer than it); it is not in the Edge TPU's list of operations")
-        else:
-            detail = f"{op.opcode} is not in the Edge TPU's list of supported operations"
-        return [Failure("supported-ops", detail, NOT_SUPPORTED)], []
-    if graph.runtime < rule.min_runtime:
-        return [Failure(
-            "runtime-version",
-            f"{rule.title} needs Edge TPU runtime {rule.min_runtime} or newer; checking for "
-            f"runtime {graph.runtime} (--runtime-version)",
-            f"Operation not supported by runtime version {graph.runtime}",
-        )], []
-    ctx = graph.context(op, rule)
-    failures: list[Failure] = []
-    advisories: list[str] = []
-    for lim, rule_id in [(x, f"{rule.title}.{x.name}") for x in rule.limitations] + [
-        (x, x.name) for x in graph.rules.general
-    ]:
-        if not lim.applies(graph.runtime):
-            continue
-        try:
-            detail = lim.check(ctx)
-        except Exception as exc:  # a malformed op must give a report, not a traceback
-            detail = f"cannot evaluate this limitation on the op's tensors ({type(exc).__name__}: {exc})"
-        if detail is None:
-            continue
-        if lim.advisory:
-            advisories.append(f"op {op.index} ({op.opcode}): {detail}")
-        else:
-            failures.append(Failure(rule_id, f"{detail} (rule: {lim.text})", lim.status))
-    if not failures:
-        graph.keep_notes(ctx)
-    return failures, advisories
-
-
-def _predicted_report(graph: _Graph, path: Optional[str]) -> CompatibilityReport:
+def _predicted_report(graph: Graph, path: Optional[str]) -> CompatibilityReport:
     """Judge every op, then partition in data-flow order."""
     entries: list[OperatorEntry] = []
-    mapped: set[int] = set()
     available: set[int] = set()  # ops whose outputs the Edge TPU may consume
     root: dict[int, int] = {}  # unmapped op -> the first unmappable op upstream
     warnings: list[str] = []
     boundaries: list[OperatorEntry] = []
     cut: Optional[OperatorEntry] = None
+    conversions = find_conversions(graph)
     for op in graph.ops:
-        why = graph.boundary(op)
-        if why is not None:
-            entry = OperatorEntry(op.index, op.opcode, "cpu", why, "float-io", BOUNDARY, boundary=True)
+        if op.index in conversions:
+            entry = _conversion_entry(op, conversions[op.index])
             available.add(op.index)
             entries.append(entry)
             boundaries.append(entry)
             continue
-        failures, advisories = judge(graph, op)
+        verdict = judge(graph, op)
         blocker = _blocking_input(graph, op, available)
-        if failures:
-            first = failures[0]
+        if verdict.failures:
+            first = verdict.failures[0]
             entry = OperatorEntry(op.index, op.opcode, "cpu", first.reason, first.rule,
-                                  first.status, failures)
+                                  first.status, verdict.failures,
+                                  evidence=verdict.placement_evidence, uncertain=verdict.uncertain)
             root[op.index] = op.index
         elif blocker is not None:
-            tensor, producer = blocker
-            origin = root.get(producer, producer)
-            upstream = "" if origin == producer else (
-                f", downstream of op {origin} ({graph.names[origin]})"
-            )
-            reason = (
-                f"supported, but runs on the CPU after the cut: its input {tensor_label(tensor)} "
-                f"comes from op {producer} ({graph.names[producer]}){upstream}, which is not "
-                f"mapped (rule: {CUT_RULE_TEXT})"
-            )
-            entry = OperatorEntry(op.index, op.opcode, "cpu", reason, "cut", AFTER_CUT)
-            root[op.index] = origin
+            entry = _after_cut(graph, op, blocker, root, entries)
         else:
-            entry = OperatorEntry(op.index, op.opcode, "tpu")
-            mapped.add(op.index)
+            entry = OperatorEntry(op.index, op.opcode, "tpu", evidence=verdict.placement_evidence,
+                                  uncertain=verdict.uncertain)
             available.add(op.index)
-            warnings.extend(advisories)
+            warnings.extend(verdict.advisories)
         if entry.target == "cpu" and cut is None:
             cut = entry
         entries.append(entry)
@@ -222,18 +103,43 @@ def _predicted_report(graph: _Graph, path: Optional[str]) -> CompatibilityReport
         warnings.insert(0, _float_io_warning(boundaries))
     core = [e for e in entries if not e.boundary]
     if core and all(e.target == "tpu" for e in core):
-        verdict = "full"
+        verdict_name = "full"
     elif any(e.target == "tpu" for e in core):
-        verdict = "partial"
+        verdict_name = "partial"
     else:
-        verdict = "none"
+        verdict_name = "none"
     return CompatibilityReport(
-        model=path, runtime_version=graph.runtime, verdict=verdict, operators=entries,
+        model=path, runtime_version=graph.runtime, verdict=verdict_name, operators=entries,
         cut_point=cut, warnings=warnings, notes=_notes(graph),
     )
 
 
-def _blocking_input(graph: _Graph, op: Any, available: set[int]) -> Optional[tuple[Any, int]]:
+def _conversion_entry(op: Any, found: Found) -> OperatorEntry:
+    """An I/O conversion op: on the CPU, outside the Edge TPU region, with the compiler's log line."""
+    return OperatorEntry(op.index, op.opcode, "cpu", found.reason, found.rule.id, BOUNDARY,
+                         boundary=True, log_status=found.rule.status, evidence=found.rule.evidence)
+
+
+def _after_cut(graph: Graph, op: Any, blocker: tuple[Any, int], root: dict[int, int],
+               entries: list[OperatorEntry]) -> OperatorEntry:
+    """A supported op that reads an unmapped op's output: it runs on the CPU after the cut."""
+    tensor, producer = blocker
+    origin = root.get(producer, producer)
+    upstream = "" if origin == producer else f", downstream of op {origin} ({graph.names[origin]})"
+    reason = (
+        f"supported, but runs on the CPU after the cut: its input {tensor_label(tensor)} "
+        f"comes from op {producer} ({graph.names[producer]}){upstream}, which is not "
+        f"mapped (rule: {CUT_RULE_TEXT})"
+    )
+    root[op.index] = origin
+    uncertain = None
+    if entries[origin].uncertain:
+        uncertain = (f"on the CPU because op {origin} ({graph.names[origin]}) upstream is, and that "
+                     "op is placed by an undocumented threshold: the prediction may differ")
+    return OperatorEntry(op.index, op.opcode, "cpu", reason, "cut", AFTER_CUT, uncertain=uncertain)
+
+
+def _blocking_input(graph: Graph, op: Any, available: set[int]) -> Optional[tuple[Any, int]]:
     """The first input computed by an op the Edge TPU cannot consume from, with that op."""
     for t in op.inputs:
         if t < 0:
@@ -252,11 +158,11 @@ def _float_io_warning(boundaries: list[OperatorEntry]) -> str:
     )
 
 
-def _notes(graph: _Graph) -> list[dict[str, Any]]:
+def _notes(graph: Graph) -> list[dict[str, Any]]:
     return [{"key": n.key, "text": n.text, "ops": list(n.ops)} for n in graph.notes.values()]
 
 
-def _model_warnings(graph: _Graph) -> list[str]:
+def _model_warnings(graph: Graph) -> list[str]:
     model, runtime = graph.model, graph.runtime
     warnings = []
     if model.subgraph_count > 1:
@@ -275,25 +181,26 @@ def _model_warnings(graph: _Graph) -> list[str]:
 
 
 # --------------------------------------------------------------------- compiled models
-def _compiled_report(graph: _Graph, path: Optional[str]) -> CompatibilityReport:
+def _compiled_report(graph: Graph, path: Optional[str]) -> CompatibilityReport:
     """Report what edgetpu_compiler did: custom ops on the Edge TPU, the rest left on the CPU."""
     entries: list[OperatorEntry] = []
     custom: list[int] = []
     cpu: list[OperatorEntry] = []
+    conversions = find_conversions(graph)
     for op in graph.ops:
         if op.opcode == EDGETPU_CUSTOM_OP:
             entries.append(OperatorEntry(op.index, op.opcode, "tpu", status=MAPPED + " (compiled)"))
             custom.append(op.index)
             continue
-        why = graph.boundary(op)
-        if why is not None:
-            entry = OperatorEntry(op.index, op.opcode, "cpu", why, "float-io", BOUNDARY, boundary=True)
+        if op.index in conversions:
+            entry = _conversion_entry(op, conversions[op.index])
         else:
-            failures, _ = judge(graph, op)
+            failures = judge(graph, op).failures
             reason = "left on the CPU by edgetpu_compiler"
             if failures:
                 reason += f"; the rules say: {failures[0].reason}"
-            entry = OperatorEntry(op.index, op.opcode, "cpu", reason, "compiled", LEFT_ON_CPU, failures)
+            entry = OperatorEntry(op.index, op.opcode, "cpu", reason, "compiled", LEFT_ON_CPU, failures,
+                                  log_status=_logged_status(graph, op, failures, conversions))
         entries.append(entry)
         cpu.append(entry)
     split = CompiledSplit(edgetpu_ops=custom, cpu_ops=cpu)
@@ -313,6 +220,23 @@ def _compiled_report(graph: _Graph, path: Optional[str]) -> CompatibilityReport:
     )
 
 
+def _logged_status(graph: Graph, op: Any, failures: list[Failure], conversions: dict[int, Found]) -> str:
+    """The status the compiler most likely logged for an op it left on the CPU.
+
+    The compiled file does not keep the log, so it is rebuilt: a broken rule's
+    own status; else "after the cut" when an input comes from another CPU op
+    that is not a conversion; else the compiler's catch-all.
+    """
+    if failures:
+        return failures[0].status
+    for t in op.inputs:
+        producer = graph.producers.get(t) if t >= 0 else None
+        if (producer is not None and graph.names[producer] != EDGETPU_CUSTOM_OP
+                and producer not in conversions):
+            return AFTER_CUT
+    return UNSPECIFIED
+
+
 def cpu_twin_path(path: Path) -> Optional[Path]:
     """``X_edgetpu.tflite`` -> ``X.tflite`` beside it, when that file exists."""
     name = path.name
@@ -322,7 +246,7 @@ def cpu_twin_path(path: Path) -> Optional[Path]:
     return twin if twin.is_file() else None
 
 
-def _attach_twin(split: CompiledSplit, graph: _Graph, path: Path, warnings: list[str]) -> None:
+def _attach_twin(split: CompiledSplit, graph: Graph, path: Path, warnings: list[str]) -> None:
     """Name the ops inside the custom op(s) from the CPU twin: its ops the compiled file does not keep."""
     twin_path = cpu_twin_path(path)
     if twin_path is None:

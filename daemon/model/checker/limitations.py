@@ -32,6 +32,9 @@ _WEIGHTS_FORMATS = enum_names(schema.FullyConnectedOptionsWeightsFormat)
 SOFTMAX_MAX_ELEMENTS = 16_000
 # Coral only says "some large reshapes"; this threshold is edgetpud's own heuristic.
 LARGE_RESHAPE_ELEMENTS = 1 << 20
+# Seen on the CPU at x15.5 (33 -> 513) and mapped at x1 by edgetpu_compiler 16; no document
+# gives the real threshold, so this is the smallest factor seen left on the CPU.
+RESIZE_CPU_FACTOR = 15.5
 
 
 # --------------------------------------------------------------- general rules
@@ -348,6 +351,86 @@ def image_3d_io(ctx: OpContext) -> Result:
         if len(shape) == 3 or (len(shape) == 4 and shape[0] == 1):
             continue
         return f"{where} {tensor_label(t)} is {dims(shape)}; it must be a 3-D image ([H,W,C] or [1,H,W,C])"
+    return None
+
+
+def _image_hw(ctx: OpContext, t) -> Optional[tuple[int, int]]:
+    """(height, width) of an [H,W,C] or [N,H,W,C] image tensor, or None for other shapes."""
+    if t is None:
+        return None
+    shape = ctx.shape(t)
+    if len(shape) not in (3, 4):
+        return None
+    return shape[-3], shape[-2]
+
+
+def resize_factors(ctx: OpContext) -> Optional[tuple[float, float]]:
+    """(y, x) scale factors of a resize, output size over input size; None when not an image."""
+    src, dst = _image_hw(ctx, ctx.input(0)), _image_hw(ctx, ctx.output(0))
+    if src is None or dst is None or 0 in src:
+        return None
+    return dst[0] / src[0], dst[1] / src[1]
+
+
+def _resize_shapes(ctx: OpContext) -> str:
+    return f"{dims(ctx.shape(ctx.input(0)))} -> {dims(ctx.shape(ctx.output(0)))}"
+
+
+def not_from_single_pixel(ctx: OpContext) -> Result:
+    """Observed: the compiler keeps an upsampling of a 1x1 image (a broadcast) on the CPU."""
+    src, dst = _image_hw(ctx, ctx.input(0)), _image_hw(ctx, ctx.output(0))
+    if src != (1, 1) or dst is None or dst == (1, 1):
+        return None
+    return (
+        f"upsamples a single pixel: {tensor_label(ctx.input(0))} {_resize_shapes(ctx)}; "
+        "edgetpu_compiler 16 left such a resize on the CPU"
+    )
+
+
+def factor_below_cpu_threshold(ctx: OpContext) -> Result:
+    """Observed: a very large upsampling factor (x15.5) stays on the CPU."""
+    factors = resize_factors(ctx)
+    if factors is None or max(factors) < RESIZE_CPU_FACTOR:
+        return None
+    return (
+        f"scales {tensor_label(ctx.input(0))} {_resize_shapes(ctx)} by "
+        f"{_factor_text(factors)}; edgetpu_compiler 16 left a x{RESIZE_CPU_FACTOR} resize on the "
+        "CPU, and no document gives the threshold, so the prediction may differ"
+    )
+
+
+def factor_between_known_cases(ctx: OpContext) -> Result:
+    """Advisory: a factor between x1 (seen mapped) and the CPU threshold is a guess either way."""
+    factors = resize_factors(ctx)
+    if factors is None or factors == (1.0, 1.0) or max(factors) >= RESIZE_CPU_FACTOR:
+        return None
+    if _image_hw(ctx, ctx.input(0)) == (1, 1):
+        return None
+    return (
+        f"{ctx.op} scales {tensor_label(ctx.input(0))} {_resize_shapes(ctx)} by "
+        f"{_factor_text(factors)}; predicted mapped, but the compiler's threshold (seen: x1 "
+        f"mapped, x{RESIZE_CPU_FACTOR} on the CPU) is not documented, so the prediction may differ"
+    )
+
+
+def _factor_text(factors: tuple[float, float]) -> str:
+    y, x = factors
+    return f"x{y:g}" if y == x else f"x{y:g} in y and x{x:g} in x"
+
+
+def tiles_xy_only(ctx: OpContext) -> Result:
+    """Observed: TILE was mapped when it repeats only in y and x; batch and z tiling are unseen."""
+    multiples = ctx.int_values(1)
+    if multiples is None:
+        return None
+    rank = len(multiples)
+    bad = [a for a, m in enumerate(multiples) if m != 1 and axis_role(a, rank) not in ("x", "y")]
+    if bad:
+        a = bad[0]
+        return (
+            f"tiles axis {a} ({axis_role(a, rank)}) of {tensor_label(ctx.input(0))} "
+            f"{multiples[a]} times (multiples {dims(multiples)}); only y/x tiling was seen mapped"
+        )
     return None
 
 

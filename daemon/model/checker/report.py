@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .rules import DOCUMENTED, Evidence
+
 MAPPED = "Mapped to Edge TPU"
 
 EXIT_FULL = 0
@@ -21,6 +23,8 @@ class Failure:
     rule: str
     reason: str
     status: str
+    evidence: Evidence = DOCUMENTED
+    threshold: bool = False  # the rule is a number no document gives
 
     def to_dict(self) -> dict[str, str]:
         return {"rule": self.rule, "reason": self.reason}
@@ -37,7 +41,15 @@ class OperatorEntry:
     rule: Optional[str] = None
     status: str = MAPPED
     failures: list[Failure] = field(default_factory=list)
-    boundary: bool = False  # a float-I/O quantize/dequantize the rules allow on the CPU
+    boundary: bool = False  # an input/output conversion the rules allow on the CPU
+    log_status: Optional[str] = None  # the line edgetpu_compiler logs; None: same as status
+    evidence: Evidence = DOCUMENTED  # the rule this placement rests on
+    uncertain: Optional[str] = None  # why the placement rests on an undocumented threshold
+
+    @property
+    def compiler_status(self) -> str:
+        """The status in the compiler's own log vocabulary, to compare with ``edgetpu_compiler -s``."""
+        return self.log_status or self.status
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,7 +59,10 @@ class OperatorEntry:
             "reason": self.reason,
             "rule": self.rule,
             "status": self.status,
+            "compiler_status": self.compiler_status,
             "boundary": self.boundary,
+            "basis": self.evidence.to_dict(),
+            "uncertain": self.uncertain,
             "failures": [f.to_dict() for f in self.failures],
         }
 
@@ -104,13 +119,45 @@ class CompatibilityReport:
 
     def op_types(self) -> list[dict[str, Any]]:
         """Rows like the compiler log's ``Operator / Count / Status`` table, in first-seen order."""
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        return _count_rows((e.op, e.status) for e in self.operators)
+
+    def compiler_log(self) -> dict[str, Any]:
+        """The summary ``edgetpu_compiler -s`` prints, in its words, to compare line by line.
+
+        For a compiled model with its CPU twin, the ops inside the custom op are
+        the twin's ops, each "Mapped to Edge TPU", as the compiler logged them.
+        """
+        pairs: list[tuple[str, str]] = []
+        inside = self.compiled.ops_inside if self.compiled is not None else None
         for e in self.operators:
-            key = (e.op, e.status)
-            if key not in rows:
-                rows[key] = {"operator": e.op, "count": 0, "status": e.status}
-            rows[key]["count"] += 1
-        return list(rows.values())
+            if e.target == "tpu" and inside is not None:
+                continue
+            pairs.append((e.op, e.compiler_status if e.target == "cpu" else MAPPED))
+        if inside:
+            pairs[:0] = [(op, MAPPED) for op, n in inside.items() for _ in range(n)]
+        return {
+            "edgetpu_ops": sum(1 for _, status in pairs if status == MAPPED),
+            "cpu_ops": sum(1 for _, status in pairs if status != MAPPED),
+            "operators": _count_rows(pairs),
+        }
+
+    def observed_rules(self) -> list[dict[str, Any]]:
+        """Every undocumented, observed compiler behaviour this report relies on, with its ops."""
+        rules: dict[tuple[str, str], dict[str, Any]] = {}
+        for e in self.operators:
+            if not e.evidence.observed:
+                continue
+            rule = e.rule or f"mapped:{e.op}"
+            row = rules.setdefault((rule, e.evidence.seen_in), {
+                "rule": rule, "text": e.evidence.describe(), **e.evidence.to_dict(), "ops": [],
+            })
+            row["ops"].append(e.index)
+        return list(rules.values())
+
+    def uncertain_ops(self) -> list[dict[str, Any]]:
+        """Ops placed by a threshold no document gives: the compiler may place them otherwise."""
+        return [{"index": e.index, "op": e.op, "target": e.target, "text": e.uncertain}
+                for e in self.operators if e.uncertain]
 
     def to_dict(self) -> dict[str, Any]:
         """The ``check`` JSON document of DESIGN.md, plus the details behind it."""
@@ -130,8 +177,21 @@ class CompatibilityReport:
                 "index": cut.index, "op": cut.op, "rule": cut.rule, "reason": cut.reason,
             },
             "op_types": self.op_types(),
+            "compiler_log": self.compiler_log(),
+            "observed_rules": self.observed_rules(),
+            "uncertain": self.uncertain_ops(),
             "warnings": list(self.warnings),
             "notes": [dict(n) for n in self.notes],
             "compiled": self.compiled.to_dict() if self.compiled is not None else None,
             "subgraphs": self.subgraphs,
         }
+
+
+def _count_rows(pairs: Any) -> list[dict[str, Any]]:
+    """(operator, status) pairs counted into rows in first-seen order, as the compiler's table."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for op, status in pairs:
+        if (op, status) not in rows:
+            rows[(op, status)] = {"operator": op, "count": 0, "status": status}
+        rows[(op, status)]["count"] += 1
+    return list(rows.values())

@@ -6,6 +6,11 @@ minimum Edge TPU runtime it needs and its known limitations. Each limitation is
 a human sentence plus a small named check (``limitations.py``). Keeping the
 table as data means a new compiler release is an edit here, not a hunt through
 code. Source: coral.ai/docs/edgetpu/models-intro (supported operations).
+
+A few rules are not in that documentation: they are what edgetpu_compiler was
+seen to do on published model pairs (``X.tflite`` and its ``X_edgetpu.tflite``).
+Those carry an ``Evidence`` naming the compiler version and the pair, so the
+report can tell a documented rule from an observed one.
 """
 from __future__ import annotations
 
@@ -21,6 +26,44 @@ DEFAULT_RUNTIME = 14
 NEWEST_DOCUMENTED_RUNTIME = 14
 
 UNSPECIFIED = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
+UNSUPPORTED_TYPE = "Operation is working on an unsupported data type"
+NOT_SUPPORTED = "Operation not supported"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where a rule comes from: Coral's documentation, or the compiler's observed behaviour.
+
+    An observed rule is only as wide as the cases it was read from; ``compiler``
+    is the edgetpu_compiler version those cases were compiled with.
+    """
+
+    compiler: Optional[str] = None  # None: documented
+    seen_in: str = ""
+
+    @property
+    def observed(self) -> bool:
+        return self.compiler is not None
+
+    def describe(self) -> str:
+        """One phrase for the report: 'documented' or 'observed on edgetpu_compiler 16 (...)'."""
+        if not self.observed:
+            return "documented"
+        return f"observed behaviour of edgetpu_compiler {self.compiler}, not documented ({self.seen_in})"
+
+    def to_dict(self) -> dict:
+        return {"basis": "observed" if self.observed else "documented",
+                "compiler_version": self.compiler, "seen_in": self.seen_in or None}
+
+
+DOCUMENTED = Evidence()
+# The compiler version the published segmentation and pose pairs were compiled with.
+OBSERVED_COMPILER = "16"
+
+
+def observed(seen_in: str) -> Evidence:
+    """Evidence of a rule read from compiled model pairs of edgetpu_compiler 16."""
+    return Evidence(OBSERVED_COMPILER, seen_in)
 
 
 @dataclass(frozen=True)
@@ -37,6 +80,8 @@ class Limitation:
     until: Optional[int] = None
     advisory: bool = False
     status: str = UNSPECIFIED
+    evidence: Evidence = DOCUMENTED
+    threshold: bool = False  # a number no document gives: the prediction may differ
 
     @property
     def name(self) -> str:
@@ -64,12 +109,31 @@ class OpRule:
     min_runtime: int = ALL_RUNTIMES
     limitations: tuple[Limitation, ...] = ()
     params: tuple[Param, ...] = ()
+    evidence: Evidence = DOCUMENTED  # whether the op is in Coral's list or was seen mapped
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Ops at the edge of the graph that run on the CPU without cutting the Edge TPU region.
+
+    ``side`` is "input" (before the region: they only convert a model input)
+    or "output" (after it: they only convert a model output). ``status`` is the
+    line the compiler logs for such an op.
+    """
+
+    id: str
+    side: str
+    builtins: tuple[str, ...]
+    text: str
+    status: str
+    evidence: Evidence = DOCUMENTED
 
 
 @dataclass(frozen=True)
 class RuleTable:
     general: tuple[Limitation, ...]
     ops: tuple[OpRule, ...]
+    conversions: tuple[Conversion, ...] = ()
     by_builtin: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +144,17 @@ class RuleTable:
     def rule_for(self, op: str) -> Optional[OpRule]:
         """The rule of a builtin op name, or None when the Edge TPU has no kernel for it."""
         return self.by_builtin.get(op)
+
+    def conversion(self, rule_id: str, op: str) -> Conversion:
+        """The I/O conversion rule ``rule_id`` as it applies to builtin ``op``.
+
+        Raises:
+            KeyError: the table has no such conversion for that op.
+        """
+        for c in self.conversions:
+            if c.id == rule_id and op in c.builtins:
+                return c
+        raise KeyError((rule_id, op))
 
 
 def until(version: int, text: str, check: Callable, **kw) -> Limitation:
@@ -123,7 +198,39 @@ _LSTM_PARAMS = (
     *(weights(i, "layer-norm coefficients") for i in range(20, 24)),
 )
 
+# What edgetpu_compiler 16 was seen to do on Coral's published segmentation and pose pairs.
+_DEEPLAB_POOLING = observed(
+    "DeepLab v3 MobileNet v2 513x513: the image-pooling RESIZE_BILINEAR [1,1,1,256] -> "
+    "[1,33,33,256] (align_corners) is left on the CPU"
+)
+_DEEPLAB_FINAL = observed(
+    "EdgeTPU-slim DeepLab: RESIZE_BILINEAR [1,33,33,19] -> [1,33,33,19] is mapped, "
+    "[1,33,33,19] -> [1,513,513,19] (x15.5) is left on the CPU"
+)
+_DEEPLAB_TILE = observed(
+    "EdgeTPU-slim DeepLab: TILE [1,1,1,128] -> [1,33,33,128] is inside the edgetpu-custom-op"
+)
+_MOVENET_PREFIX = observed(
+    "MoveNet pose model: compiled to CAST, QUANTIZE, edgetpu-custom-op, ARG_MAX, ..."
+)
+
+CONVERSIONS = (
+    Conversion("float-io", "input", ("QUANTIZE",),
+               "A QUANTIZE of a float model input to 8 bits runs on the CPU before the Edge TPU.",
+               UNSPECIFIED),
+    Conversion("float-io", "output", ("DEQUANTIZE",),
+               "A DEQUANTIZE to a float model output runs on the CPU after the Edge TPU.",
+               UNSUPPORTED_TYPE),
+    Conversion("input-cast", "input", ("CAST",),
+               "Leading CASTs of a model input to float that only feed the input QUANTIZE run on "
+               "the CPU before the Edge TPU.", NOT_SUPPORTED, _MOVENET_PREFIX),
+    Conversion("input-cast", "input", ("QUANTIZE",),
+               "The QUANTIZE to 8 bits after such leading CASTs runs on the CPU before the Edge TPU.",
+               UNSPECIFIED, _MOVENET_PREFIX),
+)
+
 RULES = RuleTable(
+    conversions=CONVERSIONS,
     general=(
         always(
             "Tensor parameters are quantized to 8 bits (int8 or uint8); biases may be int32.",
@@ -194,10 +301,18 @@ RULES = RuleTable(
         OpRule("ReLU6", ("RELU6",)),
         OpRule("ReLUN1To1", ("RELU_N1_TO_1",)),
         OpRule("Reshape", ("RESHAPE",), params=(index(1, "shape"),), limitations=(
-            always("Certain large reshapes may not be mapped.", lim.large_reshape, advisory=True),
+            always("Certain large reshapes may not be mapped.", lim.large_reshape, advisory=True,
+                   threshold=True),
         )),
         OpRule("ResizeBilinear", ("RESIZE_BILINEAR",), params=(index(1, "size"),), limitations=(
             always("Input/output is a 3-dimensional image.", lim.image_3d_io),
+            always("Upsampling from a single pixel ([1,1,C] to a larger image) stays on the CPU.",
+                   lim.not_from_single_pixel, evidence=_DEEPLAB_POOLING),
+            always(f"A scale factor of {lim.RESIZE_CPU_FACTOR} or more in y or x stays on the CPU.",
+                   lim.factor_below_cpu_threshold, evidence=_DEEPLAB_FINAL, threshold=True),
+            always("Between the factors seen mapped and seen on the CPU the compiler's threshold "
+                   "is unknown.", lim.factor_between_known_cases, advisory=True,
+                   evidence=_DEEPLAB_FINAL, threshold=True),
             always("May stay on the CPU to avoid precision loss.", lim.resize_precision,
                    advisory=True),
         )),
@@ -231,6 +346,11 @@ RULES = RuleTable(
                limitations=(NOT_BATCH_REDUCTION,)),
         OpRule("SquaredDifference", ("SQUARED_DIFFERENCE",), min_runtime=14),
         OpRule("Tanh", ("TANH",)),
+        OpRule("Tile", ("TILE",), min_runtime=14, params=(index(1, "multiples"),),
+               evidence=_DEEPLAB_TILE, limitations=(
+            always("Tiling only in y and x (the one case seen mapped).", lim.tiles_xy_only,
+                   evidence=_DEEPLAB_TILE),
+        )),
         OpRule("Transpose", ("TRANSPOSE",), min_runtime=14, params=(index(1, "perm"),)),
         OpRule("TransposeConv", ("TRANSPOSE_CONV",), min_runtime=13,
                params=(index(0, "output_shape"), weights(1, "filter"), bias(3))),
