@@ -190,9 +190,14 @@ class Learning:
         cached = self._bases.get(key)
         if cached is not None:
             return cached
+        if bundle.task not in ("embed", "classify"):
+            raise PreconditionError(
+                f"model {name} cannot learn classes: it serves {bundle.task}, and a head learns from the "
+                "embedding of an image model (an embedding extractor, task embed, or a classifier whose head "
+                "runs on the CPU)")
         base_hash = content_hash(source)
         model = TfliteModel.read(source)
-        if bundle.task != "classify":
+        if bundle.task == "embed":
             try:
                 _, dim = embedding_output(model)
             except PreconditionError as exc:
