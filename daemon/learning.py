@@ -163,14 +163,13 @@ class Learning:
             return bundle, session
         version, head, meta = record
         base = self._base(name, bundle, session)
-        if head.dim != base.dim:
-            log.error("model %s: its stored head takes %d values but the model now gives %d; serving it "
-                      "without the head (add samples again, or restore the old model files)", name,
-                      head.dim, base.dim)
-            return bundle, session
         if meta.base_hash != base.base_hash:
             log.warning("model %s changed since its head was made: its samples are embedded again", name)
             self.stale.append(name)
+        if head.dim != base.dim:
+            log.warning("model %s: its stored head takes %d values, the model now gives %d: it serves without a "
+                        "head until its samples are embedded again", name, head.dim, base.dim)
+            return base.bundle, base.session
         return base.bundle, HeadSession(base.session, _numbered(head, version, meta.method))
 
     def _base(self, name: str, bundle: ModelBundle, session: Any) -> Base:
