@@ -52,6 +52,12 @@ class ScriptedLearning(pb_grpc.LearningServicer):
         except Exception:  # noqa: BLE001 - the client went away mid-stream
             self.outcomes.append("cancelled")
             raise
+        if messages and messages[0].model == "watch":
+            # A client cancel can end the iteration just like a half-close (a race in grpc's server):
+            # after a cancel the call turns inactive at once, after a half-close it stays active.
+            deadline = time.monotonic() + 2.0
+            while context.is_active() and time.monotonic() < deadline:
+                time.sleep(0.01)
         if not context.is_active():
             self.outcomes.append("cancelled")
             return pb.AddSamplesResponse()
@@ -78,21 +84,22 @@ class ScriptedLearning(pb_grpc.LearningServicer):
         self.train_requests.append(request)
         epochs = request.epochs or 3
         if request.model == "slow":
+            # registered first: a cancel may land while the first message is still being sent,
+            # and then the server never resumes this generator
+            context.add_callback(self.train_cancelled.set)
             yield pb.TrainProgress(epoch=1, epochs=epochs, loss=1.0, train_accuracy=0.5,
                                    validation_accuracy=math.nan)
-            deadline = time.monotonic() + 10
-            while context.is_active() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if not context.is_active():
-                self.train_cancelled.set()
+            self.train_cancelled.wait(10)
             return
         for epoch in range(1, epochs + 1):
             progress = pb.TrainProgress(epoch=epoch, epochs=epochs, loss=1.0 / epoch, train_accuracy=epoch / epochs,
                                         validation_accuracy=math.nan if request.validation_fraction == 0 else 0.75)
-            if epoch == epochs:
+            if epoch == epochs and request.model != "separate":
                 progress.model.CopyFrom(learned(request.model, {"cat": 3, "dog": 2}, head_version=6,
                                                 method="backprop"))
             yield progress
+        if request.model == "separate":  # the head in a message of its own, after the last epoch
+            yield pb.TrainProgress(model=learned(request.model, {"cat": 3}, head_version=6, method="backprop"))
 
     def Export(self, request: pb.ExportRequest, context: grpc.ServicerContext) -> Any:
         if request.target == "edgetpu":
@@ -158,9 +165,12 @@ def test_labeled_images_change_the_label_only_where_it_changes(served):
 
 def test_an_unreadable_image_cancels_the_call_so_nothing_is_stored(served, tmp_path):
     client, servicer = served
+    client.add_samples("watch", "cat", images=[b"ok"])
+    assert servicer.outcomes == ["completed"]  # the check below can tell the two apart
+    servicer.outcomes.clear()
     missing = tmp_path / "missing.jpg"
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        client.add_samples("emb", "cat", images=[b"ok", missing])
+        client.add_samples("watch", "cat", images=[b"ok", missing])
     wait_for(lambda: servicer.outcomes, what="the servicer to see the call end")
     assert servicer.outcomes == ["cancelled"]
 
@@ -194,6 +204,13 @@ def test_train_streams_progress_and_the_last_item_carries_the_head(served):
     [request] = servicer.train_requests
     assert (request.epochs, request.seed, request.warm_start, request.batch_size) == (4, 7, True, 0)
     assert request.learning_rate == pytest.approx(0.1) and request.HasField("seed")
+
+
+def test_a_head_sent_after_the_last_epoch_joins_that_epoch(served):
+    client, _ = served
+    items = list(client.train("separate", epochs=2))
+    assert [(p.epoch, p.epochs) for p in items] == [(1, 2), (2, 2), (2, 2)]
+    assert items[-1].loss == items[-2].loss and items[-1].model.model == "separate" and items[-2].model is None
 
 
 def test_train_defaults_send_zero_and_no_seed(served):

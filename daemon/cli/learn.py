@@ -8,6 +8,7 @@ Registered on edgetpuctl's subparsers by :func:`add_parsers`; each command takes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
@@ -29,6 +30,8 @@ EXIT_INTERRUPTED = 130
 #: Seconds the deadline of an AddSamples call grows by per image, on top of --timeout.
 SECONDS_PER_IMAGE = 0.5
 TARGETS = ("cpu", "edgetpu")
+#: The most samples the daemon accepts in one AddSamples call (daemon/api/learning.py MAX_CALL_SAMPLES).
+SAMPLES_PER_CALL = 800
 
 
 # ---------------------------------------------------------------- documents and text
@@ -59,19 +62,29 @@ def _accuracy(value: Optional[float]) -> str:
 # ---------------------------------------------------------------- adding samples
 
 def _add(ctx: "Context", model: str, pairs: Sequence[Tuple[str, Path]], keep_classes: bool) -> AddedSamples:
-    """Send every (label, image) in one call, with a progress bar counting the images sent."""
+    """Send every (label, image), with a progress bar counting the images sent.
+
+    The daemon takes at most SAMPLES_PER_CALL samples in one call (it holds them in memory
+    until the call ends), so a large folder goes in several calls, each stored whole; the
+    result is the head after the last one, with ``added`` counting them all.
+    """
     bar = progress.bar(ctx.stderr, total=len(pairs), desc=f"adding to {model}", unit="image")
 
-    def counted() -> Any:
-        for pair in pairs:
+    def counted(part: Sequence[Tuple[str, Path]]) -> Any:
+        for pair in part:
             yield pair
             bar.update(1)
 
+    results: List[AddedSamples] = []
     try:
-        return ctx.client.add_labeled_images(model, counted(), keep_classes=keep_classes,
-                                             timeout=ctx.args.timeout + SECONDS_PER_IMAGE * len(pairs))
+        for start in range(0, len(pairs), SAMPLES_PER_CALL):
+            part = pairs[start:start + SAMPLES_PER_CALL]
+            results.append(ctx.client.add_labeled_images(
+                model, counted(part), keep_classes=keep_classes and start == 0,
+                timeout=ctx.args.timeout + SECONDS_PER_IMAGE * len(part)))
     finally:
         bar.close()
+    return dataclasses.replace(results[-1], added=sum(r.added for r in results))
 
 
 def _pairs_from_folder(ctx: "Context", root: str) -> List[Tuple[str, Path]]:
@@ -127,6 +140,9 @@ def cmd_train(ctx: "Context") -> int:
     bar = progress.bar(ctx.stderr, total=args.epochs, desc=f"training {args.model}", unit="epoch")
     try:
         for item in run:
+            if item.model is not None and history and history[-1].epoch == item.epoch:
+                history[-1] = item  # the same epoch again, now with the head
+                continue
             history.append(item)
             if bar.total != item.epochs:
                 bar.total = item.epochs

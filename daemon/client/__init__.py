@@ -9,6 +9,7 @@ Every call returns plain dataclasses (``types.py``) and raises
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -589,6 +590,9 @@ class Client:
 class TrainRun:
     """The progress of one Train call: iterate it for :class:`TrainProgress`, one per epoch.
 
+    The last item carries the new head, whether the daemon sends it with the last epoch or in
+    a message of its own after it (then the item repeats that epoch's figures with the head).
+
     ``cancel()`` (or ``close()``, or leaving a ``with`` block) stops the training on the daemon,
     which keeps the head that served before; iteration then simply ends. ``model`` is the new
     head once the last item arrived.
@@ -598,6 +602,7 @@ class TrainRun:
         self._call = call
         self._address = address
         self._cancelled = False
+        self._last: Optional[TrainProgress] = None
         self.model: Optional[LearnedModel] = None
 
     def __iter__(self) -> "TrainRun":
@@ -617,6 +622,10 @@ class TrainRun:
         progress = convert.train_progress(message)
         if progress.model is not None:
             self.model = progress.model
+            if progress.epoch == 0 and self._last is not None:
+                # the head in a message of its own: it belongs with the last epoch's figures
+                progress = dataclasses.replace(self._last, model=progress.model)
+        self._last = progress
         return progress
 
     def cancel(self) -> None:
