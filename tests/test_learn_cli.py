@@ -192,7 +192,7 @@ def test_export_bundle_loads_and_classifies_like_the_daemon(daemon, test_data, t
     out = tmp_path / "bundle"
     document = run_json(daemon, "export", "-m", model, "-o", str(out))
     names = {Path(f["path"]).name for f in document["files"]}
-    assert {"model.tflite", "labels.txt", "model.toml"} <= names
+    assert names == {"model.tflite", "model_edgetpu.tflite", "labels.txt", "model.toml"}  # the base has a compiled twin
     assert document["bundle"] is True and sorted(document["labels"]) == ["cat", "sunflower"]
     assert (out / "model.toml").read_text() == 'task = "classify"\n'
     session = load_model(out)
@@ -203,6 +203,10 @@ def test_export_bundle_loads_and_classifies_like_the_daemon(daemon, test_data, t
             assert (local.id, local.label) == (remote["id"], remote["label"]), photo
     finally:
         session.close()
+
+    document = run_json(daemon, "export", "-m", model, "-o", str(out), "--target", "cpu")
+    assert [f["target"] for f in document["files"] if f["target"]] == ["cpu"]
+    assert not (out / "model_edgetpu.tflite").exists()  # the compiled file of the earlier export is gone
 
     single = tmp_path / "one.tflite"
     document = run_json(daemon, "export", "-m", model, "-o", str(single))
