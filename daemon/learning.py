@@ -360,13 +360,13 @@ class Learning:
             trained = [label for label, source in zip(current.labels, current.sources) if source == "trained"]
             kept = current.with_classes([label for label in trained if label in sums])
             extra = {k: v for k, v in sums.items() if k not in kept.labels}
+            info = {k: v for k, v in kept.info.items() if k != "head_version"}
             if not extra:
-                return dataclasses.replace(kept, info={k: v for k, v in kept.info.items() if k != "head_version"})
+                return dataclasses.replace(kept, info=info)
             imprinted = imprint_head(extra)
             return LinearHead(np.concatenate([kept.weights, imprinted.weights], axis=1),
                               np.concatenate([kept.bias, imprinted.bias]), kept.labels + imprinted.labels,
-                              kept.sources + imprinted.sources, True,
-                              {"method": METHOD_BACKPROP, "scale": DEFAULT_SCALE})
+                              kept.sources + imprinted.sources, True, {**info, "scale": DEFAULT_SCALE})
         head = imprint_head(sums)
         return dataclasses.replace(head, info={**head.info, "scale": DEFAULT_SCALE})
 
@@ -477,8 +477,10 @@ class Learning:
         if result.stopped:
             raise asyncio.CancelledError()
         async with state.lock:
-            head = dataclasses.replace(result.head, info={**result.head.info, "method": METHOD_BACKPROP,
-                                                          "params": {**options, "warm_start": params.warm_start}})
+            trained = dataclasses.replace(result.head, info={**result.head.info, "method": METHOD_BACKPROP,
+                                                             "params": {**options, "warm_start": params.warm_start}})
+            # Classes added while it trained are imprinted beside the trained ones; removed ones are dropped.
+            head = self._imprinted_head(trained, base, await self._sums(model, state, base), False, {})
             version = await self._run(self._store.add_head, model, head, METHOD_BACKPROP, base.base_hash)
             await self._serve(model, base, _numbered(head, version, METHOD_BACKPROP))
             return self.view(model)

@@ -288,6 +288,21 @@ def test_export_while_training_is_refused(client: Client, daemon: RealDaemon, te
         client.remove_class(EMBED, label)
 
 
+def test_a_class_added_while_training_still_serves_after_it(client: Client, daemon: RealDaemon) -> None:
+    rng = np.random.default_rng(13)
+    for label in ("r1", "r2"):
+        client.add_samples(EMBED, label, embeddings=list(rng.random((100, 1024))))
+    run = iter(client.train(EMBED, epochs=400, seed=2))
+    next(run)  # training has begun
+    client.add_samples(EMBED, "late", embeddings=list(rng.random((3, 1024))))
+    final = [p for p in run][-1].model
+    assert final is not None and "late" in [c.label for c in final.classes]
+    sources = {c.label: c.source for c in client.classes(EMBED).classes}
+    assert sources["late"] == "imprinted" and sources["r1"] == "trained"
+    for label in ("r1", "r2", "late"):
+        client.remove_class(EMBED, label)
+
+
 def test_two_clients_adding_to_one_class_are_both_counted(client: Client, daemon: RealDaemon) -> None:
     rng = np.random.default_rng(11)
     batches = [list(rng.random((20, 1024))) for _ in range(2)]

@@ -68,6 +68,8 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
                     batch.blobs.append(bytes(message.image.encoded) if image.data is not None else None)
                 else:
                     batch.embeddings.append(np.asarray(message.embedding.values, dtype=np.float32))
+            if context.cancelled():  # a cancelled client stream can end like a finished one: store nothing
+                raise asyncio.CancelledError()
             if not batches:
                 raise RequestError("AddSamples received no message: send the model and label, then samples")
             view, added = await self._learning.add_samples(model, batches, keep_classes=keep)
