@@ -276,7 +276,7 @@ def test_bad_options_are_usage_errors(daemon, args, message):
 def test_a_large_folder_goes_in_calls_the_daemon_accepts(monkeypatch, daemon, test_data, tmp_path):
     from edgetpud.daemon.cli import learn
 
-    monkeypatch.setattr(learn, "SAMPLES_PER_CALL", 3)
+    monkeypatch.setattr(learn, "MAX_SAMPLES_PER_CALL", 3)
     root = labeled_dir(test_data, tmp_path / "data")  # 8 images: calls of 3, 3 and 2
     document = run_json(daemon, "classes", "add", "-m", "emb_calls", "--from", str(root))
     assert document["added"] == 8

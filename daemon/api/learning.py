@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator, List, Optional
 import grpc
 import numpy as np
 
-from edgetpud.daemon.learn.imprinting import MAX_SAMPLES_PER_CLASS
+from edgetpud.daemon.learn.imprinting import MAX_SAMPLES_PER_CALL
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
@@ -16,8 +16,6 @@ from . import convert
 from .calls import Servicer, observe
 from .status import RequestError, to_status
 
-#: Samples one AddSamples call may carry (they are held in memory until the call ends).
-MAX_CALL_SAMPLES = 4 * MAX_SAMPLES_PER_CLASS
 #: Bytes per ExportChunk: well under any message limit.
 EXPORT_CHUNK_BYTES = 256 * 1024
 
@@ -58,8 +56,8 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
                 if kind is None:
                     continue
                 count += 1
-                if count > MAX_CALL_SAMPLES:
-                    raise RequestError(f"one AddSamples call adds at most {MAX_CALL_SAMPLES} samples; "
+                if count > MAX_SAMPLES_PER_CALL:
+                    raise RequestError(f"one AddSamples call adds at most {MAX_SAMPLES_PER_CALL} samples; "
                                        "split the samples over several calls")
                 batch = batches[-1]
                 if kind == "image":

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 import grpc
 
 from edgetpud.daemon.client import AddedSamples, ClientError, ExportResult, LearnedModel, TrainProgress
+from edgetpud.daemon.learn.imprinting import MAX_SAMPLES_PER_CALL
 
 from . import export_files, output, progress
 from .argtypes import int_at_least, number
@@ -30,8 +31,6 @@ EXIT_INTERRUPTED = 130
 #: Seconds the deadline of an AddSamples call grows by per image, on top of --timeout.
 SECONDS_PER_IMAGE = 0.5
 TARGETS = ("cpu", "edgetpu")
-#: The most samples the daemon accepts in one AddSamples call (daemon/api/learning.py MAX_CALL_SAMPLES).
-SAMPLES_PER_CALL = 800
 
 
 # ---------------------------------------------------------------- documents and text
@@ -64,7 +63,7 @@ def _accuracy(value: Optional[float]) -> str:
 def _add(ctx: "Context", model: str, pairs: Sequence[Tuple[str, Path]], keep_classes: bool) -> AddedSamples:
     """Send every (label, image), with a progress bar counting the images sent.
 
-    The daemon takes at most SAMPLES_PER_CALL samples in one call (it holds them in memory
+    The daemon takes at most MAX_SAMPLES_PER_CALL samples in one call (it holds them in memory
     until the call ends), so a large folder goes in several calls, each stored whole; the
     result is the head after the last one, with ``added`` counting them all.
     """
@@ -77,8 +76,8 @@ def _add(ctx: "Context", model: str, pairs: Sequence[Tuple[str, Path]], keep_cla
 
     results: List[AddedSamples] = []
     try:
-        for start in range(0, len(pairs), SAMPLES_PER_CALL):
-            part = pairs[start:start + SAMPLES_PER_CALL]
+        for start in range(0, len(pairs), MAX_SAMPLES_PER_CALL):
+            part = pairs[start:start + MAX_SAMPLES_PER_CALL]
             results.append(ctx.client.add_labeled_images(
                 model, counted(part), keep_classes=keep_classes and start == 0,
                 timeout=ctx.args.timeout + SECONDS_PER_IMAGE * len(part)))

@@ -19,6 +19,8 @@ from .head import NORM_EPSILON, LinearHead, l2_normalize
 
 #: Coral's imprinting API takes at most this many samples a class.
 MAX_SAMPLES_PER_CLASS = 200
+#: Samples one AddSamples call may carry: the daemon holds a call's samples in memory until it commits them.
+MAX_SAMPLES_PER_CALL = 4 * MAX_SAMPLES_PER_CLASS
 
 #: The scale ``s`` of an imprinted head: ``scores = softmax(s * cos(e, w_c))``.
 #:
