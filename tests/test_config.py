@@ -88,6 +88,8 @@ def test_bad_toml_is_reported_with_the_file(tmp_path):
     ("listen", [], "non-empty list"),
     ("devices", [3], "non-empty list"),
     ("metrics_listen", "9100", "HOST:PORT"),
+    ("learn_max_bytes_per_model", 0, "positive integer"),
+    ("learn_max_bytes_per_model", 1.5, "positive integer"),
 ])
 def test_invalid_values_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message) as info:

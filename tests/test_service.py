@@ -454,3 +454,22 @@ def test_single_device_worker_death_fails_only_what_it_held(tmp_path, models_dir
         finally:
             await svc.stop()
     run(main())
+
+
+def test_the_configured_sample_limit_reaches_the_store(tmp_path, models_dir, test_data):
+    """learn_max_bytes_per_model from edgetpud.toml bounds what one model keeps; nothing of a refused call stays."""
+    from edgetpud.daemon.errors import ResourceExhaustedError
+    from edgetpud.daemon.learning import SampleBatch
+
+    async def main():
+        svc = make_service(tmp_path, models_dir, learn_max_bytes_per_model=3 * 256 * 4)
+        await svc.start()
+        try:
+            rng = np.random.default_rng(0)
+            await svc.learning.add_samples(SMALL, [SampleBatch("a", embeddings=list(rng.random((2, 256))))])
+            with pytest.raises(ResourceExhaustedError, match="learn_max_bytes_per_model"):
+                await svc.learning.add_samples(SMALL, [SampleBatch("b", embeddings=list(rng.random((2, 256))))])
+            assert [c.label for c in svc.learning.view(SMALL).classes if c.source == "imprinted"] == ["a"]
+        finally:
+            await svc.stop()
+    run(main())
