@@ -32,16 +32,25 @@ class BenchDaemon:
     """``python -m edgetpud.daemon.main`` serving ``model`` from the test data on a temporary unix socket."""
 
     def __init__(self, model: str, devices: List[str], mock_latency_s: Optional[float] = None,
-                 labels: str = "imagenet_labels.txt") -> None:
+                 labels: Optional[str] = "imagenet_labels.txt", task: Optional[str] = None,
+                 file_stem: Optional[str] = None, state_parent: Optional[Path] = None) -> None:
+        """``model`` names the bundle, made of the test data's ``file_stem`` (default: ``model``) twins.
+
+        ``state_parent`` puts the temporary folder (and so the state dir) on another file system.
+        """
         self.model = model
-        self.workdir = Path(tempfile.mkdtemp(prefix="edgetpud-bench-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgetpud-bench-", dir=state_parent))
         self.address = f"unix:{self.workdir / 'edgetpud.sock'}"
         data = test_data_dir()
+        stem = file_stem or model
         bundle = self.workdir / "models" / model
         bundle.mkdir(parents=True)
-        shutil.copyfile(data / f"{model}.tflite", bundle / "model.tflite")
-        shutil.copyfile(data / f"{model}_edgetpu.tflite", bundle / "model_edgetpu.tflite")
-        shutil.copyfile(data / labels, bundle / "labels.txt")
+        shutil.copyfile(data / f"{stem}.tflite", bundle / "model.tflite")
+        shutil.copyfile(data / f"{stem}_edgetpu.tflite", bundle / "model_edgetpu.tflite")
+        if labels:
+            shutil.copyfile(data / labels, bundle / "labels.txt")
+        if task:
+            (bundle / "model.toml").write_text(f'task = "{task}"\n')
         lines = ["devices = [" + ", ".join(f'"{d}"' for d in devices) + "]",
                  f'models_dir = "{self.workdir / "models"}"', f'state_dir = "{self.workdir / "state"}"',
                  f'listen = ["{self.address}"]', 'log_level = "warning"', "queue_depth = 64",
