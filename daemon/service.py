@@ -53,6 +53,8 @@ INLINE_FRAME_MAX_PIXELS = 224 * 224
 INLINE_ENCODED_MAX_BYTES = 1024 * 1024
 #: Configuration keys a reload (SIGHUP) applies; every other key takes effect after a restart.
 RELOADABLE_KEYS = ("models_dir", "grace_s", "log_level")
+#: The mock devices' world, under state_dir (only with --device mock).
+MOCK_STATE_FOLDER = "mock-devices"
 
 
 class InvalidRequestError(InvalidArgumentError):
@@ -107,7 +109,10 @@ class Service:
         if pool is None:
             from edgetpud.hal import DevicePool
 
-            pool = DevicePool(specs=list(config.devices), mock_latency_s=config.mock_latency_s)
+            # The mock world lives in the state folder, not /tmp: a daemon killed with SIGKILL cannot
+            # remove it, and the next start replaces it (MockWorld.create).
+            pool = DevicePool(specs=list(config.devices), mock_latency_s=config.mock_latency_s,
+                              mock_state_dir=Path(config.state_dir) / MOCK_STATE_FOLDER)
         self.pool = pool
         self._cpu: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place)
@@ -254,6 +259,16 @@ class Service:
     def mock_control(self) -> Any:
         """Fault injection into the mock devices (None unless running on --device mock)."""
         return getattr(self.pool, "mock_control", None)
+
+    async def rescan_devices(self) -> None:
+        """One device monitor pass now (and the restarts it starts), so a mock unplug or replug shows
+        in the reply.
+
+        Without it the change is seen at the monitor's next rescan, after the reply went out.
+        """
+        settle = getattr(self.pool, "poll_and_settle", None)
+        if settle is not None:
+            await asyncio.get_running_loop().run_in_executor(None, settle)
 
     # ---- model management ----
 
