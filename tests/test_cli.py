@@ -153,3 +153,12 @@ def test_check_runs_without_a_daemon(test_data):
     with contextlib.redirect_stdout(out):
         code = main(["--json", "check", str(test_data / f"{SMALL}_edgetpu.tflite")], stdout=out, stderr=err)
     assert code == 0 and json.loads(out.getvalue())["verdict"] == "full"
+
+
+def test_embed_into_a_closed_pipe_stops_quietly(daemon, test_data):
+    from test_check_cli import closed_reader_run
+
+    done = closed_reader_run("--address", daemon.address, "--json", "embed", "--model", SMALL,
+                             str(test_data / "cat.bmp"))
+    assert done.stderr == b""
+    assert done.returncode == 141
