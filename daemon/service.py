@@ -156,6 +156,10 @@ class Service:
                  ", ".join(f"{d.id}={d.state}" for d in devices) or "none")
         self._started = True
         self._accepting = True
+        if not Path(self.config.models_dir).is_dir():
+            log.warning("the models folder %s does not exist or is not a folder: no bundles are served from it; "
+                        "create it (or pass --models DIR / set models_dir), then reload (SIGHUP, systemctl reload "
+                        "edgetpud)", self.config.models_dir)
         outcome = await self.registry.load_folder(self.config.models_dir)
         failed = {n: p for n, p in outcome.items() if p}
         log.info("serving %d model(s) from %s%s", len(self.registry.names()), self.config.models_dir,
