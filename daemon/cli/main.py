@@ -21,7 +21,7 @@ import grpc
 from edgetpud.daemon.client import Client, ClientError, default_address
 
 from . import output
-from .argtypes import int_at_least, number
+from .argtypes import MAX_TOP_K, int_at_least, int_between, number, score
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -214,9 +214,9 @@ def _inference_args(parser: argparse.ArgumentParser, top_k: bool = True) -> None
     parser.add_argument("-m", "--model", help="model name (default: the only ready model for this task)")
     parser.add_argument("--crop", metavar="X,Y,W,H", type=_crop, help="run on this region of each image")
     if top_k:
-        parser.add_argument("-k", "--top-k", type=int_at_least(0), default=0,
-                            help="at most K results (default 0: the model's)")
-        parser.add_argument("-t", "--threshold", type=float, default=0.0, help="minimum score")
+        parser.add_argument("-k", "--top-k", type=int_between(0, MAX_TOP_K), default=0,
+                            help=f"at most K results, up to {MAX_TOP_K} (default 0: the model's)")
+        parser.add_argument("-t", "--threshold", type=score, default=0.0, help="minimum score, 0 to 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
