@@ -80,12 +80,12 @@ class Container:
             self.nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         self.init_pid = self._find_init(timeout)
         end = time.monotonic() + timeout
-        while True:  # systemctl fails to connect until systemd has its private socket
+        while True:  # until systemd has its private socket, systemctl says nothing or "offline"
             done = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=timeout)
             state = done.stdout.strip()
             if state in ("running", "degraded"):
                 return self
-            if state or time.monotonic() > end:
+            if state not in ("", "offline") or time.monotonic() > end:
                 raise RuntimeError(f"the container's systemd is {state!r} ({done.stderr.strip()}); "
                                    f"console:\n{self.console_tail()}")
             time.sleep(0.2)
