@@ -55,6 +55,8 @@ INLINE_FRAME_MAX_PIXELS = 224 * 224
 INLINE_ENCODED_MAX_BYTES = 1024 * 1024
 #: Configuration keys a reload (SIGHUP) applies; every other key takes effect after a restart.
 RELOADABLE_KEYS = ("models_dir", "grace_s", "log_level")
+#: The mock devices' world, under state_dir (only with --device mock).
+MOCK_STATE_FOLDER = "mock-devices"
 
 
 class InvalidRequestError(InvalidArgumentError):
@@ -109,7 +111,10 @@ class Service:
         if pool is None:
             from edgetpud.hal import DevicePool
 
-            pool = DevicePool(specs=list(config.devices), mock_latency_s=config.mock_latency_s)
+            # The mock world lives in the state folder, not /tmp: a daemon killed with SIGKILL cannot
+            # remove it, and the next start replaces it (MockWorld.create).
+            pool = DevicePool(specs=list(config.devices), mock_latency_s=config.mock_latency_s,
+                              mock_state_dir=Path(config.state_dir) / MOCK_STATE_FOLDER)
         self.pool = pool
         self._cpu: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place)
@@ -156,6 +161,10 @@ class Service:
         self.registry.adapt = self._learning.adapt
         self._started = True
         self._accepting = True
+        if not Path(self.config.models_dir).is_dir():
+            log.warning("the models folder %s does not exist or is not a folder: no bundles are served from it; "
+                        "create it (or pass --models DIR / set models_dir), then reload (SIGHUP, systemctl reload "
+                        "edgetpud)", self.config.models_dir)
         outcome = await self.registry.load_folder(self.config.models_dir)
         failed = {n: p for n, p in outcome.items() if p}
         log.info("serving %d model(s) from %s%s", len(self.registry.names()), self.config.models_dir,
@@ -302,6 +311,16 @@ class Service:
     def mock_control(self) -> Any:
         """Fault injection into the mock devices (None unless running on --device mock)."""
         return getattr(self.pool, "mock_control", None)
+
+    async def rescan_devices(self) -> None:
+        """One device monitor pass now (and the restarts it starts), so a mock unplug or replug shows
+        in the reply.
+
+        Without it the change is seen at the monitor's next rescan, after the reply went out.
+        """
+        settle = getattr(self.pool, "poll_and_settle", None)
+        if settle is not None:
+            await asyncio.get_running_loop().run_in_executor(None, settle)
 
     # ---- model management ----
 

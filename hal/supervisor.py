@@ -499,6 +499,18 @@ class DevicePool:
         self._rescan()
         self._check_devices()
 
+    def poll_and_settle(self, timeout_s: float = 15.0) -> None:
+        """One monitor pass, then wait (at most ``timeout_s``) for the bring-ups it started.
+
+        So a caller that just replugged a device sees it in service, not still lost.
+        """
+        self.poll()
+        end = time.monotonic() + timeout_s
+        for dev in list(self._devices.values()):
+            thread = dev.lifecycle
+            if thread is not None:
+                thread.join(max(0.0, end - time.monotonic()))
+
     def _check_devices(self) -> None:
         """Telemetry and hang watchdog of every device (each monitor pass; rescans are rarer)."""
         for dev in list(self._devices.values()):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -21,10 +23,33 @@ def test_data() -> Path:
     value = os.environ.get(TEST_DATA_ENV)
     if not value:
         pytest.skip(f"{TEST_DATA_ENV} is not set: real-model tests need ../shared/coral-test-data")
-    path = Path(value)
+    return resolve_test_data(value)
+
+
+def resolve_test_data(value: str) -> Path:
+    """The folder $EDGETPUD_TEST_DATA names, made absolute: tests hand it to other processes and URLs."""
+    path = Path(value).resolve()
     if not path.is_dir():
         pytest.fail(f"{TEST_DATA_ENV}={value} is not a folder")
     return path
+
+
+#: The suite's own temporary folder, so that what other runs on the machine leave in /tmp is not
+#: counted as this run's leak; daemons and workers started by the tests inherit it through $TMPDIR.
+SUITE_TMP = Path(tempfile.mkdtemp(prefix="edgetpud-tests-"))
+os.environ["TMPDIR"] = str(SUITE_TMP)
+tempfile.tempdir = str(SUITE_TMP)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_leaked_mock_state():
+    """Fail a module that leaves an edgetpud-mock-* folder behind in the temporary folder (a pool never stopped)."""
+    before = set(SUITE_TMP.glob("edgetpud-mock-*"))
+    yield
+    leaked = set(SUITE_TMP.glob("edgetpud-mock-*")) - before
+    for folder in leaked:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert not leaked, f"the module left mock state folders behind: {sorted(map(str, leaked))}"
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +78,8 @@ def client(daemon):
 
     with Client(daemon.address, timeout=60) as c:
         yield c
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:  # type: ignore[no-untyped-def]
+    """Drop the suite's temporary folder (pytest's own tmp_path folders live elsewhere)."""
+    shutil.rmtree(SUITE_TMP, ignore_errors=True)

@@ -134,6 +134,10 @@ class FakeService:
         }
         self.loads: List[tuple] = []
         self.unloads: List[str] = []
+        self.rescans = 0
+
+    async def rescan_devices(self) -> None:
+        self.rescans += 1
 
     # a test thread steers the server loop through these
     def close_gate(self) -> None:

@@ -216,6 +216,17 @@ def test_stream_without_config_is_invalid_argument(daemon):
         assert info.value.code() == Code.INVALID_ARGUMENT
 
 
+def test_unplug_and_replug_answer_with_the_devices_after_the_change(daemon, client, cat):
+    from daemon_fixture import wait_for
+    try:
+        after_unplug = {d.id: d.state for d in client.mock.unplug("mock:0")}
+        assert after_unplug["mock:0"] == "lost", after_unplug
+    finally:
+        after_replug = {d.id: d.state for d in client.mock.replug("mock:0")}
+    assert after_replug["mock:0"] != "lost", after_replug
+    wait_for(daemon.serving, timeout=60, what="SERVING after the replug")
+
+
 def test_health_follows_an_unplugged_device(daemon, client, cat):
     from daemon_fixture import wait_for
     client.mock.unplug("mock:0")

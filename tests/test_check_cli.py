@@ -315,3 +315,22 @@ def test_compiled_cast_prefix_logs_what_the_compiler_logged(tmp_path, capsys):
     assert rows[0] == ("RELU", "Mapped to Edge TPU")
     assert ("ARG_MAX", "Operation not supported") in rows
     assert doc["cut_point"]["op"] == "ARG_MAX"
+
+
+def closed_reader_run(*args: str) -> "subprocess.CompletedProcess[bytes]":
+    """edgetpuctl with its stdout a pipe whose reader is gone before it writes (`| head` at its quickest)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgetpud.daemon.cli.main", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    return subprocess.CompletedProcess(args, proc.wait(60), b"", err)
+
+
+def test_check_into_a_closed_pipe_stops_quietly(test_data: Path):
+    done = closed_reader_run("--json", "check", str(test_data / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"))
+    assert done.stderr == b""
+    assert done.returncode == 141

@@ -120,8 +120,8 @@ def test_a_failed_image_is_reported_and_the_others_still_get_results(daemon, tes
 
 @pytest.mark.parametrize("option, message", [
     (["--crop", "10,10"], "--crop: expected X,Y,W,H"), (["--crop", "0,0,0,5"], "--crop: X and Y must be >= 0"),
-    (["--crop", "a,b,c,d"], "--crop: expected X,Y,W,H"), (["-k", "-1"], "-k/--top-k: expected an integer >= 0"),
-    (["-t", "abc"], "-t/--threshold: invalid float value")])
+    (["--crop", "a,b,c,d"], "--crop: expected X,Y,W,H"), (["-k", "-1"], "-k/--top-k: expected an integer from 0 to 10000"),
+    (["-t", "abc"], "-t/--threshold: expected a number >= 0")])
 def test_malformed_inference_options_are_usage_errors(daemon, test_data, option, message):
     result = ctl("classify", "-m", SMALL, *option, str(test_data / "cat.bmp"), address=daemon.address)
     assert result.returncode == 2 and result.stdout == "" and message in result.stderr, result.stderr
@@ -153,3 +153,12 @@ def test_check_runs_without_a_daemon(test_data):
     with contextlib.redirect_stdout(out):
         code = main(["--json", "check", str(test_data / f"{SMALL}_edgetpu.tflite")], stdout=out, stderr=err)
     assert code == 0 and json.loads(out.getvalue())["verdict"] == "full"
+
+
+def test_embed_into_a_closed_pipe_stops_quietly(daemon, test_data):
+    from test_check_cli import closed_reader_run
+
+    done = closed_reader_run("--address", daemon.address, "--json", "embed", "--model", SMALL,
+                             str(test_data / "cat.bmp"))
+    assert done.stderr == b""
+    assert done.returncode == 141

@@ -39,8 +39,13 @@ def run(address: str, *args: str):
     (["mock", "fault", "mock:0", "abort", "--after", "inf"], "--after: expected a number >= 0"),
     (["mock", "temperature", "mock:0", "nan"], "celsius: expected a finite number"),
     (["mock", "latency", "mock:0", "nan"], "ms: expected a finite number"),
+    (["classify", "-k", "99999999999999999999", "x.jpg"], "--top-k: expected an integer from 0 to 10000"),
+    (["classify", "-k", "100000", "x.jpg"], "--top-k: expected an integer from 0 to 10000"),
+    (["classify", "-t", "2", "x.jpg"], "--threshold: expected a score from 0 to 1"),
+    (["detect", "-t", "-1", "x.jpg"], "--threshold: expected a number >= 0"),
 ], ids=["timeout-0", "timeout-negative", "timeout-nan", "count-negative", "count-0", "seconds-negative",
-        "after-inf", "temperature-nan", "latency-nan"])
+        "after-inf", "temperature-nan", "latency-nan", "top-k-huge", "top-k-100000", "threshold-2",
+        "threshold-negative"])
 def test_out_of_range_options_are_usage_errors(daemon, args, message):
     """They used to reach the daemon: 'DEADLINE_EXCEEDED: Deadline Exceeded' for --timeout 0, a protobuf
     'Value out of range: -1' for --count -1, one fault injected for --count 0, a NaN latency set."""
@@ -142,3 +147,23 @@ def test_a_daemon_error_is_not_mistaken_for_a_lost_connection(daemon):
             client.mock.unplug("mock:7")
         assert info.value.code == grpc.StatusCode.NOT_FOUND and "mock:7" in info.value.message
         assert client.status().ready
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"top_k": 100000}, "top_k must be between 0"),
+    ({"threshold": 2.0}, "threshold is a minimum score, between 0 and 1"),
+    ({"threshold": -1.0}, "threshold is a minimum score, between 0 and 1"),
+], ids=["top-k", "threshold-above-1", "threshold-negative"])
+def test_the_daemon_refuses_out_of_range_result_options(daemon, test_data, options, message):
+    """docs/api.md: out-of-range top_k or threshold is INVALID_ARGUMENT, whatever client sent it."""
+    with Client(daemon.address, timeout=30) as client:
+        with pytest.raises(ClientError) as info:
+            client.classify(SMALL, (test_data / "cat.bmp").read_bytes(), **options)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.message
+
+
+def test_the_cli_limit_on_top_k_is_the_daemons():
+    from edgetpud.daemon.api.convert import MAX_TOP_K as daemon_limit
+    from edgetpud.daemon.cli.argtypes import MAX_TOP_K as cli_limit
+
+    assert cli_limit == daemon_limit

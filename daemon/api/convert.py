@@ -102,6 +102,22 @@ def tensor_inputs(tensors: Sequence[pb.Tensor], input_names: Sequence[str] = ())
     return arrays
 
 
+#: The most results a request may ask for: far more classes than any Edge TPU classifier has.
+MAX_TOP_K = 10000
+
+
+def check_result_options(top_k: Optional[int], threshold: Optional[float]) -> None:
+    """Refuse a ``top_k`` or ``threshold`` outside what can mean anything (docs/api.md: INVALID_ARGUMENT).
+
+    Raises:
+        RequestError: top_k above MAX_TOP_K, or a threshold that is not a score in [0, 1].
+    """
+    if top_k is not None and not 0 <= top_k <= MAX_TOP_K:
+        raise RequestError(f"top_k must be between 0 (the model's default) and {MAX_TOP_K}, not {top_k}")
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise RequestError(f"threshold is a minimum score, between 0 and 1, not {threshold:g}")
+
+
 def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Tensor] = (),
                       input_names: Sequence[str] = (), pixels: Optional[memoryview] = None,
                       **options: Any) -> "core.InferenceRequest":
@@ -112,6 +128,7 @@ def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Ten
     Raises:
         RequestError: see :func:`image_input` and :func:`tensor_array`.
     """
+    check_result_options(options.get("top_k"), options.get("threshold"))
     kept = {k: v for k, v in options.items() if v}
     if tensors:
         return core.InferenceRequest(tensors=tensor_inputs(tensors, input_names), options=kept)

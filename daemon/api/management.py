@@ -102,6 +102,8 @@ class MockControlServicer(Servicer, pb_grpc.MockControlServicer):
                 raise NotFoundError(str(exc.args[0]) if exc.args else f"no mock device {device!r}") from None
             except ValueError as exc:
                 raise RequestError(str(exc)) from None
+            if method in ("unplug", "replug"):
+                await resolve(self._svc.rescan_devices())
             return await resolve(self._svc.devices())
         devices = await self._call(context, "", run)
         return pb.MockReply(devices=[convert.device(d) for d in devices])

@@ -5,6 +5,9 @@ import argparse
 import math
 from typing import Callable, Optional
 
+#: The daemon's own limit (daemon/api/convert.py MAX_TOP_K), kept here so the CLI loads no API code.
+MAX_TOP_K = 10000
+
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type accepting integers >= ``minimum``.
@@ -43,3 +46,27 @@ def number(minimum: Optional[float] = None, above: bool = False) -> Callable[[st
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
     return parse
+
+
+def int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type accepting integers from ``minimum`` to ``maximum``.
+
+    Checked here so an absurd value is a usage error naming the range, not protobuf's "Value out of range".
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer from {minimum} to {maximum}, got {text!r}")
+        return value
+    return parse
+
+
+def score(text: str) -> float:
+    """An argparse type accepting a score, a number from 0 to 1."""
+    value = number(0.0)(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {text!r}")
+    return value

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
@@ -19,11 +21,13 @@ import grpc
 from edgetpud.daemon.client import Client, ClientError, default_address
 
 from . import output
-from .argtypes import int_at_least, number
+from .argtypes import MAX_TOP_K, int_at_least, int_between, number, score
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: What a shell reports for a tool killed by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
 
 
 class Context:
@@ -210,9 +214,9 @@ def _inference_args(parser: argparse.ArgumentParser, top_k: bool = True) -> None
     parser.add_argument("-m", "--model", help="model name (default: the only ready model for this task)")
     parser.add_argument("--crop", metavar="X,Y,W,H", type=_crop, help="run on this region of each image")
     if top_k:
-        parser.add_argument("-k", "--top-k", type=int_at_least(0), default=0,
-                            help="at most K results (default 0: the model's)")
-        parser.add_argument("-t", "--threshold", type=float, default=0.0, help="minimum score")
+        parser.add_argument("-k", "--top-k", type=int_between(0, MAX_TOP_K), default=0,
+                            help=f"at most K results, up to {MAX_TOP_K} (default 0: the model's)")
+        parser.add_argument("-t", "--threshold", type=score, default=0.0, help="minimum score, 0 to 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,6 +319,19 @@ def _command(args: argparse.Namespace) -> str:
     return f"{args.command} {action}" if action else str(args.command)
 
 
+def _reader_left(stdout: TextIO) -> int:
+    """The reader of stdout went away (`| head`): stop quietly, as a tool killed by SIGPIPE would.
+
+    stdout is pointed at /dev/null so that Python's flush at exit does not fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (a test's StringIO): nothing will flush it at exit
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
          stderr: Optional[TextIO] = None) -> int:
     """Parse, run one command, return the exit code (console script: sys.exit(main()))."""
@@ -329,11 +346,16 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
             parser.exit(EXIT_BAD_INPUT, f"{parser.prog} check: error: {message}\n")
         parser.error(message)
     if args.command == "check":
-        return args.func(args)
+        try:
+            return args.func(args)
+        except BrokenPipeError:
+            return _reader_left(stdout)
     ctx: Optional[Context] = None
     try:
         ctx = Context(args, stdout, stderr)
         return args.func(ctx)
+    except BrokenPipeError:
+        return _reader_left(stdout)
     except ClientError as exc:
         print(f"edgetpuctl {_command(args)}: error: {_explain(exc)}", file=stderr)
         return EXIT_FAILED
