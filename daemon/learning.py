@@ -465,12 +465,14 @@ class Learning:
                                      ("epochs", params.epochs), ("l2", params.l2),
                                      ("validation_fraction", params.validation_fraction),
                                      ("seed", params.seed)) if v is not None}
+        running = asyncio.ensure_future(self._run(lambda: softmax_regression.train(
+            x, labels, classes=list(samples), warm_start=warm, on_progress=progress,
+            should_stop=stop.is_set, **options)))
         try:
-            result = await self._run(lambda: softmax_regression.train(
-                x, labels, classes=list(samples), warm_start=warm, on_progress=progress,
-                should_stop=stop.is_set, **options))
+            result = await asyncio.shield(running)
         except asyncio.CancelledError:
-            stop.set()
+            stop.set()  # the thread ends at its next step; the model is free again once it has
+            await asyncio.wait({running})
             raise
         finally:
             state.training = None

@@ -6,8 +6,10 @@ daemon does; a classifier keeps its pretrained answers beside imprinted classes.
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, List
 
@@ -91,6 +93,21 @@ def refused(call, code: grpc.StatusCode, *words: str) -> str:
     for word in words:
         assert word in info.value.message, info.value.message
     return info.value.message
+
+
+def train_when_free(client: Client, model: str, **options) -> Iterator:
+    """``client.train``, retried while a training the previous test cancelled is still winding down."""
+    for _ in range(100):
+        try:
+            run = client.train(model, **options)
+            first = next(iter(run))
+        except ClientError as exc:
+            if "being trained already" not in exc.message:
+                raise
+            time.sleep(0.05)
+            continue
+        return itertools.chain([first], run)
+    raise AssertionError(f"{model} stayed busy training")
 
 
 def still_serving(client: Client, test_data: Path) -> None:
@@ -292,7 +309,7 @@ def test_a_class_added_while_training_still_serves_after_it(client: Client, daem
     rng = np.random.default_rng(13)
     for label in ("r1", "r2"):
         client.add_samples(EMBED, label, embeddings=list(rng.random((100, 1024))))
-    run = iter(client.train(EMBED, epochs=400, seed=2))
+    run = iter(train_when_free(client, EMBED, epochs=400, seed=2))
     next(run)  # training has begun
     client.add_samples(EMBED, "late", embeddings=list(rng.random((3, 1024))))
     final = [p for p in run][-1].model
