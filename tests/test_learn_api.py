@@ -346,6 +346,33 @@ def test_removing_a_class_that_does_not_exist(client: Client, test_data: Path) -
     still_serving(client, test_data)
 
 
+def test_kserve_serves_a_learned_head_beside_the_base_output(client: Client, daemon: RealDaemon,
+                                                             test_data: Path) -> None:
+    """ModelInfer on a model with a head answers the base's outputs and the head's scores."""
+    from edgetpud.protos.kserve import grpc_predict_v2_pb2 as kpb
+    from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as kgrpc
+
+    client.add_samples(EMBED, "kserve owl", images=[photo(test_data, "owl.jpg")])
+    client.add_samples(EMBED, "kserve cat", images=[photo(test_data, "cat.bmp")])
+    local = load_model(test_data / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", task="embed")
+    pixels, _ = local.preprocess(test_data / "owl.jpg", "embed")
+    with grpc.insecure_channel(daemon.address) as channel:
+        stub = kgrpc.GRPCInferenceServiceStub(channel)
+        meta = stub.ModelMetadata(kpb.ModelMetadataRequest(name=EMBED), timeout=30)
+        assert [o.name for o in meta.outputs][-1] == "head/scores"
+        request = kpb.ModelInferRequest(model_name=EMBED, inputs=[kpb.ModelInferRequest.InferInputTensor(
+            name=meta.inputs[0].name, datatype="UINT8", shape=list(pixels[0].shape))],
+            raw_input_contents=[pixels[0].tobytes()])
+        reply = stub.ModelInfer(request, timeout=30)
+    names = [o.name for o in reply.outputs]
+    scores = np.frombuffer(reply.raw_output_contents[names.index("head/scores")], np.float32)
+    served = client.classify(EMBED, photo(test_data, "owl.jpg"), top_k=1).classes[0]
+    assert int(np.argmax(scores)) == served.id
+    assert abs(float(scores[served.id]) - served.score) < 1e-5
+    for label in ("kserve owl", "kserve cat"):
+        client.remove_class(EMBED, label)
+
+
 # ------------------------------------------------------------------ restart (last: it restarts the daemon)
 
 
@@ -366,3 +393,4 @@ def test_a_restarted_daemon_serves_the_same_heads(daemon: RealDaemon, workdir: P
             assert c.classify(EMBED, photo(test_data, "parrot.jpg")).classes[0].label == answer.label
     finally:
         again.stop()
+
