@@ -95,9 +95,26 @@ def refused(call, code: grpc.StatusCode, *words: str) -> str:
     return info.value.message
 
 
-def train_when_free(client: Client, model: str, **options) -> Iterator:
+class _Resumed:
+    """A training's progress with its first item already read; ``close`` cancels the training."""
+
+    def __init__(self, first: object, run: object) -> None:
+        self._items = itertools.chain([first], run)
+        self._run = run
+
+    def __iter__(self) -> "_Resumed":
+        return self
+
+    def __next__(self) -> object:
+        return next(self._items)
+
+    def close(self) -> None:
+        self._run.cancel()
+
+
+def train_when_free(client: Client, model: str, **options) -> "_Resumed":
     """``client.train``, retried while a training the previous test cancelled is still winding down."""
-    for _ in range(100):
+    for _ in range(600):
         try:
             run = client.train(model, **options)
             first = next(iter(run))
@@ -106,7 +123,7 @@ def train_when_free(client: Client, model: str, **options) -> Iterator:
                 raise
             time.sleep(0.05)
             continue
-        return itertools.chain([first], run)
+        return _Resumed(first, run)
     raise AssertionError(f"{model} stayed busy training")
 
 
@@ -293,15 +310,32 @@ def test_export_while_training_is_refused(client: Client, daemon: RealDaemon, te
     rng = np.random.default_rng(9)
     for label in ("t1", "t2"):
         client.add_samples(EMBED, label, embeddings=list(rng.random((200, 1024))))
-    run = client.train(EMBED, epochs=5000, seed=1)
+    trained = [h.head_version for h in client.heads(EMBED) if h.method == "backprop"]
+    run = train_when_free(client, EMBED, epochs=100_000, seed=1)  # minutes, unless cancelled
     try:
-        next(iter(run))  # training has begun
+        next(run)  # training has begun
         refused(lambda: client.export(EMBED), grpc.StatusCode.FAILED_PRECONDITION, "trained")
     finally:
-        run.cancel()
+        run.close()
     still_serving(client, test_data)
-    assert client.classes(EMBED).method in ("imprinting", "backprop")
     for label in ("t1", "t2"):
+        client.remove_class(EMBED, label)
+    assert [h.head_version for h in client.heads(EMBED) if h.method == "backprop"] == trained  # none made
+
+
+def test_cancelling_a_training_stops_it_and_keeps_the_served_head(client: Client) -> None:
+    rng = np.random.default_rng(10)
+    for label in ("c1", "c2"):
+        client.add_samples(EMBED, label, embeddings=list(rng.random((100, 1024))))
+    head = client.classes(EMBED).head_version
+    run = train_when_free(client, EMBED, epochs=100_000, seed=1)  # minutes, unless cancelled
+    next(run)
+    cancelled = time.monotonic()
+    run.close()
+    short = list(train_when_free(client, EMBED, epochs=1, seed=1))  # free again: the thread has stopped
+    assert time.monotonic() - cancelled < 20
+    assert short[-1].model is not None and short[-1].model.head_version == head + 1  # only the short run's head
+    for label in ("c1", "c2"):
         client.remove_class(EMBED, label)
 
 

@@ -96,6 +96,9 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
             seed=request.seed if request.HasField("seed") else None, warm_start=request.warm_start)
         task = asyncio.ensure_future(self._learning.train(request.model, params, queue.put_nowait))
         task.add_done_callback(lambda _: queue.put_nowait(None))
+        # A client's cancel may land while this generator waits at a yield, where no CancelledError
+        # reaches it: the end of the RPC, however it ends, stops the training.
+        context.add_done_callback(lambda _: task.cancel())
         try:
             while True:
                 item = await queue.get()
