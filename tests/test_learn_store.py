@@ -414,7 +414,9 @@ def test_sigkill_at_random_moments_keeps_every_acknowledged_call(path: Path) -> 
             current = store.current_head("m")
             if heads:
                 last = max(heads)
-                assert current is not None and current[0] in (last, last + 1), "the head is neither old nor new"
+                # the last acknowledged head, or a newer one whose call was cut before its ack was read
+                # (in this trial or an earlier one): every head here was made current when stored
+                assert current is not None and current[0] == listed[-1] >= last, "the head is neither old nor new"
                 assert current[1].labels[0] in counts
                 assert float(current[1].weights[0, 0]) == int(current[1].labels[0][1:])
     assert len(acknowledged) > 20 and heads, f"too few acknowledged calls to prove much: {len(acknowledged)}"
