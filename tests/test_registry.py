@@ -267,8 +267,8 @@ def test_a_version_loaded_from_a_path_is_never_deleted(tmp_path, test_data):
         assert not (tmp_path / "state" / "uploads" / "cls").exists()  # the upload that was replaced went
         assert (outside / "model.tflite").read_bytes() == (test_data / f"{SMALL}.tflite").read_bytes()
         assert (inside / "model.tflite").read_bytes() == (test_data / f"{LARGE}.tflite").read_bytes()
-        reg._delete_upload(outside)  # even asked directly, only state_dir/uploads/NAME/vN is deleted
-        reg._delete_upload(tmp_path / "state" / "uploads")
+        reg.uploads.delete(outside)  # even asked directly, only state_dir/uploads/NAME/vN is deleted
+        reg.uploads.delete(tmp_path / "state" / "uploads")
         assert (outside / "model.tflite").is_file() and (tmp_path / "state" / "uploads").is_dir()
     asyncio.run(main())
 
@@ -297,7 +297,7 @@ def test_a_failure_to_delete_an_upload_is_a_warning(tmp_path, test_data, monkeyp
 
         def refuse(path, *args, **kwargs):
             raise PermissionError(13, "Permission denied", str(path))
-        monkeypatch.setattr("edgetpud.daemon.registry.shutil.rmtree", refuse)
+        monkeypatch.setattr("edgetpud.daemon.registry.store.shutil.rmtree", refuse)
         await reg.unload("up")
         await settle()
         assert pool.loaded == {"mock:0": set(), "mock:1": set()}  # released all the same
