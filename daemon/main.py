@@ -21,11 +21,8 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import argparse
 import asyncio
 import ctypes
-import errno
 import logging
 import signal
-import socket
-import stat
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -35,6 +32,7 @@ from edgetpud.hal.errors import HalError
 
 from .errors import EdgetpudError
 from .notify import Notifier
+from .preflight import preflight_listeners
 
 log = logging.getLogger("edgetpud.daemon.main")  # the same name under `python -m`
 
@@ -143,58 +141,6 @@ def _status_line(service: Any) -> str:
     return text + (f"; failed: {', '.join(failed)}" if failed else "")
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    """Whether something listens on HOST:PORT, probed the way the listeners bind (SO_REUSEADDR)."""
-    try:
-        addresses = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-    except (OSError, UnicodeError):
-        return False  # the real bind says what is wrong with the name
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return True
-    return False
-
-
-def preflight_listeners(config: Config) -> Optional[str]:
-    """Why the listeners cannot be had (another daemon holds one), or None.
-
-    Checked before the devices start: a second daemon must not open the TPUs the
-    first one serves, nor load every model, only to find its address taken. The
-    listeners' own bind still decides; this only fails early.
-    """
-    for address in config.listen:
-        if address.startswith("unix:"):
-            path = address[len("unix:"):]
-            try:
-                if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                    return f"cannot listen on {address}: it exists and is not a socket; choose another --listen path"
-            except OSError:
-                continue
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                probe.settimeout(1.0)
-                try:
-                    probe.connect(path)
-                except OSError as exc:
-                    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                        continue  # a stale socket: the listener replaces it
-            return (f"cannot listen on {address}: another process (another edgetpud?) is serving on it; "
-                    "stop it or choose another --listen path")
-        host, _, port = address.rpartition(":")
-        if _port_in_use(host, int(port)):
-            return f"cannot listen on {address}: the address is in use (is another edgetpud running?)"
-    if config.metrics_listen:
-        host, _, port = config.metrics_listen.rpartition(":")
-        if int(port) and _port_in_use(host or "127.0.0.1", int(port)):
-            return f"cannot serve metrics on {config.metrics_listen}: the address is in use"
-    return None
-
-
 class Daemon:
     """The asyncio life of one daemon process."""
 
@@ -205,40 +151,68 @@ class Daemon:
         self._notifier = Notifier()
 
     async def run(self) -> int:
-        from .service import Service
-
+        """Start, serve until SIGTERM/SIGINT (reloading on SIGHUP), then drain and stop: the exit code."""
         loop = asyncio.get_running_loop()
-        # Made here, on the running loop: Python 3.9's Event binds to the loop current when it is
-        # made, and one made before asyncio.run() fails every wait() with "attached to a different loop".
-        self._stop = asyncio.Event()
-        self._hup = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._hup.set)
+        self._install_signal_handlers(loop)
         taken = preflight_listeners(self.config)
         if taken:
             log.critical("cannot start: %s", taken)
             self._notifier.stopping(f"failed: {taken}")
             return EXIT_FAILURE
+        service = self._create_service()
+        if isinstance(service, int):
+            return service
+        # Pings start with the loop (systemd counts WatchdogSec from the start, and a start
+        # that loads firmware and many models can take longer than it).
+        self._serving = False
+        watchdog = asyncio.ensure_future(self._notifier.watchdog_loop(lambda: not self._serving or service.healthy()))
+        code = await self._start(service, watchdog)
+        if code is not None:
+            return code
+        self._serving = True
+        self._announce_ready(service)
+        try:
+            await self._serve_until_stopped(service)
+        finally:
+            watchdog.cancel()
+        await self._drain_and_stop(loop, service)
+        return EXIT_OK
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGTERM and SIGINT stop, SIGHUP reloads.
+
+        The events are made here, on the running loop: Python 3.9's Event binds to the loop current
+        when it is made, and one made before asyncio.run() fails every wait() with "attached to a
+        different loop".
+        """
+        self._stop = asyncio.Event()
+        self._hup = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._hup.set)
+
+    def _create_service(self) -> Any:
+        """The Service (which finds the devices), or the exit code when the configuration cannot make one."""
+        from .service import Service
+
         self._notifier.status("starting devices")
         try:
-            service = Service(self.config)
+            return Service(self.config)
         except (EdgetpudError, HalError, ValueError) as exc:
             log.critical("cannot start: %s", exc)
             return EXIT_USAGE
         except Exception as exc:  # noqa: BLE001 - one line and an exit code, not a traceback
             log.critical("cannot start: %s", _describe(exc))
             return EXIT_FAILURE
-        server = None
-        # Pings start with the loop (systemd counts WatchdogSec from the start, and a start
-        # that loads firmware and many models can take longer than it).
-        started = False
-        watchdog = asyncio.ensure_future(self._notifier.watchdog_loop(lambda: not started or service.healthy()))
+
+    async def _start(self, service: Any, watchdog: "asyncio.Future[Any]") -> Optional[int]:
+        """Start the service, then the gRPC server; the exit code when the daemon must not serve, else None."""
+        self._server = None
         try:
             if await self._start_unless_stopped(service):
-                server = _build_server(service, self.config)
-                if server is not None:
-                    await server.start()
+                self._server = _build_server(service, self.config)
+                if self._server is not None:
+                    await self._server.start()
         except Exception as exc:  # noqa: BLE001 - whatever failed, the workers must be stopped or the process hangs
             expected = isinstance(exc, (EdgetpudError, HalError, OSError))
             message = str(exc) if expected else _describe(exc)
@@ -251,43 +225,50 @@ class Daemon:
             log.info("stopping during start-up, before serving")
             watchdog.cancel()
             self._notifier.stopping("stopped during start-up")
-            if server is not None:
-                await server.stop(0)
+            if self._server is not None:
+                await self._server.stop(0)
             await service.stop(0)
             log.info("stopped")
             return EXIT_OK
-        started = True
-        listening = ", ".join(self.config.listen) if server is not None else "no listener"
+        return None
+
+    def _announce_ready(self, service: Any) -> None:
+        """READY=1 to systemd, and the same line to the log."""
+        listening = ", ".join(self.config.listen) if self._server is not None else "no listener"
         status_line = _status_line(service)
         log.info("ready: %s; %s", listening, status_line)
         self._notifier.ready(status_line)
-        try:
-            while not self._stop.is_set():
-                hup = asyncio.ensure_future(self._hup.wait())
-                stop = asyncio.ensure_future(self._stop.wait())
-                await asyncio.wait({hup, stop}, return_when=asyncio.FIRST_COMPLETED)
-                hup.cancel()
-                stop.cancel()
-                if self._hup.is_set() and not self._stop.is_set():
-                    self._hup.clear()
-                    await self._reload(service)
-        finally:
-            watchdog.cancel()
+
+    async def _serve_until_stopped(self, service: Any) -> None:
+        """Wait for SIGTERM/SIGINT, reloading on every SIGHUP meanwhile."""
+        while not self._stop.is_set():
+            hup = asyncio.ensure_future(self._hup.wait())
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({hup, stop}, return_when=asyncio.FIRST_COMPLETED)
+            hup.cancel()
+            stop.cancel()
+            if self._hup.is_set() and not self._stop.is_set():
+                self._hup.clear()
+                await self._reload(service)
+
+    async def _drain_and_stop(self, loop: asyncio.AbstractEventLoop, service: Any) -> None:
+        """Finish the accepted requests within ``grace_s``, then stop the server and the workers.
+
+        Lame duck first: the listeners stay up and new requests are answered UNAVAILABLE (health
+        NOT_SERVING) while the accepted ones finish, for at least LAME_DUCK_S so that calls already
+        on the wire are answered too. Only then does the gRPC server stop.
+        """
         grace = self.config.grace_s
         log.info("stopping: draining requests for up to %.1f s", grace)
         self._notifier.stopping("draining requests")
-        started = loop.time()
-        deadline = started + grace
-        # Lame duck first: the listeners stay up and new requests are answered UNAVAILABLE (health
-        # NOT_SERVING) while the accepted ones finish, for at least LAME_DUCK_S so that calls already
-        # on the wire are answered too. Only then does the gRPC server stop.
+        began = loop.time()
+        deadline = began + grace
         await service.drain(grace)
-        await asyncio.sleep(max(0.0, min(deadline, started + LAME_DUCK_S) - loop.time()))
-        if server is not None:
-            await server.stop(max(0.0, deadline - loop.time()))  # waits for RPCs still running (streams)
+        await asyncio.sleep(max(0.0, min(deadline, began + LAME_DUCK_S) - loop.time()))
+        if self._server is not None:
+            await self._server.stop(max(0.0, deadline - loop.time()))  # waits for RPCs still running (streams)
         await service.stop(max(0.0, deadline - loop.time()))
         log.info("stopped")
-        return EXIT_OK
 
     async def _start_unless_stopped(self, service: Any) -> bool:
         """Start the service; a SIGTERM meanwhile ends the start early. Returns whether it completed.

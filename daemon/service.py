@@ -31,7 +31,7 @@ from .learning import Learning
 from .errors import ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError, ShuttingDownError
 from .metrics import Metrics
 from .model.bundle import TASKS
-from .model.preprocess import frame_view, input_size
+from .model.preprocess import frame_to_rgb, input_size
 from .model.session import _PREPROCESS_OPTIONS, DEFAULTS
 from .registry import ModelState, ModelVersion, Registry, check_name
 from .scheduler import USABLE_STATES, DeadlineExceededError, Scheduler
@@ -532,7 +532,7 @@ def _image_of(request: InferenceRequest) -> Any:
         raise InvalidRequestError("an image is either encoded bytes or a raw frame")
     if image.frame is not None:
         f = image.frame
-        return frame_view(f.data, f.width, f.height, f.stride or None, f.pixel_format or "RGB")
+        return frame_to_rgb(f.data, f.width, f.height, f.stride or None, f.pixel_format or "RGB")
     if not image.data:
         raise ImageError("the image is empty")
     return image.data

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgetpud.daemon.errors import ModelError, NotFoundError
-from edgetpud.daemon.registry import Registry, check_name, scan_models_dir
+from edgetpud.daemon.registry import ModelState, Registry, VersionState, check_name, scan_models_dir
 from edgetpud.hal.errors import DeviceUnavailableError, ModelRuntimeError
 
 SMALL = "mobilenet_v1_0.25_128_quant"
@@ -267,8 +267,8 @@ def test_a_version_loaded_from_a_path_is_never_deleted(tmp_path, test_data):
         assert not (tmp_path / "state" / "uploads" / "cls").exists()  # the upload that was replaced went
         assert (outside / "model.tflite").read_bytes() == (test_data / f"{SMALL}.tflite").read_bytes()
         assert (inside / "model.tflite").read_bytes() == (test_data / f"{LARGE}.tflite").read_bytes()
-        reg._delete_upload(outside)  # even asked directly, only state_dir/uploads/NAME/vN is deleted
-        reg._delete_upload(tmp_path / "state" / "uploads")
+        reg.uploads.delete(outside)  # even asked directly, only state_dir/uploads/NAME/vN is deleted
+        reg.uploads.delete(tmp_path / "state" / "uploads")
         assert (outside / "model.tflite").is_file() and (tmp_path / "state" / "uploads").is_dir()
     asyncio.run(main())
 
@@ -297,9 +297,17 @@ def test_a_failure_to_delete_an_upload_is_a_warning(tmp_path, test_data, monkeyp
 
         def refuse(path, *args, **kwargs):
             raise PermissionError(13, "Permission denied", str(path))
-        monkeypatch.setattr("edgetpud.daemon.registry.shutil.rmtree", refuse)
+        monkeypatch.setattr("edgetpud.daemon.registry.store.shutil.rmtree", refuse)
         await reg.unload("up")
         await settle()
         assert pool.loaded == {"mock:0": set(), "mock:1": set()}  # released all the same
         assert any(r.levelname == "WARNING" and "could not delete" in r.getMessage() for r in caplog.records)
     asyncio.run(main())
+
+
+def test_version_states_are_printed_as_the_api_strings():
+    assert [s.value for s in VersionState] == ["loading", "ready", "retiring", "unloaded", "failed"]
+    assert [s for s in VersionState if s.leasable] == [VersionState.READY, VersionState.RETIRING]
+    shown = ModelState.failed("m", "/models/m", "not a model").to_dict()
+    assert type(shown["state"]) is str and shown["state"] == "failed" and shown["error"] == "not a model"
+    assert f"{VersionState.RETIRING}" == "retiring"  # log lines and messages read the same as before

@@ -11,6 +11,7 @@ import pytest
 from edgetpud.daemon.errors import ModelError
 from edgetpud.daemon.model import tflite as tfl
 from edgetpud.daemon.model.tflite import EDGETPU_CUSTOM_OP, TfliteModel
+from edgetpud.daemon.model.tflite.serialize import pack
 from edgetpud.hal.executor import TfliteExecutor
 
 CPU_TWINS = [
@@ -75,7 +76,7 @@ def assert_same_structure(a: TfliteModel, b: TfliteModel) -> None:
         for x, y in zip(tensors_a, tensors_b):
             np.testing.assert_array_equal(x.scales, y.scales)
             np.testing.assert_array_equal(x.zero_points, y.zero_points)
-            if x.is_constant and x.type_name not in tfl._PACKED_TYPES:
+            if x.is_constant and x.type_name not in tfl.PACKED_TYPES:
                 np.testing.assert_array_equal(a.tensor_data(x.index, s), b.tensor_data(y.index, s))
 
 
@@ -424,7 +425,7 @@ def test_corrupted_bytes_never_crash_or_hang(test_data: Path) -> None:
 
 def test_zero_subgraphs_raise_model_error() -> None:
     empty = TfliteModel.empty()
-    data = TfliteModel._pack(empty.raw)  # a valid flatbuffer that to_bytes() would refuse to write
+    data = pack(empty.raw)  # a valid flatbuffer that to_bytes() would refuse to write
     assert data[4:8] == b"TFL3"
     with pytest.raises(ModelError, match="no subgraphs"):
         TfliteModel.read(data)
@@ -437,6 +438,6 @@ def test_out_of_range_index_is_rejected() -> None:
     model.set_inputs([x])
     model.raw.subgraphs[0].tensors[0].buffer = 57
     with pytest.raises(ModelError, match="buffer 57"):
-        TfliteModel.read(TfliteModel._pack(model.raw))
+        TfliteModel.read(pack(model.raw))
     with pytest.raises(ModelError, match="tensor 3 does not exist"):
         model.set_outputs([3])

@@ -23,7 +23,7 @@ from edgetpud.hal.executor import open_executor as hal_open_executor
 from . import adapters
 from .adapters import Class, DetectedObject
 from .bundle import TASKS, ModelBundle
-from .preprocess import ImageTransform, crop_view, input_size, load_image, quantize_input, resize, to_channels
+from .preprocess import ImageTransform, crop, input_size, load_image, quantize_input, resize, to_channels
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class ModelSession:
             return adapters.raw_inputs(image, self.inputs), PreprocessContext(task)
         spec = self.inputs[0]
         prefs = self.bundle.preprocess
-        pixels = load_image(image, copy=False)  # views are fine: the resize output is a new array
+        pixels = load_image(image)  # a view: the resize output is a new array
         source_h, source_w = pixels.shape[:2]
         region = (0, 0, source_w, source_h)
         roi = options.get("roi")
@@ -109,7 +109,7 @@ class ModelSession:
             if not isinstance(roi, (tuple, list)) or len(roi) != 4:
                 raise ImageError(f"roi must be (x, y, width, height), got {roi!r}")
             region = tuple(roi)  # type: ignore[assignment]
-            pixels = crop_view(pixels, *region)
+            pixels = crop(pixels, *region)
         height, width = input_size(spec)
         resized, transform = resize(
             pixels, height, width, options.get("resize", prefs.resize), fill=options.get("fill", prefs.fill)

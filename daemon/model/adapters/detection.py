@@ -1,23 +1,22 @@
-"""Turn a model's output tensors into answers: classes, detected objects, embeddings, named tensors.
+"""Detection: objects from the four outputs of ``TFLite_Detection_PostProcess`` (SSD models).
 
-These functions need only the output arrays and their ``TensorSpec`` (scale and
-zero point), never an interpreter, so the daemon runs them in its main process
-while the invocation itself happens in a device worker.
+TF1 and TF2 exports order those outputs differently; ``detection_layout`` finds
+which is which from signature names, shapes and, when still ambiguous, the values.
 """
 from __future__ import annotations
 
 import logging
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError
-from edgetpud.hal.errors import ModelRuntimeError
-from edgetpud.hal.executor import TensorSpec, check_inputs
+from edgetpud.daemon.errors import ModelError
+from edgetpud.hal.executor import TensorSpec
 
-from .preprocess import ImageTransform
+from ..preprocess import ImageTransform
+from .common import check_outputs, check_top_k, dequantize
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +27,6 @@ DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 
 @dataclass(frozen=True)
-class Class:
-    """One classification result; ``label`` is None when the model has no label for ``id``."""
-
-    id: int
-    label: Optional[str]
-    score: float
-
-
-@dataclass(frozen=True)
 class DetectedObject:
     """One detection; ``bbox`` is (xmin, ymin, xmax, ymax) in source-image pixels."""
 
@@ -44,67 +34,6 @@ class DetectedObject:
     label: Optional[str]
     score: float
     bbox: BBox
-
-
-def dequantize(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """Real values of a tensor: ``(q - zero_point) * scale`` for quantized tensors, else float32."""
-    if spec.scale:
-        return ((np.asarray(array, dtype=np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale))
-    return np.asarray(array, dtype=np.float32)
-
-
-def check_top_k(top_k: int, threshold: float) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise InvalidArgumentError(f"top_k must be a positive integer, got {top_k!r}")
-    if not np.isfinite(threshold):
-        raise InvalidArgumentError(f"threshold must be a finite number, got {threshold!r}")
-
-
-def _check_outputs(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec], task: str) -> None:
-    if len(outputs) != len(specs):
-        raise ModelError(f"{task}: the model produced {len(outputs)} output(s) but declares {len(specs)}")
-    if not specs:
-        raise ModelError(f"{task}: the model has no outputs")
-
-
-# --------------------------------------------------------------------------- classify
-
-
-def classify(
-    outputs: Sequence[np.ndarray],
-    specs: Sequence[TensorSpec],
-    labels: Optional[Mapping[int, str]] = None,
-    top_k: int = 3,
-    threshold: float = 0.0,
-) -> List[Class]:
-    """The ``top_k`` classes scoring at least ``threshold``, best first (ties: lower id first).
-
-    Scores are dequantized with the output's scale and zero point. The first output
-    with more than one value is the score vector.
-
-    Raises:
-        ModelError: the model has no usable score output.
-        ValueError: ``top_k`` < 1 or a non-finite threshold.
-    """
-    check_top_k(top_k, threshold)
-    _check_outputs(outputs, specs, "classify")
-    for array, spec in zip(outputs, specs):
-        if np.asarray(array).size > 1:
-            scores = dequantize(array, spec).reshape(-1)
-            break
-    else:
-        raise ModelError("classify: no output holds more than one score; is this a classification model?")
-    order = np.lexsort((np.arange(scores.size), -scores))  # score descending, then id ascending
-    results: List[Class] = []
-    for idx in order:
-        score = float(scores[idx])
-        if score < threshold or len(results) >= top_k:
-            break
-        results.append(Class(int(idx), (labels or {}).get(int(idx)), score))
-    return results
-
-
-# --------------------------------------------------------------------------- detect
 
 
 @dataclass(frozen=True)
@@ -240,7 +169,7 @@ def detect(
         ValueError: ``top_k`` < 1 or a non-finite threshold.
     """
     check_top_k(top_k, threshold)
-    _check_outputs(outputs, specs, "detect")
+    check_outputs(outputs, specs, "detect")
     real = [dequantize(a, s) for a, s in zip(outputs, specs)]
     layout = detection_layout(specs, names, real)
     boxes = real[layout.boxes].reshape(-1, 4)
@@ -259,63 +188,3 @@ def detect(
         class_id = int(round(float(classes[i])))
         objects.append(DetectedObject(class_id, (labels or {}).get(class_id), float(scores[i]), bbox))
     return objects
-
-
-# --------------------------------------------------------------------------- embed and raw
-
-
-def embed(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec], normalize: bool = False) -> np.ndarray:
-    """The first output as a dequantized 1-D float32 vector, optionally scaled to unit L2 norm.
-
-    An all-zero vector stays zero when normalised.
-
-    Raises:
-        ModelError: the model has no outputs.
-    """
-    _check_outputs(outputs, specs, "embed")
-    vector = dequantize(outputs[0], specs[0]).reshape(-1)
-    if normalize:
-        norm = float(np.linalg.norm(vector))
-        if norm > 0:
-            vector = vector / np.float32(norm)
-    return vector.astype(np.float32)
-
-
-def raw_inputs(
-    tensors: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]], specs: Sequence[TensorSpec]
-) -> List[np.ndarray]:
-    """Order named (or positional) input arrays as the model's inputs, checking dtype and shape.
-
-    Raises:
-        ImageError: a missing or unknown name, or an array of the wrong dtype or shape.
-    """
-    if isinstance(tensors, Mapping):
-        known = [s.name for s in specs]
-        unknown = sorted(set(tensors) - set(known))
-        missing = [n for n in known if n not in tensors]
-        if unknown or missing:
-            raise ImageError(
-                f"raw inputs must be exactly {known}; unknown: {unknown or 'none'}, missing: {missing or 'none'}"
-            )
-        arrays = [tensors[s.name] for s in specs]
-    else:
-        arrays = list(tensors)
-    try:
-        check_inputs(specs, arrays)  # the executor's own check: count, type, dtype and shape
-    except ModelRuntimeError as exc:
-        raise ImageError(str(exc)) from None
-    return [np.ascontiguousarray(array) for array in arrays]
-
-
-def raw_outputs(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec]) -> Dict[str, np.ndarray]:
-    """Name each output array after its tensor (duplicate names get ``#index`` appended).
-
-    Raises:
-        ModelError: the number of arrays differs from the number of outputs.
-    """
-    _check_outputs(outputs, specs, "raw")
-    named: Dict[str, np.ndarray] = {}
-    for i, (spec, array) in enumerate(zip(specs, outputs)):
-        key = spec.name if spec.name and spec.name not in named else f"{spec.name}#{i}"
-        named[key] = array
-    return named
