@@ -4,7 +4,7 @@ Knows nothing of the service: never imports ``edgetpud.daemon``, gRPC or protobu
 """
 from __future__ import annotations
 
-from .device import DeviceEvent, DeviceInfo, DeviceKind, DeviceState
+from .device import DeviceEvent, DeviceInfo, DeviceState
 from .errors import (
     DelegateLoadError,
     DeviceInitError,
@@ -16,11 +16,14 @@ from .errors import (
     ModelRuntimeError,
     RuntimeMissingError,
 )
+from .backend import Backend, Found, WorkerConfig
 from .executor import Executor, TensorSpec, TfliteExecutor, check_inputs
+from .options import PoolOptions
 from .supervisor import DevicePool
 
 __all__ = [
-    "DeviceEvent", "DeviceInfo", "DeviceKind", "DeviceState", "DevicePool",
+    "Backend", "DeviceEvent", "DeviceInfo", "DeviceState", "DevicePool", "Found", "PoolOptions",
+    "WorkerConfig",
     "DelegateLoadError", "DeviceInitError", "DeviceIOError", "DeviceSpecError", "DeviceTimeoutError",
     "DeviceUnavailableError", "HalError", "ModelRuntimeError", "RuntimeMissingError",
     "Executor", "TensorSpec", "TfliteExecutor", "check_inputs",
