@@ -1,6 +1,9 @@
-"""edgetpud's hardware abstraction layer: devices, workers, runtime loading.
+"""edgetpud's hardware abstraction layer: device backends, workers, runtime loading.
 
-Knows nothing of the service: never imports ``edgetpud.daemon``, gRPC or protobuf.
+Knows nothing of the service or of any one simulator: never imports
+``edgetpud.daemon``, ``edgetpud.mock_device``, gRPC or protobuf
+(tests/test_import_rules.py). Kinds of device are backends, found by name
+(``edgetpud.hal.backends``).
 """
 from __future__ import annotations
 
