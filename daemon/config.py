@@ -57,6 +57,19 @@ class Config:
     grace_s: float = 10.0
     mock_latency_s: Optional[float] = None
     log_level: str = "info"
+    #: The device pool (edgetpud.hal.PoolOptions): in-flight invocations per device, monitor periods,
+    #: hang and start timeouts, restart backoff, a pre-started spare worker, interpreter threads.
+    device_slots: int = 4
+    device_poll_s: float = 1.0
+    device_rescan_s: float = 2.0
+    device_start_timeout_s: float = 60.0
+    invoke_timeout_s: float = 30.0
+    restart_backoff_s: List[float] = field(default_factory=lambda: [0.05, 10.0])
+    restart_stable_s: float = 60.0
+    warm_spare: bool = False
+    cpu_threads: Optional[int] = None
+    #: Firmware the daemon pushes to a USB accelerator in DFU mode (None: libedgetpu loads its own).
+    usb_firmware: Optional[Path] = None
     #: Samples (embeddings and image bytes) kept per model for retraining.
     learn_max_bytes_per_model: int = 256 * 1024 * 1024
 
@@ -78,9 +91,12 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_PATH_KEYS = {"models_dir", "state_dir", "tls_cert", "tls_key", "tls_client_ca"}
+_PATH_KEYS = {"models_dir", "state_dir", "tls_cert", "tls_key", "tls_client_ca", "usb_firmware"}
 _LIST_KEYS = {"devices", "listen"}
-_OPTIONAL = {"socket_group", "tls_cert", "tls_key", "tls_client_ca", "metrics_listen", "mock_latency_s"}
+_OPTIONAL = {"socket_group", "tls_cert", "tls_key", "tls_client_ca", "metrics_listen", "mock_latency_s",
+             "cpu_threads", "usb_firmware"}
+#: Seconds that must be > 0 (a zero period or timeout would spin or kill every worker at once).
+_POSITIVE_SECONDS = {"device_poll_s", "device_rescan_s", "device_start_timeout_s", "invoke_timeout_s"}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
@@ -114,6 +130,21 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 isinstance(value, int) and not isinstance(value, bool) and set(str(value)) <= set("01234567")) else ""
             raise ConfigError(f"{where} must be a file mode between 0 and 0777, got {value!r}{hint}")
         return value
+    if key == "warm_spare":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if key == "restart_backoff_s":
+        return _backoff(value, where)
+    if key in ("device_slots", "cpu_threads"):
+        least = 2 if key == "device_slots" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{where} must be an integer >= {least}, got {value!r}")
+        return value
+    if key in _POSITIVE_SECONDS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where} must be a finite number of seconds > 0, got {value!r}")
+        return float(value)
     if key in ("max_message_bytes", "max_concurrent_requests", "queue_depth", "learn_max_bytes_per_model"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where} must be a positive integer, got {value!r}")
@@ -122,7 +153,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if key in ("max_message_bytes", "max_concurrent_requests") and value > MAX_GRPC_INT:
             raise ConfigError(f"{where} must be at most {MAX_GRPC_INT} (gRPC's limit), got {value}")
         return value
-    if key in ("grace_s", "mock_latency_s"):
+    if key in ("grace_s", "mock_latency_s", "restart_stable_s"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ConfigError(f"{where} must be a finite number of seconds >= 0, got {value!r}")
         return float(value)
@@ -133,6 +164,15 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
     return value
+
+
+def _backoff(value: Any, where: str) -> List[float]:
+    """``[first, longest]``: the delay before a restart, doubling up to ``longest`` while workers keep dying."""
+    numbers = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not numbers or not 0 <= value[0] <= value[1]:
+        raise ConfigError(f"{where} must be [first, longest] seconds with 0 <= first <= longest, got {value!r}")
+    return [float(value[0]), float(value[1])]
 
 
 def _check_listen(address: str, source: str) -> None:
@@ -182,6 +222,8 @@ def build_config(values: Mapping[str, Any], source: str = "config") -> Config:
         raise ConfigError(f"{source}: 'tls_cert' and 'tls_key' must be given together")
     if config.tls_client_ca is not None and config.tls_cert is None:
         raise ConfigError(f"{source}: 'tls_client_ca' needs 'tls_cert' and 'tls_key'")
+    if config.usb_firmware is not None and not config.usb_firmware.is_file():
+        raise ConfigError(f"{source}: 'usb_firmware' {str(config.usb_firmware)!r} is not a file")
     if config.metrics_listen is not None:
         host, sep, port = config.metrics_listen.rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535:

@@ -109,12 +109,20 @@ class Service:
     def __init__(self, config: Config, pool: Any = None) -> None:
         self.config = config
         if pool is None:
-            from edgetpud.hal import DevicePool
+            from edgetpud.hal import DevicePool, PoolOptions
 
+            options = PoolOptions(
+                slots=config.device_slots, poll_interval_s=config.device_poll_s,
+                rescan_interval_s=config.device_rescan_s, invoke_timeout_s=config.invoke_timeout_s,
+                backoff_s=(config.restart_backoff_s[0], config.restart_backoff_s[1]),
+                stable_s=config.restart_stable_s, start_timeout_s=config.device_start_timeout_s,
+                warm_spare=config.warm_spare, num_threads=config.cpu_threads)
             # The mock world lives in the state folder, not /tmp: a daemon killed with SIGKILL cannot
             # remove it, and the next start replaces it (MockWorld.create).
-            pool = DevicePool(specs=list(config.devices), mock_latency_s=config.mock_latency_s,
-                              mock_state_dir=Path(config.state_dir) / MOCK_STATE_FOLDER)
+            backends = {"usb": {"firmware": config.usb_firmware},
+                        "mock": {"latency_s": config.mock_latency_s,
+                                 "state_dir": Path(config.state_dir) / MOCK_STATE_FOLDER}}
+            pool = DevicePool(list(config.devices), options, backends)
         self.pool = pool
         self._cpu: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place)
@@ -310,7 +318,7 @@ class Service:
     @property
     def mock_control(self) -> Any:
         """Fault injection into the mock devices (None unless running on --device mock)."""
-        return getattr(self.pool, "mock_control", None)
+        return getattr(self.pool, "fault_control", None)
 
     async def rescan_devices(self) -> None:
         """One device monitor pass now (and the restarts it starts), so a mock unplug or replug shows

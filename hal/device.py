@@ -12,15 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 
-class DeviceKind(str, enum.Enum):
-    """The transport a device sits on; the mock is one more kind."""
-
-    USB = "usb"
-    PCI = "pci"
-    MOCK = "mock"
-    CPU = "cpu"
-
-
 class DeviceState(str, enum.Enum):
     """Life-cycle of a device as the scheduler sees it.
 

@@ -1,85 +1,28 @@
-"""``--device`` specs, enumeration of every transport, and hot-plug bookkeeping.
+"""Which devices the ``--device`` specs select, and hot-plug bookkeeping across every backend.
 
 Discovery only answers "what is plugged in right now, and which id does it
 have"; the pool decides what to do about it. Identity is the physical path (USB
 bus and port chain, ``/dev/apex_N``), not the enumeration index, so a device that
-comes back on the same port gets its old id back.
+comes back on the same port gets its old id back. What is kind-specific (how to
+scan, what N means, how ids are numbered) is asked of the backends.
 """
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
-from .device import DeviceKind
+from .backend import Backend, Found
+from .backends import backend_class, backend_names, built_in_names
 from .errors import DeviceSpecError
-from .pcie import apex_node_dir, find_apex_devices
-from .usb import UsbAccelerator, find_usb_accelerators, slow_link, warn_slow_link
+from .spec import AUTO, DeviceSpec, parse_specs
+from .usb import slow_link, warn_slow_link
 
 log = logging.getLogger(__name__)
 
-_SPEC_RE = re.compile(r"^(auto|mock|cpu|usb|pci)(?::(\d+))?$")
+BackendOptions = Mapping[str, Mapping[str, Any]]
 
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """One parsed ``--device`` value. ``index`` is None for "all of that kind"."""
-
-    kind: str
-    index: Optional[int] = None
-
-    def __str__(self) -> str:
-        return self.kind if self.index is None else f"{self.kind}:{self.index}"
-
-
-def parse_specs(specs: Iterable[str]) -> List[DeviceSpec]:
-    """Parse ``auto``, ``mock[:N]``, ``cpu``, ``usb[:N]``, ``pci[:N]``.
-
-    ``mock:N`` means N mock devices; ``usb:N``/``pci:N`` mean the device with that
-    index. Mock and real devices cannot be mixed: the mock replaces the bus.
-
-    Raises:
-        DeviceSpecError: an unknown or contradictory spec.
-    """
-    parsed: List[DeviceSpec] = []
-    for raw in specs:
-        match = _SPEC_RE.match(str(raw).strip().lower())
-        if not match:
-            raise DeviceSpecError(f"unknown device spec {raw!r}: expected auto, mock[:N], cpu, usb[:N] or pci[:N]")
-        kind, number = match.group(1), match.group(2)
-        index = int(number) if number is not None else None
-        if kind in ("auto", "cpu") and index not in (None, 0):
-            raise DeviceSpecError(f"device spec {raw!r}: {kind} takes no index")
-        if kind == "mock" and index == 0:
-            raise DeviceSpecError("device spec 'mock:0': give the number of mock devices (mock:1, mock:3)")
-        parsed.append(DeviceSpec(kind, None if kind in ("auto", "cpu") else index))
-    if not parsed:
-        parsed = [DeviceSpec("auto")]
-    kinds = {s.kind for s in parsed}
-    if "mock" in kinds and kinds != {"mock"}:
-        raise DeviceSpecError("mock devices cannot be mixed with real ones: use --device mock[:N] alone")
-    if len([s for s in parsed if s.kind == "mock"]) > 1:
-        raise DeviceSpecError("give --device mock:N once")
-    return list(dict.fromkeys(parsed))
-
-
-@dataclass
-class Found:
-    """A device present on the host, with the id the pool knows it by."""
-
-    id: str
-    kind: str
-    index: int
-    path: str
-    usb: Optional[UsbAccelerator] = None
-    sysfs_dir: Optional[Path] = None
-    delegate_device: str = ""
-
-    @property
-    def key(self) -> Tuple[str, str]:
-        return (self.kind, self.path)
+__all__ = ["BackendOptions", "DeviceSpec", "Discovery", "Found", "RescanResult", "parse_specs"]
 
 
 @dataclass
@@ -89,83 +32,70 @@ class RescanResult:
     returned: List[Found] = field(default_factory=list)
 
 
+def _build(kind: str, options: BackendOptions) -> Backend:
+    return backend_class(kind)(**dict(options.get(kind) or {}))
+
+
 class Discovery:
     """Enumerates the devices the specs ask for and keeps ids stable across rescans.
 
-    ``usb_backend`` is handed to pyusb (None: its libusb default); ``sysfs_root``
-    is where ``class/apex`` is read (None: ``/sys``). For mock specs the pool
-    passes the mock world's backend and sysfs tree: the same lines run.
+    ``options`` maps a backend name to its constructor's keyword arguments
+    (``{"pci": {"sysfs_root": tmp}, "usb": {"pyusb_backend": bus}}``); options for
+    a backend the specs do not choose are ignored, an unknown name is refused.
+    Only the chosen backends are imported and built.
+
+    Raises:
+        DeviceSpecError: ``options`` names no known backend.
+        TypeError: a backend does not take one of its options.
     """
 
-    def __init__(
-        self,
-        specs: Sequence[DeviceSpec],
-        sysfs_root: Optional[str] = None,
-        usb_backend: Any = None,
-        mock_sysfs_root: Optional[str] = None,
-    ) -> None:
+    def __init__(self, specs: Sequence[DeviceSpec], options: Optional[BackendOptions] = None) -> None:
         self.specs = list(specs)
-        self.sysfs_root = sysfs_root
-        self.usb_backend = usb_backend
-        self.mock_sysfs_root = mock_sysfs_root
+        self.options: BackendOptions = dict(options or {})
+        unknown = sorted(set(self.options) - set(backend_names()))
+        if unknown:
+            raise DeviceSpecError(f"options for unknown device backend(s) {unknown}; known: {', '.join(backend_names())}")
         self.known: Dict[str, Found] = {}
         self.present: Dict[str, bool] = {}
         self.fell_back_to_cpu = False
         self._slow_link_told: Set[str] = set()
-        kinds = {s.kind for s in self.specs}
-        self._auto = "auto" in kinds
-        self._all_usb = self._auto or DeviceSpec("usb") in self.specs
-        self._all_pci = self._auto or DeviceSpec("pci") in self.specs
-        self._mock = "mock" in kinds
-        self._pinned = [s for s in self.specs if s.kind in ("usb", "pci") and s.index is not None]
+        self._auto = any(s.kind == AUTO for s in self.specs)
+        kinds = {s.kind for s in self.specs} - {AUTO}
+        if self._auto:
+            kinds |= {name for name in built_in_names() if backend_class(name).in_auto}
+        self.backends: Dict[str, Backend] = {
+            kind: _build(kind, self.options) for kind in sorted(kinds, key=lambda k: backend_class(k).order)}
+        self._all = {k for k, b in self.backends.items() if self._auto and b.in_auto}
+        self._all |= {s.kind for s in self.specs if s.index is None or backend_class(s.kind).spec_number == "count"}
+        self._pinned = [s for s in self.specs
+                        if s.kind != AUTO and s.index is not None and backend_class(s.kind).spec_number == "index"]
+        self._started = False
+
+    def close(self) -> None:
+        """Stop every backend that was started (a simulator removes what it laid out)."""
+        if self._started:
+            self._started = False
+            for backend in self.backends.values():
+                backend.stop()
 
     # -- raw enumeration --------------------------------------------------
-    def _scan_usb(self, kind: str) -> List[Found]:
-        found = []
-        for i, acc in enumerate(find_usb_accelerators(self.usb_backend)):
-            if kind == DeviceKind.MOCK.value:
-                # The mock bus puts mock:i on port i+1 of bus 1 (see mock_device.usb_backend).
-                index = acc.ports[0] - 1 if acc.ports else i
-                sysfs = apex_node_dir(index, self.mock_sysfs_root) if self.mock_sysfs_root else None
-                found.append(Found(f"mock:{index}", kind, index, acc.path, usb=acc, sysfs_dir=sysfs))
-            else:
-                found.append(Found("", kind, i, acc.path, usb=acc, delegate_device=f"usb:{i}"))
-        return found
-
-    def _scan_pci(self) -> List[Found]:
-        return [
-            Found(f"pci:{apex.index}", "pci", apex.index, apex.dev_path, sysfs_dir=apex.sysfs_dir,
-                  delegate_device=f"pci:{apex.index}")
-            for apex in find_apex_devices(self.sysfs_root)
-        ]
-
     def scan(self) -> List[Found]:
-        """Everything relevant that is present right now (ids not yet assigned for new USB devices)."""
-        if self._mock:
-            return self._scan_usb(DeviceKind.MOCK.value)
+        """Everything relevant that is present right now (ids not yet assigned for ordered-id kinds)."""
         found: List[Found] = []
-        wants_usb = self._all_usb or any(s.kind == "usb" for s in self._pinned)
-        wants_pci = self._all_pci or any(s.kind == "pci" for s in self._pinned)
-        if wants_usb:
-            found += self._scan_usb(DeviceKind.USB.value)
-        if wants_pci:
-            found += self._scan_pci()
+        for backend in self.backends.values():
+            found += backend.scan()
         return found
 
     # -- id assignment ----------------------------------------------------
-    def _next_usb_index(self) -> int:
-        used = {f.index for f in self.known.values() if f.kind == "usb"}
+    def _next_index(self, kind: str) -> int:
+        used = {f.index for f in self.known.values() if f.kind == kind}
         i = 0
         while i in used:
             i += 1
         return i
 
     def _accepts(self, dev: Found) -> bool:
-        if dev.kind == "mock":
-            return True
-        if dev.kind == "usb" and self._all_usb:
-            return True
-        if dev.kind == "pci" and self._all_pci:
+        if dev.kind in self._all:
             return True
         return any(s.kind == dev.kind and s.index == dev.index for s in self._pinned)
 
@@ -175,42 +105,49 @@ class Discovery:
                 return dev_id
         return None
 
+    def _ordered(self, dev: Found) -> bool:
+        return self.backends[dev.kind].ordered_ids
+
     def initial(self) -> List[Found]:
-        """First scan: assign ids, add the CPU device where asked or as the auto fallback."""
-        kinds = {s.kind for s in self.specs}
+        """First scan: start the backends, assign ids, list absent promised devices, fall back where asked."""
+        if not self._started:
+            self._started = True
+            for backend in self.backends.values():
+                backend.start(self.specs)
         for dev in self.scan():
             if not self._accepts(dev):
                 continue
-            if dev.kind == "usb":
-                dev.id = f"usb:{dev.index}"
+            if self._ordered(dev):
+                dev.id = f"{dev.kind}:{dev.index}"
             self._enter(dev)
-        for spec in self._pinned:
-            dev_id = str(spec)
-            if dev_id not in self.known:
-                log.warning("device %s is not present; it will be taken into service when it appears", dev_id)
-                self.known[dev_id] = Found(dev_id, spec.kind, spec.index or 0, "")
-                self.present[dev_id] = False
-        if "mock" in kinds:
-            for spec in self.specs:
-                count = spec.index or 1
-                for i in range(count):
-                    dev_id = f"mock:{i}"
-                    if dev_id not in self.known:
-                        log.warning("mock device %s is unplugged at start", dev_id)
-                        self.known[dev_id] = Found(dev_id, "mock", i, f"1-{i + 1}")
-                        self.present[dev_id] = False
-        tpus = [f for f in self.known.values() if f.kind in ("usb", "pci", "mock")]
-        if "cpu" in kinds or (self._auto and not tpus):
-            if self._auto and not tpus:
-                self.fell_back_to_cpu = True
-                log.warning("=" * 72)
-                log.warning("NO EDGE TPU FOUND: --device auto falls back to the CPU. Inference runs the CPU "
-                            "twins, 10-100x slower. Check the USB cable / 'lsusb | grep -e 1a6e -e 18d1' or "
-                            "'ls /dev/apex_*'; a TPU plugged in later is taken into service.")
-                log.warning("=" * 72)
-            self.known["cpu:0"] = Found("cpu:0", "cpu", 0, "cpu")
-            self.present["cpu:0"] = True
+        for spec in self.specs:
+            if spec.kind == AUTO:
+                continue
+            for promised in self.backends[spec.kind].placeholders(spec):
+                if promised.id not in self.known:
+                    log.warning("device %s is not present; it will be taken into service when it appears",
+                                promised.id)
+                    self.known[promised.id] = promised
+                    self.present[promised.id] = False
+        if self._auto and all(self.backends[f.kind].auto_fallback for f in self.known.values()):
+            self._fall_back()
         return [self.known[k] for k in self.known]
+
+    def _fall_back(self) -> None:
+        """``--device auto`` found no device: serve on the fallback backend, loudly."""
+        self.fell_back_to_cpu = True
+        log.warning("=" * 72)
+        log.warning("NO EDGE TPU FOUND: --device auto falls back to the CPU. Inference runs the CPU "
+                    "twins, 10-100x slower. Check the USB cable / 'lsusb | grep -e 1a6e -e 18d1' or "
+                    "'ls /dev/apex_*'; a TPU plugged in later is taken into service.")
+        log.warning("=" * 72)
+        for name in built_in_names():
+            if backend_class(name).auto_fallback and name not in self.backends:
+                backend = self.backends[name] = _build(name, self.options)
+                backend.start(self.specs)
+                self._all.add(name)
+                for dev in backend.scan():
+                    self._enter(dev)
 
     def _enter(self, dev: Found) -> None:
         """Record ``dev`` as present under its id (first seen, appeared, or back)."""
@@ -227,13 +164,13 @@ class Discovery:
 
     def _claim_id(self, dev: Found) -> Optional[str]:
         """The id a device at a path not known yet takes, or None when no spec wants it."""
-        if dev.kind == "usb":
-            if self._all_usb:
-                return f"usb:{self._next_usb_index()}"
-            # A pinned USB device not present at start takes the first accelerator that appears.
+        if self._ordered(dev):
+            if dev.kind in self._all:
+                return f"{dev.kind}:{self._next_index(dev.kind)}"
+            # A pinned device not present at start takes the first of its kind that appears.
             for spec in self._pinned:
                 sid = str(spec)
-                if spec.kind == "usb" and sid in self.known and not self.known[sid].path:
+                if spec.kind == dev.kind and sid in self.known and not self.known[sid].path:
                     return sid
             return None
         # A pinned device not present at start claims the first match of its index.
@@ -253,9 +190,9 @@ class Discovery:
                 if dev_id is None:
                     continue
                 dev.id = dev_id
-                if dev.kind == "usb":
+                if self._ordered(dev):
                     dev.index = int(dev_id.split(":")[1])
-                    dev.delegate_device = dev.delegate_device or f"usb:{dev.index}"
+                    dev.delegate_device = dev.delegate_device or dev_id
                 was_known = dev_id in self.known
                 self._enter(dev)
                 seen.add(dev_id)
@@ -271,19 +208,15 @@ class Discovery:
             else:
                 self._enter(dev)
                 result.returned.append(dev)
-        for dev_id, known in self.known.items():
-            if known.kind == "cpu":
-                continue
+        for dev_id in self.known:
             if dev_id not in seen and self.present.get(dev_id):
                 self.present[dev_id] = False
                 result.lost.append(dev_id)
         return result
 
     def probe(self, device_id: str) -> bool:
-        """Is this device on the bus right now? (The CPU always is.)"""
+        """Is this device on its bus right now?"""
         known = self.known.get(device_id)
         if known is None:
             return False
-        if known.kind == "cpu":
-            return True
-        return any(dev.key == known.key for dev in self.scan())
+        return any(dev.key == known.key for dev in self.backends[known.kind].scan())

@@ -2,8 +2,8 @@
 
 An executor knows nothing of images or labels: it takes input arrays in the
 model's own dtype and returns output arrays. ``TfliteExecutor`` serves both the
-CPU and a real Edge TPU (with the delegate); the mock device adds one more
-implementation in ``edgetpud.mock_device``.
+CPU and a real Edge TPU (with the delegate); a backend may bring its own (see
+``Backend.open_executor``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import DeviceInitError, ModelRuntimeError
+from .errors import ModelRuntimeError
 from .runtime import EDGETPU_CUSTOM_OP, find_runtime
 
 log = logging.getLogger(__name__)
@@ -179,29 +179,21 @@ def open_executor(
     delegate: Any = None,
     device_id: str = "",
     num_threads: Optional[int] = None,
-    mock_state_dir: Optional[Union[str, Path]] = None,
-    mock_latency_s: Optional[float] = None,
+    **options: Any,
 ) -> Executor:
-    """The executor that runs a model on a device of ``kind``: the one place that decides.
+    """The executor that runs a model on a device of ``kind``: the backend of that name decides.
 
     ``model_path`` is what an Edge TPU runs (the compiled file when there is one),
-    ``cpu_twin_path`` the fully quantized CPU twin (default: ``model_path``).
-    ``cpu`` runs the twin; ``mock`` runs the twin through the mock device's executor
-    (imported only then); ``usb``/``pci`` run ``model_path`` with ``delegate``, the
-    libedgetpu delegate the caller loaded for that device.
+    ``cpu_twin_path`` the fully quantized CPU twin (default: ``model_path``);
+    ``delegate`` is the libedgetpu delegate the caller loaded for an Edge TPU
+    device, and ``options`` are the backend's own (see its ``open_executor``).
 
     Raises:
+        DeviceSpecError: no backend of that name.
         ModelRuntimeError: the runtime refuses the model.
         DeviceInitError: an Edge TPU kind without a delegate.
     """
-    twin = cpu_twin_path if cpu_twin_path is not None else model_path
-    if kind == "cpu":
-        return TfliteExecutor(twin, num_threads=num_threads)
-    if kind == "mock":
-        from edgetpud.mock_device.executor import MockTpuExecutor
+    from .backends import backend_class
 
-        return MockTpuExecutor(twin, device_id=device_id or "mock:0", state_dir=mock_state_dir,
-                               latency_s=mock_latency_s, num_threads=num_threads)
-    if delegate is None:
-        raise DeviceInitError(f"{device_id or kind}: an Edge TPU executor needs the libedgetpu delegate")
-    return TfliteExecutor(model_path, delegates=[delegate], num_threads=num_threads)
+    return backend_class(kind).open_executor(model_path, cpu_twin_path, delegate=delegate, device_id=device_id,
+                                             num_threads=num_threads, **options)

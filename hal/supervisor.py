@@ -14,23 +14,23 @@ being (re)started. ``on_change`` callbacks run on those threads and must not blo
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .backend import Backend, Found
 from .device import DeviceEvent, DeviceInfo, DeviceState
-from .discovery import Discovery, Found, parse_specs
+from .discovery import BackendOptions, Discovery, parse_specs
 from .errors import DeviceUnavailableError, HalError, ModelRuntimeError, RuntimeMissingError
 from .executor import TensorSpec
-from .pcie import read_telemetry
+from .handle import ReplyLoop, WorkerHandle, fail_future
+from .options import PoolOptions
+from .spare import SpareWorker
 from .thermal import ThermalMonitor
-from .worker import ReplyLoop, SpareWorker, WorkerConfig, WorkerHandle, fail_future
 
 log = logging.getLogger(__name__)
 
@@ -63,74 +63,31 @@ class DevicePool:
     """Every device the ``--device`` specs select, each behind its own worker process.
 
     Args:
-        specs: ``auto``, ``mock[:N]``, ``cpu``, ``usb[:N]``, ``pci[:N]`` (several allowed).
-        sysfs_root: where ``class/apex`` is read; None is ``/sys``.
-        usb_backend: a pyusb backend; None is pyusb's default (libusb).
-        mock_latency_s: simulated invoke time of mock devices (None: CPU speed).
-        mock_state_dir: the mock world's folder (None: a temporary one, removed on stop).
-        slots: shared-memory slots per model = invocations in flight per device (>= 2).
-        tpu_executor: "edgetpu" (libedgetpu delegate) or "mock" (CPU twin, for usb/pci test rigs).
-        usb_firmware: a firmware image the pool pushes to DFU-mode accelerators itself.
-        backoff_s: (first, longest) delay before restarting a dead worker; it doubles
-            while workers keep dying within ``stable_s`` of their start.
-        invoke_timeout_s: an invocation running longer is taken for a hang: the worker is killed.
-        warm_spare: keep one idle worker process with the runtime imported, so a restart
-            skips spawning Python (about 4x faster recovery, one more process's memory).
+        specs: ``auto`` or ``<backend>[:N]`` (``mock[:N]``, ``cpu``, ``usb[:N]``, ``pci[:N]``; several allowed).
+        options: how workers are run, restarted and watched (None: the defaults).
+        backend_options: keyword arguments of each backend, by name
+            (``{"usb": {"firmware": path}, "pci": {"sysfs_root": tmp}}``); only the
+            backends the specs choose are built, so options for others are ignored.
 
     Raises:
-        DeviceSpecError: a spec cannot be parsed.
+        DeviceSpecError: a spec cannot be parsed, or ``backend_options`` names no backend.
     """
 
-    def __init__(
-        self,
-        specs: Sequence[str] = ("auto",),
-        sysfs_root: Optional[Union[str, Path]] = None,
-        usb_backend: Any = None,
-        mock_latency_s: Optional[float] = None,
-        mock_state_dir: Optional[Union[str, Path]] = None,
-        slots: int = 4,
-        poll_interval_s: float = 1.0,
-        rescan_interval_s: float = 2.0,
-        invoke_timeout_s: float = 30.0,
-        backoff_s: Tuple[float, float] = (0.05, 10.0),
-        stable_s: float = 60.0,
-        tpu_executor: str = "edgetpu",
-        delegate_options: Optional[Mapping[str, str]] = None,
-        usb_firmware: Optional[Union[str, Path]] = None,
-        num_threads: Optional[int] = None,
-        start_timeout_s: float = 60.0,
-        warm_spare: bool = False,
-    ) -> None:
+    def __init__(self, specs: Sequence[str] = ("auto",), options: Optional[PoolOptions] = None,
+                 backend_options: Optional[BackendOptions] = None) -> None:
         self.specs = parse_specs(specs)
-        self.sysfs_root = str(sysfs_root) if sysfs_root is not None else None
-        self.usb_backend = usb_backend
-        self.mock_latency_s = mock_latency_s
-        self.slots = max(2, int(slots))
-        self.poll_interval_s = poll_interval_s
-        self.rescan_interval_s = rescan_interval_s
-        self.invoke_timeout_s = invoke_timeout_s
-        self.backoff_s = backoff_s
-        self.stable_s = stable_s
-        if tpu_executor not in ("edgetpu", "mock"):
-            raise ValueError("tpu_executor is 'edgetpu' or 'mock'")
-        self.tpu_executor = tpu_executor
-        self.delegate_options = tuple(sorted((str(k), str(v)) for k, v in (delegate_options or {}).items()))
-        self.usb_firmware = Path(usb_firmware) if usb_firmware else None
-        self.num_threads = num_threads
-        self.start_timeout_s = start_timeout_s
-        self.warm_spare = warm_spare
+        self.options = options if options is not None else PoolOptions()
+        self.slots = self.options.slots
+        self._backend_options = dict(backend_options or {})
+        self._discovery = Discovery(self.specs, self._backend_options)  # refuses unknown names now
         self._spare: Optional[SpareWorker] = None
         self._spare_lock = threading.Lock()
-        self._mock = any(s.kind == "mock" for s in self.specs)
-        self._mock_state_dir = str(mock_state_dir) if mock_state_dir else None
-        self._own_state_dir = False
         self._devices: Dict[str, _Device] = {}
         self._callbacks: List[ChangeCallback] = []
         self._lock = threading.RLock()
         self._discovery_lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor: Optional[threading.Thread] = None
-        self._discovery: Optional[Discovery] = None
         self._started = False
         self._reply_loop: Optional[ReplyLoop] = None
 
@@ -154,20 +111,6 @@ class DevicePool:
         if self._started:
             return
         self._started = True
-        mock_sysfs = None
-        if self._mock:
-            from edgetpud.mock_device.state import MockWorld
-            from edgetpud.mock_device.usb_backend import MockUsbBackend
-
-            if self._mock_state_dir is None:
-                self._mock_state_dir = tempfile.mkdtemp(prefix="edgetpud-mock-")
-                self._own_state_dir = True
-            count = next(s.index or 1 for s in self.specs if s.kind == "mock")
-            world = MockWorld.create(self._mock_state_dir, count)
-            self.usb_backend = MockUsbBackend.from_world(world)
-            mock_sysfs = str(world.sysfs_root)
-            log.warning("running on %d MOCK device(s), state in %s", count, self._mock_state_dir)
-        self._discovery = Discovery(self.specs, self.sysfs_root, self.usb_backend, mock_sysfs)
         with self._discovery_lock:
             found = self._discovery.initial()
             present = dict(self._discovery.present)
@@ -175,7 +118,7 @@ class DevicePool:
             dev = _Device(f)
             if not present.get(f.id):
                 dev.state, dev.error = DeviceState.LOST, "not present"
-            elif f.usb is not None and f.usb.needs_firmware:
+            elif f.needs_firmware:
                 dev.state = DeviceState.NEEDS_FIRMWARE
             self._devices[f.id] = dev
         for dev in self._devices.values():
@@ -185,7 +128,7 @@ class DevicePool:
         for dev in list(self._devices.values()):
             thread = dev.lifecycle
             if thread is not None:
-                thread.join(self.start_timeout_s + 5.0)
+                thread.join(self.options.start_timeout_s + 5.0)
         self._refill_spare()
         self._monitor = threading.Thread(target=self._monitor_loop, name="edgetpud-device-monitor", daemon=True)
         self._monitor.start()
@@ -194,12 +137,12 @@ class DevicePool:
         """Stop the monitor and every worker; pending requests fail with DeviceUnavailableError."""
         self._stop.set()
         if self._monitor is not None:
-            self._monitor.join(timeout_s + self.poll_interval_s)
+            self._monitor.join(timeout_s + self.options.poll_interval_s)
         devices = list(self._devices.values())
         for dev in devices:
             thread = dev.lifecycle
             if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout_s + self.start_timeout_s)
+                thread.join(timeout_s + self.options.start_timeout_s)
         for dev in devices:
             with dev.lock:
                 handle, dev.handle = dev.handle, None
@@ -209,8 +152,8 @@ class DevicePool:
             spare, self._spare = self._spare, None
         if spare is not None:
             spare.close()
-        if self._own_state_dir and self._mock_state_dir:
-            shutil.rmtree(self._mock_state_dir, ignore_errors=True)
+        with self._discovery_lock:
+            self._discovery.close()
 
     def __enter__(self) -> "DevicePool":
         self.start()
@@ -257,18 +200,18 @@ class DevicePool:
                 error=dev.error, pid=pid, inflight=inflight,
             )
 
-    @property
-    def mock_state_dir(self) -> Optional[str]:
-        return self._mock_state_dir if self._mock else None
+    def backend(self, kind: str) -> Optional[Backend]:
+        """The backend serving devices of ``kind`` (None when the specs chose none)."""
+        return self._discovery.backends.get(kind)
 
     @property
-    def mock_control(self) -> Any:
-        """The fault-injection interface of the mock world (None unless running on mock devices)."""
-        if not self._mock or self._mock_state_dir is None:
-            return None
-        from edgetpud.mock_device.control import MockControl
-
-        return MockControl(self._mock_state_dir)
+    def fault_control(self) -> Any:
+        """The fault-injection interface of a simulated backend (None on real hardware)."""
+        for backend in list(self._discovery.backends.values()):
+            control = backend.fault_control()
+            if control is not None:
+                return control
+        return None
 
     def on_change(self, callback: ChangeCallback) -> None:
         """Call ``callback(info, event)`` on added / lost / failed / restarted / throttled / recovered."""
@@ -348,13 +291,8 @@ class DevicePool:
         return handle.capacity()
 
     # -- bringing workers up -----------------------------------------------------------
-    def _config(self, dev: _Device) -> WorkerConfig:
-        return WorkerConfig(
-            device_id=dev.id, kind=dev.found.kind, delegate_device=dev.found.delegate_device,
-            delegate_options=self.delegate_options, tpu_executor=self.tpu_executor,
-            mock_state_dir=self._mock_state_dir if self._mock else None, mock_latency_s=self.mock_latency_s,
-            num_threads=self.num_threads, log_level=logging.getLogger("edgetpud").getEffectiveLevel(),
-        )
+    def _backend_of(self, dev: _Device) -> Backend:
+        return self._discovery.backends[dev.found.kind]
 
     def _launch(self, dev: _Device, event: DeviceEvent, queued: list) -> None:
         """Start the life-cycle thread that brings ``dev`` into service (one at a time per device)."""
@@ -367,80 +305,95 @@ class DevicePool:
                                              name=f"edgetpud-lifecycle-{dev.id}", daemon=True)
             dev.lifecycle.start()
 
-    def _push_firmware_if_needed(self, dev: _Device) -> None:
-        acc = dev.found.usb
-        if acc is None or not acc.needs_firmware or self.usb_firmware is None:
-            return
-        from .usb import push_firmware, wait_for_runtime
-
-        push_firmware(acc, self.usb_firmware.read_bytes(), backend=self.usb_backend)
-        dev.found.usb = wait_for_runtime(acc, backend=self.usb_backend)
-
     def _bring_up(self, dev: _Device, event: DeviceEvent, queued: list) -> None:
         """Life-cycle thread: (re)start the worker with backoff until it serves, is lost, or the pool stops."""
-        handle: Optional[WorkerHandle] = None
-        while not self._stop.is_set():
-            if dev.failures:
-                delay = min(self.backoff_s[1], self.backoff_s[0] * (2 ** (dev.failures - 1)))
-                if self._stop.wait(delay):
-                    break
+        while not self._stop.wait(self.options.restart_delay(dev.failures)):
             with self._discovery_lock:
-                present = self._discovery.probe(dev.id) if self._discovery else False
+                present = self._discovery.probe(dev.id)
             if not present:
                 self._mark_lost(dev, "not on the bus", queued)
                 return
-            handle = WorkerHandle(self._config(dev), on_death=self._on_worker_death, slots=self.slots,
-                                  reply_loop=self._reply_loop)
-            with self._spare_lock:
-                spare, self._spare = self._spare, None
             try:
-                self._push_firmware_if_needed(dev)
-                handle.start(self.start_timeout_s, spare=spare)
-                with dev.lock:
-                    models = dict(dev.models)
-                for key, (path, twin) in models.items():
-                    try:
-                        handle.load(key, path, twin)
-                    except ModelRuntimeError as exc:  # the file changed or vanished: not the device's fault
-                        log.error("%s: model %s could not be reloaded and was dropped: %s", dev.id, key, exc)
-                        with dev.lock:
-                            dev.models.pop(key, None)
+                handle = self._start_worker(dev)
+            except RuntimeMissingError as exc:
+                self._give_up(dev, exc, queued)  # not retried: nothing will change
+                return
             except HalError as exc:
-                handle.stop(1.0)
-                if spare is not None:
-                    spare.close()  # a no-op once the handle took it over
-                if isinstance(exc, RuntimeMissingError):
-                    with dev.lock:
-                        dev.state, dev.error = DeviceState.FAILED, str(exc)  # not retried: nothing will change
-                    log.error("%s cannot be used: %s", dev.id, exc)
-                    self._fail(queued, exc)
-                    self._emit(dev, DeviceEvent.FAILED)
-                    return
                 with dev.lock:
                     dev.failures += 1
                     dev.state, dev.error = DeviceState.FAILED, str(exc)
                 log.warning("%s did not start (attempt %d): %s", dev.id, dev.failures, exc)
-                handle = None
                 continue
-            with dev.lock:
-                if self._stop.is_set():
-                    break
-                dev.handle, dev.state, dev.error = handle, DeviceState.READY, None
-                dev.started_at = time.monotonic()
-                if event == DeviceEvent.RESTARTED:
-                    dev.restarts += 1
-            handle.adopt(queued)
-            log.info("%s in service (%s), worker pid %s", dev.id, event.value, handle.pid)
-            self._emit(dev, event)
-            self._refill_spare()
-            return
-        if handle is not None:
+            if self._serve(dev, handle, event, queued):
+                return
             handle.stop(1.0)
+            break
         self._fail(queued, DeviceUnavailableError(f"{dev.id}: the device pool is stopping"))
+
+    def _start_worker(self, dev: _Device) -> WorkerHandle:
+        """A started worker for ``dev`` (a spare taken over if there is one) with its models loaded again.
+
+        Raises:
+            HalError: the device could not be prepared or opened; nothing is left running.
+        """
+        backend = self._backend_of(dev)
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        handle: Optional[WorkerHandle] = None
+        try:
+            dev.found = backend.prepare(dev.found)
+            config = backend.worker_config(dev.found, self.options.num_threads,
+                                           logging.getLogger("edgetpud").getEffectiveLevel())
+            handle = WorkerHandle(config, on_death=self._on_worker_death, slots=self.options.slots,
+                                  reply_loop=self._reply_loop)
+            handle.start(self.options.start_timeout_s, spare=spare)
+            self._reload_models(dev, handle)
+        except HalError:
+            if handle is not None:
+                handle.stop(1.0)
+            if spare is not None:
+                spare.close()  # a no-op once the handle took it over
+            raise
+        return handle
+
+    def _reload_models(self, dev: _Device, handle: WorkerHandle) -> None:
+        """Open on a new worker what the device served before; a model whose file went is dropped."""
+        with dev.lock:
+            models = dict(dev.models)
+        for key, (path, twin) in models.items():
+            try:
+                handle.load(key, path, twin)
+            except ModelRuntimeError as exc:  # the file changed or vanished: not the device's fault
+                log.error("%s: model %s could not be reloaded and was dropped: %s", dev.id, key, exc)
+                with dev.lock:
+                    dev.models.pop(key, None)
+
+    def _serve(self, dev: _Device, handle: WorkerHandle, event: DeviceEvent, queued: list) -> bool:
+        """Put a started worker in service; False when the pool began stopping meanwhile."""
+        with dev.lock:
+            if self._stop.is_set():
+                return False
+            dev.handle, dev.state, dev.error = handle, DeviceState.READY, None
+            dev.started_at = time.monotonic()
+            if event == DeviceEvent.RESTARTED:
+                dev.restarts += 1
+        handle.adopt(queued)
+        log.info("%s in service (%s), worker pid %s", dev.id, event.value, handle.pid)
+        self._emit(dev, event)
+        self._refill_spare()
+        return True
+
+    def _give_up(self, dev: _Device, exc: HalError, queued: list) -> None:
+        """The device cannot be used on this host (no runtime): say so once, fail what waited."""
+        with dev.lock:
+            dev.state, dev.error = DeviceState.FAILED, str(exc)
+        log.error("%s cannot be used: %s", dev.id, exc)
+        self._fail(queued, exc)
+        self._emit(dev, DeviceEvent.FAILED)
 
     def _refill_spare(self) -> None:
         """Start a new spare worker when the pool keeps one and has none."""
-        if not self.warm_spare:
+        if not self.options.warm_spare:
             return
         with self._spare_lock:
             if self._spare is None and not self._stop.is_set():
@@ -461,7 +414,7 @@ class DevicePool:
                 return
             dev.handle = None
             # Backoff doubles while a worker keeps dying soon after its start.
-            dev.failures = 1 if time.monotonic() - dev.started_at > self.stable_s else dev.failures + 1
+            dev.failures = 1 if time.monotonic() - dev.started_at > self.options.stable_s else dev.failures + 1
             dev.state, dev.error = DeviceState.FAILED, f"worker {handle.death_reason}; restarting"
         self._emit(dev, DeviceEvent.FAILED)
         if self._stop.is_set():
@@ -484,10 +437,9 @@ class DevicePool:
 
     # -- the monitor thread -----------------------------------------------------------
     def _read_telemetry(self, dev: _Device, emit: bool = True) -> None:
-        sysfs_dir = dev.found.sysfs_dir
-        if sysfs_dir is None:
+        reading = self._backend_of(dev).telemetry(dev.found)
+        if reading is None:
             return
-        reading = read_telemetry(sysfs_dir)
         with dev.lock:
             dev.trip_points = reading.trip_points_c
             changed = dev.thermal.update(reading.temperature_c, reading.trip_points_c)
@@ -518,7 +470,7 @@ class DevicePool:
             self._watchdog(dev)
 
     def _rescan(self) -> None:
-        if self._discovery is None:
+        if not self._started:
             return
         with self._discovery_lock:
             result = self._discovery.rescan()
@@ -559,18 +511,18 @@ class DevicePool:
         if handle is None:
             return
         oldest = handle.oldest_started()
-        if oldest is not None and time.monotonic() - oldest > self.invoke_timeout_s:
-            log.error("%s: an invocation has run for more than %.1f s: killing the hung worker",
-                      dev.id, self.invoke_timeout_s)
-            handle.kill(reason=f"hung for more than {self.invoke_timeout_s:.1f} s")
+        timeout_s = self.options.invoke_timeout_s
+        if oldest is not None and time.monotonic() - oldest > timeout_s:
+            log.error("%s: an invocation has run for more than %.1f s: killing the hung worker", dev.id, timeout_s)
+            handle.kill(reason=f"hung for more than {timeout_s:.1f} s")
 
     def _monitor_loop(self) -> None:
-        next_rescan = time.monotonic() + self.rescan_interval_s
-        while not self._stop.wait(self.poll_interval_s):
+        next_rescan = time.monotonic() + self.options.rescan_interval_s
+        while not self._stop.wait(self.options.poll_interval_s):
             try:
                 if time.monotonic() >= next_rescan:
                     self._rescan()
-                    next_rescan = time.monotonic() + self.rescan_interval_s
+                    next_rescan = time.monotonic() + self.options.rescan_interval_s
                 self._check_devices()
             except Exception:
                 log.exception("device monitor pass failed")

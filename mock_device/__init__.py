@@ -1,5 +1,7 @@
 """The simulated hardware: a pyusb backend, a fake apex sysfs tree, a mock TPU executor.
 
-Imported by production code only when ``--device mock`` selects it.
+One more device backend (``backend.py``), registered under the
+``edgetpud.backends`` entry points: the HAL never imports it, its registry loads
+it by name when ``--device mock`` selects it.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@
 from the daemon process, a test process or a gRPC handler alike; the pool's
 discovery and the device workers pick the change up on their next look.
 
-    ctl = MockControl(pool.mock_state_dir)
+    ctl = pool.fault_control               # or MockControl(state_dir) from any process
     ctl.inject("mock:0", "abort")          # next invocation aborts its worker (SIGABRT)
     ctl.unplug("mock:1"); ctl.replug("mock:1")
     ctl.set_temperature("mock:0", 91.0)    # crosses trip points 0 and 1 -> throttle level 2
@@ -87,7 +87,7 @@ class MockControl:
         self.world.update(device_id, lambda s: s.__setitem__("plugged", True))
 
     def set_latency(self, device_id: str, latency_s: Optional[float]) -> None:
-        """Fixed invoke time in seconds (None: the pool's ``mock_latency_s``)."""
+        """Fixed invoke time in seconds (None: the backend's ``latency_s``)."""
         if latency_s is not None and not (math.isfinite(latency_s) and latency_s >= 0):
             raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency_s!r}")
         self.world.update(device_id, lambda s: s.__setitem__("latency_s", latency_s))

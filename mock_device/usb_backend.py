@@ -1,6 +1,6 @@
 """A pyusb backend that plays a bus of Coral USB Accelerators.
 
-Pass it as ``backend=`` to ``usb.core.find`` (or to ``DevicePool(usb_backend=...)``)
+Pass it as ``backend=`` to ``usb.core.find`` (or as the usb backend's ``pyusb_backend`` option)
 and pyusb's own code runs on top of it, exactly as it does on libusb. Each
 ``MockAccelerator`` is a small state machine of the real device:
 

@@ -194,3 +194,68 @@ def test_a_decimal_socket_mode_gets_a_hint(tmp_path):
 def test_a_nul_character_is_refused_by_key(key, value):
     with pytest.raises(ConfigError, match=f"'{key}'.*NUL"):
         build_config({key: value})
+
+
+def test_device_pool_keys_are_read(tmp_path):
+    firmware = tmp_path / "apex_latest_single_ep.bin"
+    firmware.write_bytes(b"\x7fELF")
+    path = write(tmp_path, f"""
+device_slots = 3
+device_poll_s = 0.5
+device_rescan_s = 4
+device_start_timeout_s = 20
+invoke_timeout_s = 5
+restart_backoff_s = [0.1, 30]
+restart_stable_s = 0
+warm_spare = true
+cpu_threads = 2
+usb_firmware = "{firmware}"
+""")
+    config = load_config(path)
+    assert (config.device_slots, config.device_poll_s, config.device_rescan_s) == (3, 0.5, 4.0)
+    assert (config.device_start_timeout_s, config.invoke_timeout_s) == (20.0, 5.0)
+    assert config.restart_backoff_s == [0.1, 30.0] and config.restart_stable_s == 0.0
+    assert config.warm_spare is True and config.cpu_threads == 2 and config.usb_firmware == firmware
+    defaults = Config()
+    assert (defaults.warm_spare, defaults.usb_firmware, defaults.invoke_timeout_s) == (False, None, 30.0)
+    assert defaults.restart_backoff_s == [0.05, 10.0]
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("device_slots", 1, "integer >= 2"),
+    ("device_slots", 2.5, "integer >= 2"),
+    ("cpu_threads", 0, "integer >= 1"),
+    ("device_poll_s", 0, "seconds > 0"),
+    ("device_rescan_s", float("inf"), "seconds > 0"),
+    ("device_start_timeout_s", -1, "seconds > 0"),
+    ("invoke_timeout_s", True, "seconds > 0"),
+    ("restart_backoff_s", [10, 1], "first <= longest"),
+    ("restart_backoff_s", [1], r"\[first, longest\]"),
+    ("restart_backoff_s", "1s", r"\[first, longest\]"),
+    ("restart_stable_s", -1, "seconds"),
+    ("warm_spare", "yes", "true or false"),
+    ("usb_firmware", "/nonexistent/apex.bin", "not a file"),
+])
+def test_invalid_device_pool_values_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        build_config({key: value})
+    assert key in str(info.value)
+
+
+def test_the_service_builds_its_pool_from_the_keys(tmp_path):
+    from edgetpud.daemon.service import MOCK_STATE_FOLDER, Service
+
+    firmware = tmp_path / "fw.bin"
+    firmware.write_bytes(b"\x7fELF")
+    config = build_config({"devices": ["mock:2"], "state_dir": str(tmp_path), "mock_latency_s": 0.25,
+                           "device_slots": 3, "device_poll_s": 0.5, "device_rescan_s": 4,
+                           "device_start_timeout_s": 20, "invoke_timeout_s": 5, "restart_backoff_s": [0.1, 30],
+                           "restart_stable_s": 7, "warm_spare": True, "cpu_threads": 2})
+    options = Service(config).pool.options
+    assert (options.slots, options.poll_interval_s, options.rescan_interval_s) == (3, 0.5, 4.0)
+    assert (options.start_timeout_s, options.invoke_timeout_s, options.backoff_s) == (20.0, 5.0, (0.1, 30.0))
+    assert (options.stable_s, options.warm_spare, options.num_threads) == (7.0, True, 2)
+    mock = Service(config).pool.backend("mock")
+    assert mock.latency_s == 0.25 and mock.state_dir == str(tmp_path / MOCK_STATE_FOLDER)
+    usb = Service(config.replace(devices=["usb"], usb_firmware=str(firmware))).pool.backend("usb")
+    assert usb.firmware == firmware

@@ -5,10 +5,15 @@ import logging
 
 import pytest
 
-from edgetpud.hal import DevicePool, DeviceSpecError
+from edgetpud.hal import DevicePool, DeviceSpecError, PoolOptions
 from edgetpud.hal.discovery import DeviceSpec, Discovery, parse_specs
 from edgetpud.mock_device.sysfs import FakeSysfs
 from edgetpud.mock_device.usb_backend import MockAccelerator, MockUsbBackend
+
+
+def _rig(sysfs_root, bus):
+    """A host of simulated buses: apex nodes under ``sysfs_root``, accelerators on ``bus``."""
+    return {"pci": {"sysfs_root": sysfs_root}, "usb": {"pyusb_backend": bus}}
 
 
 def test_parse_specs():
@@ -27,7 +32,7 @@ def test_parse_specs():
 def test_auto_finds_usb_and_pci(tmp_path):
     FakeSysfs(tmp_path).add_apex(0)
     bus = MockUsbBackend([MockAccelerator(ports=(1,), mode="runtime"), MockAccelerator(ports=(2, 4), mode="dfu")])
-    disc = Discovery(parse_specs(["auto"]), str(tmp_path), bus)
+    disc = Discovery(parse_specs(["auto"]), _rig(tmp_path, bus))
     found = {f.id: f for f in disc.initial()}
     assert sorted(found) == ["pci:0", "usb:0", "usb:1"]
     assert found["usb:1"].path == "1-2.4" and found["usb:1"].usb.needs_firmware
@@ -37,7 +42,7 @@ def test_auto_finds_usb_and_pci(tmp_path):
 
 def test_auto_without_tpu_falls_back_to_cpu_loudly(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        disc = Discovery(parse_specs(["auto"]), str(tmp_path), MockUsbBackend())
+        disc = Discovery(parse_specs(["auto"]), _rig(tmp_path, MockUsbBackend()))
         found = disc.initial()
     assert [f.id for f in found] == ["cpu:0"] and disc.fell_back_to_cpu
     assert "NO EDGE TPU FOUND" in caplog.text
@@ -48,14 +53,14 @@ def test_pinned_specs_select_one_device(tmp_path):
     sysfs.add_apex(0)
     sysfs.add_apex(1)
     bus = MockUsbBackend.with_devices(2)
-    disc = Discovery(parse_specs(["usb:1", "pci:1"]), str(tmp_path), bus)
+    disc = Discovery(parse_specs(["usb:1", "pci:1"]), _rig(tmp_path, bus))
     assert sorted(f.id for f in disc.initial()) == ["pci:1", "usb:1"]
     assert disc.known["usb:1"].path == "1-2"
 
 
 def test_hot_plug_lost_returned_added(tmp_path):
     bus = MockUsbBackend.with_devices(2)
-    disc = Discovery(parse_specs(["usb"]), str(tmp_path), bus)
+    disc = Discovery(parse_specs(["usb"]), _rig(tmp_path, bus))
     disc.initial()
     assert disc.rescan().lost == []
     bus.unplug(0)
@@ -72,7 +77,7 @@ def test_hot_plug_lost_returned_added(tmp_path):
 
 def test_pinned_device_absent_at_start_is_taken_when_it_appears(tmp_path):
     bus = MockUsbBackend()
-    disc = Discovery(parse_specs(["usb:0"]), str(tmp_path), bus)
+    disc = Discovery(parse_specs(["usb:0"]), _rig(tmp_path, bus))
     [placeholder] = disc.initial()
     assert placeholder.id == "usb:0" and not disc.present["usb:0"]
     bus.add(MockAccelerator(ports=(3,), mode="runtime"))
@@ -85,8 +90,8 @@ def test_pool_takes_back_a_replugged_usb_device_with_firmware(tmp_path):
     firmware.write_bytes(b"\x7fELF" + bytes(1000))
     bus = MockUsbBackend([MockAccelerator(ports=(1,), mode="dfu"), MockAccelerator(ports=(2,), mode="runtime")])
     events = []
-    pool = DevicePool(["usb"], usb_backend=bus, sysfs_root=tmp_path, tpu_executor="mock",
-                      usb_firmware=firmware, poll_interval_s=3600, rescan_interval_s=3600)
+    rig = {"usb": {"pyusb_backend": bus, "firmware": firmware, "executor_backend": "mock"}}
+    pool = DevicePool(["usb"], PoolOptions(poll_interval_s=3600, rescan_interval_s=3600), rig)
     pool.on_change(lambda info, event: events.append((info.id, event, info.state)))
     pool.start()
     try:
@@ -128,8 +133,8 @@ def test_pool_follows_a_pcie_card_leaving_and_returning(tmp_path):
     sysfs = FakeSysfs(tmp_path)
     sysfs.add_apex(0)
     events = []
-    pool = DevicePool(["pci"], sysfs_root=tmp_path, tpu_executor="mock", poll_interval_s=3600,
-                      rescan_interval_s=3600)
+    pool = DevicePool(["pci"], PoolOptions(poll_interval_s=3600, rescan_interval_s=3600),
+                      {"pci": {"sysfs_root": tmp_path, "executor_backend": "mock"}})
     pool.on_change(lambda info, event: events.append((info.id, event)))
     pool.start()
     try:

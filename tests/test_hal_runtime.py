@@ -6,7 +6,7 @@ import ctypes.util
 
 import pytest
 
-from edgetpud.hal import DevicePool, DeviceUnavailableError, RuntimeMissingError
+from edgetpud.hal import DevicePool, DeviceUnavailableError, PoolOptions, RuntimeMissingError
 from edgetpud.hal import runtime as hal_runtime
 from edgetpud.mock_device.sysfs import FakeSysfs
 
@@ -46,7 +46,7 @@ def test_pool_on_a_tpu_without_libedgetpu_reports_failed_with_the_fix(tmp_path):
         pytest.skip("libedgetpu is installed on this host")
     FakeSysfs(tmp_path).add_apex(0)
     events = []
-    pool = DevicePool(["pci"], sysfs_root=tmp_path, poll_interval_s=3600)
+    pool = DevicePool(["pci"], PoolOptions(poll_interval_s=3600), {"pci": {"sysfs_root": tmp_path}})
     pool.on_change(lambda info, event: events.append((info.id, event)))
     pool.start()
     try:
@@ -70,9 +70,6 @@ def test_defaults_are_the_real_host(monkeypatch):
     seen = []
     monkeypatch.setattr(usb.core, "find", lambda **kw: seen.append(kw["backend"]) or iter(()))
     monkeypatch.setattr(pcie, "find_apex_devices", lambda root=None, dev_root="/dev": seen.append(root) or [])
-    import edgetpud.hal.discovery as discovery
-
-    monkeypatch.setattr(discovery, "find_apex_devices", pcie.find_apex_devices)
     disc = Discovery(parse_specs(["auto"]))
     assert [f.id for f in disc.initial()] == ["cpu:0"]
     assert seen == [None, None]  # pyusb default backend, sysfs root None -> /sys

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from edgetpud.hal import DevicePool
+from edgetpud.hal import DevicePool, PoolOptions
 from edgetpud.hal.pcie import find_apex_devices, read_telemetry
 from edgetpud.hal.thermal import ThermalMonitor, throttle_level
 from edgetpud.mock_device.sysfs import FakeSysfs
@@ -63,7 +63,7 @@ def test_pool_reports_throttle_levels_and_logs_once(tmp_path, caplog):
     sysfs = FakeSysfs(tmp_path)
     sysfs.add_apex(0, temperature_c=40.0)
     events = []
-    pool = DevicePool(["pci"], sysfs_root=tmp_path, tpu_executor="mock", poll_interval_s=3600)
+    pool = DevicePool(["pci"], PoolOptions(poll_interval_s=3600), {"pci": {"sysfs_root": tmp_path, "executor_backend": "mock"}})
     pool.on_change(lambda info, event: events.append((event, info.throttle_level, info.state)))
     pool.start()
     try:
@@ -88,14 +88,14 @@ def test_pool_reports_throttle_levels_and_logs_once(tmp_path, caplog):
 
 
 def test_mock_control_sets_temperature_of_a_mock_device():
-    pool = DevicePool(["mock:1"], poll_interval_s=3600)
+    pool = DevicePool(["mock:1"], PoolOptions(poll_interval_s=3600))
     pool.start()
     try:
-        pool.mock_control.set_temperature("mock:0", 92.5)
+        pool.fault_control.set_temperature("mock:0", 92.5)
         pool.poll()
         info = pool.device("mock:0")
         assert (info.temperature_c, info.throttle_level, info.state) == (92.5, 2, "throttled")
         with pytest.raises(KeyError):
-            pool.mock_control.set_temperature("mock:5", 50.0)
+            pool.fault_control.set_temperature("mock:5", 50.0)
     finally:
         pool.stop()

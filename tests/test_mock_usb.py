@@ -70,7 +70,7 @@ def test_usb2_link_is_reported_once_per_entry_into_service(caplog, tmp_path):
     def warnings() -> int:
         return caplog.text.count("USB 2 link")
 
-    discovery = Discovery(parse_specs(["usb"]), str(tmp_path), backend)
+    discovery = Discovery(parse_specs(["usb"]), {"usb": {"pyusb_backend": backend}})
     with caplog.at_level("WARNING"):
         discovery.initial()
         assert warnings() == 1 and "usb:0" in caplog.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetpud.hal import DeviceInfo, DevicePool, DeviceSpecError, DeviceUnavailableError, ModelRuntimeError
+from edgetpud.hal import DeviceInfo, DevicePool, DeviceSpecError, DeviceUnavailableError, ModelRuntimeError, PoolOptions
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 
@@ -49,7 +49,7 @@ def test_cpu_pool_runs_the_twin_in_a_worker(small_model):
 
 def test_mock_pool_contract(small_model):
     compiled, twin = small_model
-    with DevicePool(["mock:2"], slots=3) as pool:
+    with DevicePool(["mock:2"], PoolOptions(slots=3)) as pool:
         infos = pool.devices()
         assert [d.id for d in infos] == ["mock:0", "mock:1"]
         for d in infos:
@@ -106,7 +106,7 @@ def test_a_model_that_cannot_be_reloaded_is_dropped_not_the_device(small_model, 
     compiled, twin = small_model
     copy = tmp_path / "twin.tflite"
     shutil.copy(twin, copy)
-    with DevicePool(["mock:1"], mock_state_dir=tmp_path / "world") as pool:
+    with DevicePool(["mock:1"], backend_options={"mock": {"state_dir": tmp_path / "world"}}) as pool:
         pool.load("mock:0", "kept", compiled, twin)
         pool.load("mock:0", "gone", compiled, copy)
         copy.unlink()
@@ -126,14 +126,14 @@ def test_a_reused_state_folder_starts_a_fresh_world(tmp_path):
     MockWorld.create(tmp_path, 3)
     MockControl(tmp_path).unplug("mock:1")
     MockControl(tmp_path).inject("mock:0", "abort")
-    with DevicePool(["mock:2"], mock_state_dir=tmp_path) as pool:
+    with DevicePool(["mock:2"], backend_options={"mock": {"state_dir": tmp_path}}) as pool:
         assert [(d.id, d.state) for d in pool.devices()] == [("mock:0", "ready"), ("mock:1", "ready")]
-        assert [d["faults"] for d in pool.mock_control.devices()] == [[], []]
+        assert [d["faults"] for d in pool.fault_control.devices()] == [[], []]
 
 
 def test_busy_means_every_slot_is_taken(small_model):
     compiled, twin = small_model
-    with DevicePool(["mock:1"], slots=2, mock_latency_s=0.2) as pool:
+    with DevicePool(["mock:1"], PoolOptions(slots=2), {"mock": {"latency_s": 0.2}}) as pool:
         inputs, _ = pool.load("mock:0", "m", compiled, twin)
         first = pool.submit("mock:0", "m", _zeros(inputs))
         info = pool.device("mock:0")

@@ -18,7 +18,9 @@ import pytest
 
 from edgetpud.hal import DeviceUnavailableError, ModelRuntimeError
 from edgetpud.hal.executor import TensorSpec
-from edgetpud.hal.worker import WorkerConfig, WorkerHandle, slot_layout
+from edgetpud.hal.backend import WorkerConfig
+from edgetpud.hal.handle import WorkerHandle
+from edgetpud.hal.wire import slot_layout
 
 SMALL = "mobilenet_v1_0.25_128_quant.tflite"
 
@@ -124,7 +126,7 @@ def test_death_fails_sent_requests_and_hands_back_queued_ones(test_data: Path, r
         death_threads.append(threading.current_thread().name)
         died.set()
 
-    handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.2), on_death=on_death, slots=2,
+    handle = WorkerHandle(WorkerConfig("mock:0", "mock", (("latency_s", 0.2),)), on_death=on_death, slots=2,
                           reply_loop=reply_loop)
     handle.start()
     try:
@@ -149,7 +151,7 @@ def test_death_fails_sent_requests_and_hands_back_queued_ones(test_data: Path, r
 
 
 def test_unload_lets_requests_already_sent_finish(test_data: Path, reply_loop):
-    handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.05), slots=2, reply_loop=reply_loop)
+    handle = WorkerHandle(WorkerConfig("mock:0", "mock", (("latency_s", 0.05),)), slots=2, reply_loop=reply_loop)
     handle.start()
     try:
         inputs, _ = handle.load("m", str(test_data / SMALL), None)
@@ -165,7 +167,7 @@ def test_unload_lets_requests_already_sent_finish(test_data: Path, reply_loop):
 def test_futures_resolve_on_the_loop_and_waiting_there_is_refused(test_data: Path):
     """With a reply loop, completions run on its thread; a blocking call from that thread would never return."""
     with running_loop() as loop:
-        handle = WorkerHandle(WorkerConfig("mock:0", "mock", mock_latency_s=0.05), slots=2, reply_loop=loop)
+        handle = WorkerHandle(WorkerConfig("mock:0", "mock", (("latency_s", 0.05),)), slots=2, reply_loop=loop)
         handle.start()
         try:
             inputs, _ = handle.load("m", str(test_data / SMALL), None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetpud.hal import DevicePool, DeviceIOError, DeviceTimeoutError, DeviceUnavailableError
+from edgetpud.hal import DevicePool, DeviceIOError, DeviceTimeoutError, DeviceUnavailableError, PoolOptions
 
 from test_worker import running_loop
 
@@ -32,11 +32,10 @@ def wait_for(predicate, timeout_s=30.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _pool(model, count=2, reply_loop=None, **kwargs):
-    kwargs.setdefault("mock_latency_s", 0.05)
-    kwargs.setdefault("poll_interval_s", 0.05)
-    kwargs.setdefault("rescan_interval_s", 0.05)
-    pool = DevicePool([f"mock:{count}"], slots=2, **kwargs)
+def _pool(model, count=2, reply_loop=None, latency_s=0.05, **options):
+    options.setdefault("poll_interval_s", 0.05)
+    options.setdefault("rescan_interval_s", 0.05)
+    pool = DevicePool([f"mock:{count}"], PoolOptions(slots=2, **options), {"mock": {"latency_s": latency_s}})
     pool.read_replies_on(reply_loop)
     events = []
     pool.on_change(lambda info, event: events.append((info.id, event)))
@@ -95,7 +94,7 @@ def test_abort_mid_invoke_like_libedgetpu(model):
     pool, events = _pool(model)
     try:
         x = _inputs(pool)
-        pool.mock_control.inject("mock:0", "abort")
+        pool.fault_control.inject("mock:0", "abort")
         first = pool.submit("mock:0", "m", x)
         with pytest.raises(DeviceUnavailableError, match="SIGABRT"):
             first.result(30)
@@ -106,11 +105,11 @@ def test_abort_mid_invoke_like_libedgetpu(model):
 
 
 def test_error_and_timeout_faults_keep_the_worker(model):
-    pool, _ = _pool(model, count=1, mock_latency_s=None)
+    pool, _ = _pool(model, count=1, latency_s=None)
     try:
         x = _inputs(pool)
         pid = pool.device("mock:0").pid
-        ctl = pool.mock_control
+        ctl = pool.fault_control
         ctl.inject("mock:0", "error", message="bulk transfer failed")
         with pytest.raises(DeviceIOError, match="bulk transfer failed"):
             pool.submit("mock:0", "m", x).result(30)
@@ -128,7 +127,7 @@ def test_hung_worker_is_killed_by_the_watchdog(model):
     pool, _ = _pool(model, count=1, invoke_timeout_s=0.3)
     try:
         x = _inputs(pool)
-        pool.mock_control.inject("mock:0", "hang")
+        pool.fault_control.inject("mock:0", "hang")
         with pytest.raises(DeviceUnavailableError, match="hung"):
             pool.submit("mock:0", "m", x).result(30)
         wait_for(lambda: pool.device("mock:0").state == "ready" and pool.device("mock:0").restarts == 1)
@@ -138,7 +137,7 @@ def test_hung_worker_is_killed_by_the_watchdog(model):
 
 
 def test_unplug_and_replug_while_requests_run(model):
-    pool, events = _pool(model, mock_latency_s=0.01)
+    pool, events = _pool(model, latency_s=0.01)
     stop = threading.Event()
     outcomes = {"mock:0": [], "mock:1": []}
 
@@ -153,12 +152,12 @@ def test_unplug_and_replug_while_requests_run(model):
         t.start()
     try:
         wait_for(lambda: len(outcomes["mock:0"]) > 5, what="traffic")
-        pool.mock_control.unplug("mock:0")
+        pool.fault_control.unplug("mock:0")
         wait_for(lambda: pool.device("mock:0").state == "lost", what="lost")
         assert pool.capacity("mock:0") == 0
         served_while_lost = len(outcomes["mock:1"])
         wait_for(lambda: len(outcomes["mock:1"]) > served_while_lost + 5, what="mock:1 serving on")
-        pool.mock_control.replug("mock:0")
+        pool.fault_control.replug("mock:0")
         wait_for(lambda: pool.device("mock:0").state in ("ready", "busy"), what="recovered")
         back = len(outcomes["mock:0"])
         wait_for(lambda: outcomes["mock:0"][back:].count("ok") > 3, what="mock:0 serving again")
@@ -175,7 +174,7 @@ def test_unplug_and_replug_while_requests_run(model):
 
 
 def test_stop_fails_pending_requests(model):
-    pool, _ = _pool(model, count=1, mock_latency_s=0.2)
+    pool, _ = _pool(model, count=1, latency_s=0.2)
     x = _inputs(pool)
     futures = [pool.submit("mock:0", "m", x) for _ in range(5)]
     pool.stop()
@@ -184,7 +183,7 @@ def test_stop_fails_pending_requests(model):
 
 
 def test_warm_spare_takes_over_a_dead_worker(model):
-    pool = DevicePool(["mock:1"], warm_spare=True, poll_interval_s=3600, rescan_interval_s=3600)
+    pool = DevicePool(["mock:1"], PoolOptions(warm_spare=True, poll_interval_s=3600, rescan_interval_s=3600))
     pool.start()
     try:
         pool.load("mock:0", "m", *model)
@@ -200,8 +199,8 @@ def test_warm_spare_takes_over_a_dead_worker(model):
 
 
 def test_stop_during_restart_backoff_is_prompt(model):
-    pool = DevicePool(["mock:1"], slots=2, mock_latency_s=0.2, backoff_s=(30.0, 60.0),
-                      poll_interval_s=3600, rescan_interval_s=3600)
+    pool = DevicePool(["mock:1"], PoolOptions(slots=2, backoff_s=(30.0, 60.0), poll_interval_s=3600,
+                                              rescan_interval_s=3600), {"mock": {"latency_s": 0.2}})
     pool.start()
     try:
         pool.load("mock:0", "m", *model)
@@ -221,8 +220,8 @@ def test_cancelled_queued_requests_are_skipped_by_unload_and_by_worker_death(mod
     Unloading its model, or losing its worker, must then fail only the others: failing a
     cancelled future would raise on the reader or life-cycle thread and leak its slots.
     """
-    pool, events = _pool(model, count=1, mock_latency_s=0.2)
-    ctl = pool.mock_control
+    pool, events = _pool(model, count=1, latency_s=0.2)
+    ctl = pool.fault_control
     # every invocation on the mock device pops one queued fault: near-zero "hang" faults count them
     marker = {"seconds": 1e-6}
 

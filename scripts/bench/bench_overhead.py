@@ -63,7 +63,7 @@ from edgetpud.daemon.client import Client  # noqa: E402
 from edgetpud.daemon.client import _convert  # noqa: E402
 from edgetpud.daemon.main import tune_malloc  # noqa: E402
 from edgetpud.daemon.model import load_model  # noqa: E402
-from edgetpud.hal.worker import slot_layout  # noqa: E402
+from edgetpud.hal.wire import slot_layout  # noqa: E402
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb  # noqa: E402
 
 ECHO_METHOD = "/bench.Echo/Echo"

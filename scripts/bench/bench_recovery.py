@@ -42,14 +42,14 @@ def main() -> int:
     parser.add_argument("-n", "--rounds", type=int, default=5)
     parser.add_argument("--signal", choices=["SIGKILL", "SIGABRT"], default="SIGKILL")
     parser.add_argument("--model", help=f"default: {MODEL} from EDGETPUD_TEST_DATA")
-    parser.add_argument("--warm-spare", action="store_true", help="keep a pre-started spare worker (DevicePool(warm_spare=True))")
+    parser.add_argument("--warm-spare", action="store_true", help="keep a pre-started spare worker (PoolOptions(warm_spare=True))")
     args = parser.parse_args()
     model = Path(args.model) if args.model else Path(os.environ.get("EDGETPUD_TEST_DATA", "")) / MODEL
     if not model.is_file():
         print(f"model not found: {model} (set EDGETPUD_TEST_DATA or pass --model)", file=sys.stderr)
         return 2
 
-    from edgetpud.hal import DevicePool, DeviceUnavailableError
+    from edgetpud.hal import DevicePool, DeviceUnavailableError, PoolOptions
 
     sig = signal.Signals[args.signal]
     events: Dict[str, threading.Event] = {"failed": threading.Event(), "restarted": threading.Event()}
@@ -61,8 +61,9 @@ def main() -> int:
             events[event].set()
 
     # stable_s=0: every round measures a first restart (minimum backoff), not a crash loop.
-    pool = DevicePool(["mock:2"], num_threads=1, mock_latency_s=0.005, poll_interval_s=3600,
-                      rescan_interval_s=3600, stable_s=0.0, warm_spare=args.warm_spare)
+    options = PoolOptions(num_threads=1, poll_interval_s=3600, rescan_interval_s=3600, stable_s=0.0,
+                          warm_spare=args.warm_spare)
+    pool = DevicePool(["mock:2"], options, {"mock": {"latency_s": 0.005}})
     pool.on_change(on_change)
     pool.start()
     detect: List[float] = []
@@ -125,7 +126,7 @@ def main() -> int:
         "restart": summary(restart),
         "serving_again": summary(serving),
         "restarts": restarts,
-        "backoff_s": pool.backoff_s[0],
+        "backoff_s": pool.options.backoff_s[0],
         "other_device": {"ok": other_ok, "failed": other_failed},
         "cpus": os.cpu_count(),
         "loadavg": list(os.getloadavg()),

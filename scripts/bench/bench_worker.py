@@ -93,13 +93,13 @@ def main() -> int:
         print(f"model not found: {model} (set EDGETPUD_TEST_DATA or pass --model)", file=sys.stderr)
         return 2
 
-    from edgetpud.hal import DevicePool, TfliteExecutor
+    from edgetpud.hal import DevicePool, PoolOptions, TfliteExecutor
 
     executor = TfliteExecutor(model, num_threads=1)
     spec = executor.inputs[0]
     x = np.random.default_rng(0).integers(0, 255, spec.shape, dtype=np.uint8).astype(spec.dtype)
 
-    pool = DevicePool(["cpu"], num_threads=1, poll_interval_s=3600, rescan_interval_s=3600)
+    pool = DevicePool(["cpu"], PoolOptions(num_threads=1, poll_interval_s=3600, rescan_interval_s=3600))
     pool.start()
     try:
         pool.load("cpu:0", "bench", model, model)

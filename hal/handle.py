@@ -1,47 +1,32 @@
-"""One child process per device, fed through preallocated shared-memory slots.
+"""The main process's end of one device worker: spawn, slots, in-flight table, reply reading.
 
-Why a process: libedgetpu aborts the whole process on a USB transfer error and a
-PCIe TPU may be opened by one process only, so the daemon keeps each device in a
-child it can lose. Why this transport: a 224x224x3 input must cross in well under
-100 µs, so arrays are never pickled. Each loaded model gets ``slots`` shared-memory
-blocks (inputs then outputs, 64-byte aligned) created by the main process; a
-request is "copy inputs into a free slot, send 9 bytes", a reply is "13 bytes,
-copy outputs out". The blocks are unlinked as soon as the worker has mapped
-them, so whatever kills the daemon leaves nothing in /dev/shm. Replies are read
-either by a dedicated reader thread in the main process or, when the pool is
-given an asyncio loop (the daemon does), by that loop through ``add_reader``,
-which saves the thread's wake-up and its hop back to the loop on every
-inference; either sees the pipe close the moment the child dies (SIGKILL,
+Replies are read either by a dedicated reader thread in the main process or, when
+the pool is given an asyncio loop (the daemon does), by that loop through
+``add_reader``, which saves the thread's wake-up and its hop back to the loop on
+every inference; either sees the pipe close the moment the child dies (SIGKILL,
 SIGABRT), and the death itself is handled on a thread.
 
 Latency: the code path costs a few tens of µs (one 150 KB copy each way at
 most, 9-byte messages). What dominates a lone request is the operating system
 waking sleeping threads (worker, then reader, then the caller; with the loop
 reading, worker then loop); on a loaded 2-vCPU virtual machine that is 60-190 µs
-per wake-up. Busy-waiting near the
-expected completion was tried and measured worse there (it steals the CPU the
-worker needs), so both ends block. Under load the scheduler keeps >= 2 requests
-in flight per device, the worker finds the next request already queued, and the
-transport overlaps the invocation (see scripts/bench/bench_worker.py).
-
-Wire format (``Connection.send_bytes``; first byte is the opcode):
-    main -> worker  OP_INVOKE  struct <BIHH (op, request id, model id, slot)
-                    OP_CTRL    op + pickle((request id, verb, *args))
-    worker -> main  R_OK       struct <BIQ  (op, request id, ns spent in invoke)
-                    R_ERR      struct <BIQ + pickle((error class name, message))
-                    R_CTRL     op + pickle((request id, result))
+per wake-up. Busy-waiting near the expected completion was tried and measured
+worse there (it steals the CPU the worker needs), so both ends block. Under load
+the scheduler keeps >= 2 requests in flight per device, the worker finds the next
+request already queued, and the transport overlaps the invocation (see
+scripts/bench/bench_worker.py).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import itertools
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
-import struct
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -52,57 +37,14 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequenc
 import numpy as np
 
 from . import errors as hal_errors
+from .backend import WorkerConfig
+from .child import worker_main
 from .errors import DeviceInitError, DeviceUnavailableError, HalError, ModelRuntimeError
-from .executor import TensorSpec, check_inputs, open_executor
-from .runtime import find_runtime, load_edgetpu_delegate
+from .executor import TensorSpec, check_inputs
+from .spare import SpareWorker
+from .wire import INVOKE, OP_CTRL, OP_INVOKE, R_CTRL, R_ERR, REPLY, Slots, rebuild_error
 
 log = logging.getLogger(__name__)
-
-OP_INVOKE, OP_CTRL = 1, 2
-R_OK, R_CTRL, R_ERR = 1, 2, 3
-_INVOKE = struct.Struct("<BIHH")
-_REPLY = struct.Struct("<BIQ")
-ALIGN = 64
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker needs to open its device; picklable for ``spawn``."""
-
-    device_id: str
-    kind: str
-    delegate_device: str = ""
-    delegate_options: Tuple[Tuple[str, str], ...] = ()
-    tpu_executor: str = "edgetpu"            # "edgetpu" (libedgetpu) or "mock" (test rigs)
-    mock_state_dir: Optional[str] = None
-    mock_latency_s: Optional[float] = None
-    num_threads: Optional[int] = None
-    log_level: int = logging.WARNING
-
-
-def slot_layout(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> Tuple[List[int], List[int], int]:
-    """Byte offsets of each input and output inside one slot, and the slot size."""
-    offset = 0
-    offsets = []
-    for spec in list(inputs) + list(outputs):
-        offsets.append(offset)
-        offset += (spec.nbytes + ALIGN - 1) // ALIGN * ALIGN
-    return offsets[:len(inputs)], offsets[len(inputs):], max(offset, ALIGN)
-
-
-def _views(buf: Any, specs: Sequence[TensorSpec], offsets: Sequence[int]) -> List[np.ndarray]:
-    return [np.ndarray(s.shape, dtype=s.dtype, buffer=buf, offset=o) for s, o in zip(specs, offsets)]
-
-
-def _error_info(exc: BaseException) -> Tuple[str, str]:
-    """(HAL error class name, message): what crosses the pipe for an exception."""
-    if isinstance(exc, HalError):
-        return type(exc).__name__, str(exc)
-    return "ModelRuntimeError", f"{type(exc).__name__}: {exc}"
-
-
-def _ctrl_reply(req_id: int, result: Any) -> bytes:
-    return bytes([R_CTRL]) + pickle.dumps((req_id, result))
 
 
 def fail_future(future: Future, error: BaseException) -> None:
@@ -119,239 +61,24 @@ def fail_future(future: Future, error: BaseException) -> None:
         pass
 
 
-def rebuild_error(name: str, message: str) -> HalError:
-    """Turn a worker's (class name, message) back into the HAL exception."""
-    cls = getattr(hal_errors, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, HalError)):
-        cls = HalError
-    return cls(message)
 
 
-# ---------------------------------------------------------------------------
-# child side
-# ---------------------------------------------------------------------------
+class WorkerLife(enum.Enum):
+    """Where a handle is in its one life; only forward moves.
 
-class _Slots:
-    """One model's shared-memory blocks and the array views into them; both processes keep one."""
-
-    def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
-        self.inputs: List[TensorSpec] = list(inputs)
-        self.outputs: List[TensorSpec] = list(outputs)
-        self.in_offsets, self.out_offsets, self.size = slot_layout(self.inputs, self.outputs)
-        self.shms: List[shared_memory.SharedMemory] = []
-        self.in_views: List[List[np.ndarray]] = []
-        self.out_views: List[List[np.ndarray]] = []
-        self.named = False  # the blocks still have names in /dev/shm (see unlink_names)
-
-    def add(self, shm: shared_memory.SharedMemory) -> None:
-        """Map one more slot: ``in_views[i]`` and ``out_views[i]`` view ``shms[i]``."""
-        self.shms.append(shm)
-        self.named = True
-        self.in_views.append(_views(shm.buf, self.inputs, self.in_offsets))
-        self.out_views.append(_views(shm.buf, self.outputs, self.out_offsets))
-
-    def unlink_names(self) -> None:
-        """Remove the blocks' names; the memory stays mapped in every process that attached it.
-
-        The owner does this as soon as the worker has attached: the kernel then frees
-        the memory when the last process unmaps it, even if every process of the
-        daemon is killed at once (``systemctl kill -s KILL``, a cgroup OOM kill),
-        which would otherwise leave the blocks in /dev/shm, in RAM, until reboot.
-        """
-        if self.named:
-            self.named = False
-            for shm in self.shms:
-                try:
-                    shm.unlink()
-                except FileNotFoundError:  # pragma: no cover - someone else removed it
-                    pass
-
-    def close_slots(self, unlink: bool) -> None:
-        """Drop the views and close every block; ``unlink`` (the owner, the main process) also removes it."""
-        self.in_views.clear()
-        self.out_views.clear()
-        if unlink:
-            self.unlink_names()  # first: the names must go even if a view keeps the mapping alive
-        for shm in self.shms:
-            try:
-                shm.close()
-            except BufferError:  # pragma: no cover - a caller still holds a view; GC unmaps it
-                pass
-        self.shms.clear()
-
-
-class _ChildModel(_Slots):
-    def __init__(self, executor: Any) -> None:
-        super().__init__(executor.inputs, executor.outputs)
-        self.executor = executor
-
-    def attach(self, names: Sequence[str]) -> None:
-        for name in names:
-            # The main process owns and unlinks every block. Python >= 3.13 can skip
-            # tracking here; before that the worker shares the parent's resource
-            # tracker (spawn passes it on), where a second register is a no-op.
-            try:
-                shm = shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
-            except TypeError:
-                shm = shared_memory.SharedMemory(name=name)
-            self.add(shm)
-
-    def close(self) -> None:
-        self.close_slots(unlink=False)
-        self.executor.close()
-
-
-class _ChildDevice:
-    """The device as the worker owns it: the delegate (opened once) and the executors."""
-
-    def __init__(self, config: WorkerConfig) -> None:
-        self.config = config
-        self.delegate: Any = None
-        self.models: Dict[int, _ChildModel] = {}
-        if config.kind in ("usb", "pci") and config.tpu_executor == "edgetpu":
-            self.delegate = load_edgetpu_delegate(config.delegate_device, dict(config.delegate_options))
-
-    def open_executor(self, model_path: str, cpu_twin_path: Optional[str]) -> Any:
-        cfg = self.config
-        return open_executor(
-            "mock" if cfg.tpu_executor == "mock" else cfg.kind, model_path, cpu_twin_path,
-            delegate=self.delegate, device_id=cfg.device_id, num_threads=cfg.num_threads,
-            mock_state_dir=cfg.mock_state_dir, mock_latency_s=cfg.mock_latency_s,
-        )
-
-    def control(self, verb: str, args: tuple) -> Any:
-        if verb == "load":
-            model_id, model_path, cpu_twin_path = args
-            executor = self.open_executor(model_path, cpu_twin_path)
-            self.models[model_id] = _ChildModel(executor)
-            return executor.inputs, executor.outputs
-        if verb == "attach":
-            model_id, names = args
-            self.models[model_id].attach(names)
-            return True
-        if verb == "unload":
-            (model_id,) = args
-            model = self.models.pop(model_id, None)
-            if model is not None:
-                model.close()
-            return True
-        if verb == "ping":
-            return os.getpid()
-        raise HalError(f"unknown worker command {verb!r}")
-
-    def invoke(self, model_id: int, slot: int) -> None:
-        model = self.models[model_id]
-        outputs = model.executor.invoke(model.in_views[slot])
-        for view, array in zip(model.out_views[slot], outputs):
-            np.copyto(view, array, casting="no")
-
-    def close(self) -> None:
-        for model in self.models.values():
-            model.close()
-        self.models.clear()
-
-
-def worker_main(conn: Any, config: Optional[WorkerConfig]) -> None:
-    """Entry point of the child process (``spawn``): serve until told to stop or the pipe closes.
-
-    Without a config this is a spare: it imports the runtime now, then waits for
-    the config of the device it is to serve (see ``SpareWorker``).
-    """
-    # The main process owns a worker's life: it drains requests, then sends "stop". A signal sent
-    # to the whole process group (Ctrl-C, a closed terminal, `timeout`, a supervisor stopping the
-    # group) is the main process's to handle, not a reason to drop requests it is still draining.
-    # A worker whose main process died sees its pipe close and exits; SIGKILL still ends it.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-    if config is None:
-        try:
-            find_runtime()
-        except HalError:
-            pass  # the real start reports it
-        try:
-            config = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return
-        assert isinstance(config, WorkerConfig)
-    logging.basicConfig(level=config.log_level, format=f"%(asctime)s worker[{config.device_id}] %(levelname)s %(name)s: %(message)s")
-    try:
-        device = _ChildDevice(config)
-    except BaseException as exc:  # report why the device cannot be opened, then exit
-        conn.send_bytes(_ctrl_reply(0, ("error",) + _error_info(exc)))
-        conn.close()
-        return
-    conn.send_bytes(_ctrl_reply(0, ("ready", os.getpid())))
-    recv, send = conn.recv_bytes, conn.send_bytes
-    unpack, pack = _INVOKE.unpack, _REPLY.pack
-    perf_ns = time.perf_counter_ns
-    try:
-        while True:
-            try:
-                msg = recv()
-            except (EOFError, OSError):
-                break
-            if msg[0] == OP_INVOKE:
-                _, req_id, model_id, slot = unpack(msg)
-                start = perf_ns()
-                try:
-                    device.invoke(model_id, slot)
-                    send(pack(R_OK, req_id, perf_ns() - start))
-                except Exception as exc:
-                    send(pack(R_ERR, req_id, perf_ns() - start) + pickle.dumps(_error_info(exc)))
-                continue
-            req_id, verb, *args = pickle.loads(msg[1:])
-            if verb == "stop":
-                send(_ctrl_reply(req_id, True))
-                break
-            try:
-                result = device.control(verb, tuple(args))
-                send(_ctrl_reply(req_id, result))
-            except Exception as exc:
-                send(pack(R_ERR, req_id, 0) + pickle.dumps(_error_info(exc)))
-    finally:
-        device.close()
-        conn.close()
-
-
-# ---------------------------------------------------------------------------
-# main-process side
-# ---------------------------------------------------------------------------
-
-class SpareWorker:
-    """A worker process started ahead of need, for fast restarts.
-
-    Most of a restart is spawning Python and importing numpy and the TFLite
-    runtime; a spare has done that already and only waits to be told which device
-    it serves. ``take`` hands it over once; ``close`` ends an unused one.
+    NEW: not started, or starting. SERVING: the worker answers. STOPPING: told to
+    stop, still draining. DEAD: its end was handled (every waiter failed), or it
+    was stopped without ever serving.
     """
 
-    def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe(duplex=True)
-        self._process: Optional[multiprocessing.process.BaseProcess] = ctx.Process(
-            target=worker_main, args=(child_conn, None), name="edgetpud-worker-spare", daemon=True)
-        self._process.start()
-        child_conn.close()
+    NEW = "new"
+    SERVING = "serving"
+    STOPPING = "stopping"
+    DEAD = "dead"
 
-    def take(self) -> Optional[Tuple[multiprocessing.process.BaseProcess, Any]]:
-        """The process and its pipe, or None when it died or was taken already."""
-        process, self._process = self._process, None
-        if process is None:
-            return None
-        if not process.is_alive():
-            process.join(1.0)
-            self._conn.close()
-            return None
-        return process, self._conn
-
-    def close(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            self._conn.close()  # the spare sees EOF and exits
-            process.join(5.0)
-            if process.is_alive():
-                process.kill()
-                process.join(5.0)
+    @property
+    def alive(self) -> bool:
+        return self in (WorkerLife.SERVING, WorkerLife.STOPPING)
 
 
 @dataclass
@@ -364,7 +91,7 @@ class _Request:
     model: Optional["_ParentModel"] = None  # set when sent: its slots outlive an unload until the reply
 
 
-class _ParentModel(_Slots):
+class _ParentModel(Slots):
     """The main process's record of one loaded model: its slots (owned here) and which are free."""
 
     def __init__(self, key: str, model_id: int, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
@@ -422,13 +149,11 @@ class WorkerHandle:
         self._conn: Any = None
         self._process: Optional[multiprocessing.process.BaseProcess] = None
         self._reader: Optional[threading.Thread] = None
-        self._alive = False
-        self._stopping = False
+        self._life = WorkerLife.NEW
         self.death_reason: Optional[str] = None
         self.exitcode: Optional[int] = None
         self._pid: Optional[int] = None
         self._stop_reason: Optional[str] = None
-        self._dead = False
         self._death_thread: Optional[threading.Thread] = None
         self._reply_fd = -1
 
@@ -439,7 +164,11 @@ class WorkerHandle:
 
     @property
     def alive(self) -> bool:
-        return self._alive
+        return self._life.alive
+
+    @property
+    def life(self) -> WorkerLife:
+        return self._life
 
     def start(self, timeout_s: float = 60.0, spare: Optional["SpareWorker"] = None) -> None:
         """Spawn the worker (or take over ``spare``) and wait until it has opened its device.
@@ -480,7 +209,7 @@ class WorkerHandle:
         if reply[0] == "error":
             self._reap()
             raise rebuild_error(reply[1], reply[2])
-        self._alive = True
+        self._life = WorkerLife.SERVING
         if self._reply_loop is None:
             self._reader = threading.Thread(target=self._read_loop, name=f"{name}-reader", daemon=True)
             self._reader.start()
@@ -489,7 +218,7 @@ class WorkerHandle:
                 self._reply_loop.call_soon_threadsafe(self._watch_replies)
             except RuntimeError as exc:  # the loop is closed: nobody would read the replies
                 self._reap(kill=True)
-                self._alive = False
+                self._life = WorkerLife.NEW
                 raise DeviceInitError(f"worker for {self.config.device_id}: its event loop is closed") from exc
         log.debug("worker for %s started, pid %s", self.config.device_id, process.pid)
 
@@ -517,16 +246,19 @@ class WorkerHandle:
         Requests still pending fail with ``DeviceUnavailableError`` saying ``reason``.
         """
         with self._lock:
-            self._stopping = True
+            if self._life is WorkerLife.SERVING:
+                self._life = WorkerLife.STOPPING
             self._stop_reason = reason
-            alive = self._alive
+            life = self._life
+            alive = life.alive
         if alive:
             try:
                 self.control("stop", timeout_s=timeout_s)
             except HalError:
                 self.kill()
-        if not alive and not self._dead:  # never started, or failed while starting
+        if life is WorkerLife.NEW:  # never started, or failed while starting
             self._reap(kill=True)
+            self._life = WorkerLife.DEAD
         elif self._reply_loop is not None and self._reply_loop.is_closed():
             self.kill()  # nobody reads the pipe any more: handle the death here
             self._handle_death()
@@ -540,7 +272,7 @@ class WorkerHandle:
         """Signal the worker (tests, and the supervisor's hang watchdog); the reader notices."""
         if reason:
             self.death_reason = reason
-        if self._alive and self._pid is not None:
+        if self._life.alive and self._pid is not None:
             try:
                 os.kill(self._pid, sig)
             except ProcessLookupError:
@@ -564,7 +296,7 @@ class WorkerHandle:
         self._check_not_on_reply_loop(verb)
         future: Future = Future()
         with self._lock:
-            if not self._alive:
+            if not self._life.alive:
                 raise DeviceUnavailableError(f"worker for {self.config.device_id} is not running")
             req_id = next(self._ids) & 0xFFFFFFFF
             self._control[req_id] = future
@@ -648,7 +380,7 @@ class WorkerHandle:
     # -- invocations ------------------------------------------------------
     def capacity(self) -> int:
         with self._lock:
-            if not self._alive:
+            if not self._life.alive:
                 return 0
             return max(0, self.slots - len(self._inflight) - len(self._queue))
 
@@ -665,7 +397,7 @@ class WorkerHandle:
     def submit(self, model_key: str, inputs: Sequence[np.ndarray], future: Optional[Future] = None) -> Future:
         """Queue one invocation; the returned future resolves on the reader thread."""
         future = future if future is not None else Future()
-        if not self._alive:
+        if not self._life.alive:
             fail_future(future, DeviceUnavailableError(f"worker for {self.config.device_id} is not running"))
             return future
         model = self._models.get(model_key)
@@ -680,7 +412,7 @@ class WorkerHandle:
         request = _Request(future, model_key, inputs)
         orphans: List[_Request] = []
         with self._lock:
-            if not self._alive:
+            if not self._life.alive:
                 error: Optional[HalError] = DeviceUnavailableError(f"worker for {self.config.device_id} is not running")
             else:
                 error = None
@@ -720,7 +452,7 @@ class WorkerHandle:
             request.model = model
             self._inflight[req_id] = request
             try:
-                self._conn.send_bytes(_INVOKE.pack(OP_INVOKE, req_id, model.model_id, slot))
+                self._conn.send_bytes(INVOKE.pack(OP_INVOKE, req_id, model.model_id, slot))
             except (OSError, ValueError):
                 break  # the reader sees the pipe close and fails everything in flight
         return orphans
@@ -744,7 +476,7 @@ class WorkerHandle:
 
     def _watch_replies(self) -> None:
         """On the reply loop: read the pipe whenever it is readable."""
-        if self._dead or self._conn is None or self._conn.closed:
+        if self._life is WorkerLife.DEAD or self._conn is None or self._conn.closed:
             return
         self._reply_fd = self._conn.fileno()
         self._reply_loop.add_reader(self._reply_fd, self._on_readable)  # type: ignore[union-attr]
@@ -772,8 +504,8 @@ class WorkerHandle:
             if future is not None:
                 future.set_result(result)
             return
-        _, req_id, invoke_ns = _REPLY.unpack_from(msg)
-        error = rebuild_error(*pickle.loads(msg[_REPLY.size:])) if op == R_ERR else None
+        _, req_id, invoke_ns = REPLY.unpack_from(msg)
+        error = rebuild_error(*pickle.loads(msg[REPLY.size:])) if op == R_ERR else None
         outputs: Optional[List[np.ndarray]] = None
         with self._lock:
             request = self._inflight.pop(req_id, None)
@@ -805,17 +537,18 @@ class WorkerHandle:
 
     def _fail_everything(self) -> None:
         with self._lock:
-            if self._dead:
+            previous = self._life
+            if previous is WorkerLife.DEAD:
                 return
-            self._dead = True
-            was_alive, self._alive = self._alive, False
+            self._life = WorkerLife.DEAD
+            was_alive = previous.alive
             inflight = list(self._inflight.values())
             controls = list(self._control.values())
             queued = list(self._queue)
             self._inflight.clear()
             self._control.clear()
             self._queue.clear()
-            stopping = self._stopping
+            stopping = previous is WorkerLife.STOPPING
         self._reap()
         code = self.exitcode
         if self.death_reason is None:
