@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .model.preprocess import frame_view, input_size
 from .model.session import _PREPROCESS_OPTIONS, DEFAULTS
 from .registry import ModelState, ModelVersion, Registry, check_name
 from .scheduler import USABLE_STATES, DeadlineExceededError, Scheduler
+
+if TYPE_CHECKING:  # the mock is imported only when --device mock selects it
+    from edgetpud.mock_device.control import MockControl
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,9 @@ class InferenceResult:
 
 
 class Service:
-    """DevicePool + Registry + Scheduler, and the façade the API layer calls."""
+    """DevicePool + Registry + Scheduler, and the façade the API layer calls (``api.facade.ServiceFacade``)."""
+
+    metrics: Metrics
 
     def __init__(self, config: Config, pool: Any = None) -> None:
         self.config = config
@@ -308,7 +313,7 @@ class Service:
         return list(mv.session.inputs), list(mv.session.outputs)
 
     @property
-    def mock_control(self) -> Any:
+    def mock_control(self) -> Optional["MockControl"]:
         """Fault injection into the mock devices (None unless running on --device mock)."""
         return getattr(self.pool, "mock_control", None)
 

@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgetpud.daemon.errors import ImageError, InvalidArgumentError, ModelError
+from edgetpud.daemon.results import Class, DetectedObject
 from edgetpud.hal.errors import ModelRuntimeError
 from edgetpud.hal.executor import TensorSpec, check_inputs
 
@@ -21,29 +22,8 @@ from .preprocess import ImageTransform
 
 log = logging.getLogger(__name__)
 
-BBox = Tuple[float, float, float, float]
-
 #: The custom operator that ends SSD detection models.
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
-
-
-@dataclass(frozen=True)
-class Class:
-    """One classification result; ``label`` is None when the model has no label for ``id``."""
-
-    id: int
-    label: Optional[str]
-    score: float
-
-
-@dataclass(frozen=True)
-class DetectedObject:
-    """One detection; ``bbox`` is (xmin, ymin, xmax, ymax) in source-image pixels."""
-
-    id: int
-    label: Optional[str]
-    score: float
-    bbox: BBox
 
 
 def dequantize(array: np.ndarray, spec: TensorSpec) -> np.ndarray:

@@ -21,7 +21,7 @@ from edgetpud.hal.executor import Executor, TensorSpec
 from edgetpud.hal.executor import open_executor as hal_open_executor
 
 from . import adapters
-from .adapters import Class, DetectedObject
+from ..results import Class, DetectedObject
 from .bundle import TASKS, ModelBundle
 from .preprocess import ImageTransform, crop_view, input_size, load_image, quantize_input, resize, to_channels
 
