@@ -26,7 +26,6 @@ from .learn.session import HeadSession
 from .model import ModelBundle, ModelSession
 from .model.checker import check_model
 from .model.tflite import TfliteModel
-from .scheduler import USABLE_STATES
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +292,7 @@ class Registry:
         return self._locks.setdefault(name, asyncio.Lock())
 
     def _usable_devices(self) -> List[Any]:
-        return [d for d in self._pool.devices() if d.state in USABLE_STATES]
+        return [d for d in self._pool.devices() if d.in_service]
 
     async def load(self, name: str, path: Optional[Path] = None, data: Optional[bytes] = None,
                    source: str = "api") -> ModelState:

@@ -32,9 +32,9 @@ from .errors import ImageError, InvalidArgumentError, ModelError, NotFoundError,
 from .metrics import Metrics
 from .model.bundle import TASKS
 from .model.preprocess import frame_view, input_size
-from .model.session import _PREPROCESS_OPTIONS, DEFAULTS
+from .model.session import DEFAULTS, PREPROCESS_OPTIONS
 from .registry import ModelState, ModelVersion, Registry, check_name
-from .scheduler import USABLE_STATES, DeadlineExceededError, Scheduler
+from .scheduler import DeadlineExceededError, Scheduler
 
 if TYPE_CHECKING:  # the mock is imported only when --device mock selects it
     from edgetpud.mock_device.control import MockControl
@@ -159,7 +159,7 @@ class Service:
         await self._blocking(self.pool.start)
         self.pool.on_change(self._on_device_change)
         devices = self.pool.devices()
-        self.scheduler.set_devices(d.id for d in devices if d.state in USABLE_STATES)
+        self.scheduler.set_devices(d.id for d in devices if d.in_service)
         log.info("devices up in %.2f s: %s", time.monotonic() - started,
                  ", ".join(f"{d.id}={d.state}" for d in devices) or "none")
         self._learning = await self._blocking(self._open_learning)
@@ -269,7 +269,7 @@ class Service:
         return self._ready(self._devices_quietly())
 
     def _ready(self, devices: List[DeviceInfo]) -> bool:
-        return self._accepting and any(d.state in USABLE_STATES for d in devices)
+        return self._accepting and any(d.in_service for d in devices)
 
     def healthy(self) -> bool:
         """Whether the systemd watchdog should be fed: started, not stopping, pool answering."""
@@ -473,7 +473,7 @@ class Service:
 
     def _device_changed(self, info: DeviceInfo, event: str) -> None:
         log.info("device %s %s (state %s)", info.id, event, info.state)
-        usable = {d.id for d in self._devices_quietly() if d.state in USABLE_STATES}
+        usable = {d.id for d in self._devices_quietly() if d.in_service}
         if event in ("lost", "failed"):
             usable.discard(info.id)
             self.scheduler.device_lost(info.id, permanent=(event == "lost"))
@@ -517,7 +517,7 @@ def _split_options(task: str, options: Dict[str, Any]) -> Tuple[Dict[str, Any], 
     for key, value in (options or {}).items():
         if value is None:
             continue
-        if key in _PREPROCESS_OPTIONS:
+        if key in PREPROCESS_OPTIONS:
             pre[key] = value
         elif key in DEFAULTS[task]:
             post[key] = value

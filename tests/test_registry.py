@@ -2,52 +2,21 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Set
 
 import numpy as np
 import pytest
 
+from fake_pool import FakePool
 from edgetpud.daemon.errors import ModelError, NotFoundError
 from edgetpud.daemon.registry import Registry, check_name, scan_models_dir
 from edgetpud.hal.errors import DeviceUnavailableError, ModelRuntimeError
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
-
-
-class FakePool:
-    """Records loads, unloads and warm-up invocations; devices can refuse models."""
-
-    def __init__(self, devices: List[str]) -> None:
-        self.ids = devices
-        self.loaded: Dict[str, Set[str]] = {d: set() for d in devices}
-        self.loads: List[Tuple[str, str, str]] = []
-        self.warmups: List[Tuple[str, str]] = []
-        self.refuse: Dict[str, Exception] = {}
-
-    def devices(self):
-        return [SimpleNamespace(id=d, kind="mock", state="ready") for d in self.ids]
-
-    def load(self, device, key, model_path, twin):
-        if device in self.refuse:
-            raise self.refuse[device]
-        self.loads.append((device, key, str(model_path)))
-        self.loaded[device].add(key)
-        return [], []
-
-    def unload(self, device, key):
-        self.loaded[device].discard(key)
-
-    def submit(self, device, key, inputs):
-        self.warmups.append((device, key))
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        fut.set_result([np.zeros(1)])
-        return fut
 
 
 class FakeScheduler:
@@ -66,7 +35,7 @@ async def inline(fn, *args):
 
 
 def make(tmp_path: Path, devices=("mock:0", "mock:1")):
-    pool, sched = FakePool(list(devices)), FakeScheduler()
+    pool, sched = FakePool(list(devices), outputs=[np.zeros(1)]), FakeScheduler()
     return pool, sched, Registry(pool, sched, tmp_path / "state", inline)
 
 
@@ -143,11 +112,11 @@ def test_failed_replacement_keeps_serving_the_old_version(tmp_path, test_data):
     async def main():
         pool, _, reg = make(tmp_path)
         await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
-        pool.refuse = {d: ModelRuntimeError("unsupported op") for d in pool.ids}
+        pool.refuse_load = {d: ModelRuntimeError("unsupported op") for d in pool.slots}
         with pytest.raises(ModelError, match="cannot run"):
             await reg.load("cls", path=bundle(tmp_path / "m2", test_data, LARGE, "cls"))
         assert reg.state("cls").version == 1 and reg.state("cls").state == "ready"
-        pool.refuse = {}
+        pool.refuse_load = {}
         assert (await reg.load("cls", path=tmp_path / "m" / "cls")).version == 3
     asyncio.run(main())
 
@@ -155,7 +124,7 @@ def test_failed_replacement_keeps_serving_the_old_version(tmp_path, test_data):
 def test_partial_placement_is_a_problem_not_a_failure(tmp_path, test_data):
     async def main():
         pool, _, reg = make(tmp_path)
-        pool.refuse = {"mock:1": DeviceUnavailableError("mock:1 is lost")}
+        pool.refuse_load = {"mock:1": DeviceUnavailableError("mock:1 is lost")}
         state = await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
         assert state.devices == ["mock:0"]
         assert any("mock:1" in p for p in state.problems)
@@ -241,7 +210,7 @@ def test_an_upload_that_never_served_leaves_no_folder(tmp_path, test_data):
         pool, _, reg = make(tmp_path)
         data = (test_data / f"{SMALL}.tflite").read_bytes()
         await reg.load("up", data=data)
-        pool.refuse = {d: ModelRuntimeError("unsupported op") for d in pool.ids}
+        pool.refuse_load = {d: ModelRuntimeError("unsupported op") for d in pool.slots}
         with pytest.raises(ModelError, match="cannot run"):
             await reg.load("up", data=data)
         with pytest.raises(ModelError, match="cannot run"):
