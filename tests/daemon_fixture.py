@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Uni
 import numpy as np
 import pytest
 
+from bundles import make_bundle
 from edgetpud.daemon.errors import ImageError, NotFoundError, PreconditionError
 from edgetpud.daemon.learning import Learning
 from edgetpud.daemon.metrics import Metrics
@@ -256,26 +256,12 @@ BUNDLES = {
 }
 
 
-def add_bundle(models: Path, test_data: Path, name: str, model: str = "mobilenet_v1_0.25_128_quant") -> None:
-    """One plain bundle ``models/name``: the Coral model's CPU twin and the ImageNet labels."""
-    folder = models / name
-    folder.mkdir(parents=True)
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
-
-
 def lay_out_bundles(test_data: Path, models_dir: Path, names: Optional[List[str]] = None) -> Path:
     """Copy Coral test models into ``models_dir`` as bundle folders."""
     for name in names or list(BUNDLES):
-        cpu, compiled, labels, task = BUNDLES[name]
-        folder = models_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(test_data / cpu, folder / "model.tflite")
-        shutil.copyfile(test_data / compiled, folder / "model_edgetpu.tflite")
-        if labels:
-            shutil.copyfile(test_data / labels, folder / "labels.txt")
-        if task:
-            (folder / "model.toml").write_text(f'task = "{task}"\n')
+        cpu, _, labels, task = BUNDLES[name]
+        make_bundle(models_dir, test_data, name, cpu[:-len(".tflite")], compiled=True, labels=labels,
+                    toml=f'task = "{task}"\n' if task else None)
     return models_dir
 
 

@@ -10,6 +10,7 @@ from typing import Dict, List, Set
 import numpy as np
 import pytest
 
+from bundles import make_bundle
 from fake_pool import FakePool
 from edgetpud.daemon.errors import ModelError, NotFoundError
 from edgetpud.daemon.registry import Registry, check_name, scan_models_dir
@@ -37,13 +38,6 @@ async def inline(fn, *args):
 def make(tmp_path: Path, devices=("mock:0", "mock:1")):
     pool, sched = FakePool(list(devices), outputs=[np.zeros(1)]), FakeScheduler()
     return pool, sched, Registry(pool, sched, tmp_path / "state", inline)
-
-
-def bundle(models: Path, test_data: Path, model: str, name: str) -> Path:
-    folder = models / name
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    return folder
 
 
 async def settle() -> None:
@@ -78,7 +72,7 @@ def test_scan_finds_folders_and_lone_files(tmp_path):
 def test_load_places_and_warms_on_every_device_with_a_report(tmp_path, test_data):
     async def main():
         pool, sched, reg = make(tmp_path)
-        state = await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        state = await reg.load("cls", path=make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None))
         assert state.version == 1 and state.state == "ready" and state.devices == ["mock:0", "mock:1"]
         assert sorted(pool.warmups) == [("mock:0", "cls@1"), ("mock:1", "cls@1")]
         assert sched.holders["cls@1"] == {"mock:0", "mock:1"}
@@ -91,9 +85,9 @@ def test_load_places_and_warms_on_every_device_with_a_report(tmp_path, test_data
 def test_replace_keeps_the_old_version_until_its_last_lease_ends(tmp_path, test_data):
     async def main():
         pool, sched, reg = make(tmp_path)
-        await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        await reg.load("cls", path=make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None))
         lease = reg.acquire("cls")
-        state = await reg.load("cls", path=bundle(tmp_path / "m2", test_data, LARGE, "cls"))
+        state = await reg.load("cls", path=make_bundle(tmp_path / "m2", test_data, "cls", LARGE, labels=None))
         assert state.version == 2 and state.versions == [1, 2]
         assert reg.acquire("cls").version == 2  # new requests go to the new version
         assert "cls@1" in pool.loaded["mock:0"]  # the running request still has its version
@@ -111,10 +105,10 @@ def test_replace_keeps_the_old_version_until_its_last_lease_ends(tmp_path, test_
 def test_failed_replacement_keeps_serving_the_old_version(tmp_path, test_data):
     async def main():
         pool, _, reg = make(tmp_path)
-        await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        await reg.load("cls", path=make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None))
         pool.refuse_load = {d: ModelRuntimeError("unsupported op") for d in pool.slots}
         with pytest.raises(ModelError, match="cannot run"):
-            await reg.load("cls", path=bundle(tmp_path / "m2", test_data, LARGE, "cls"))
+            await reg.load("cls", path=make_bundle(tmp_path / "m2", test_data, "cls", LARGE, labels=None))
         assert reg.state("cls").version == 1 and reg.state("cls").state == "ready"
         pool.refuse_load = {}
         assert (await reg.load("cls", path=tmp_path / "m" / "cls")).version == 3
@@ -125,7 +119,7 @@ def test_partial_placement_is_a_problem_not_a_failure(tmp_path, test_data):
     async def main():
         pool, _, reg = make(tmp_path)
         pool.refuse_load = {"mock:1": DeviceUnavailableError("mock:1 is lost")}
-        state = await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        state = await reg.load("cls", path=make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None))
         assert state.devices == ["mock:0"]
         assert any("mock:1" in p for p in state.problems)
     asyncio.run(main())
@@ -135,8 +129,8 @@ def test_folder_scan_loads_replaces_and_unloads(tmp_path, test_data):
     async def main():
         pool, _, reg = make(tmp_path, devices=("mock:0",))
         models = tmp_path / "models"
-        bundle(models, test_data, SMALL, "a")
-        bundle(models, test_data, SMALL, "b")
+        make_bundle(models, test_data, "a", SMALL, labels=None)
+        make_bundle(models, test_data, "b", SMALL, labels=None)
         (models / "junk").mkdir()
         (models / "junk" / "model.tflite").write_bytes(b"garbage-garbage-garbage")
         outcome = await reg.load_folder(models)
@@ -226,8 +220,9 @@ def test_a_version_loaded_from_a_path_is_never_deleted(tmp_path, test_data):
     async def main():
         _, _, reg = make(tmp_path)
         await reg.load("cls", data=(test_data / f"{SMALL}.tflite").read_bytes())
-        outside = bundle(tmp_path / "m", test_data, SMALL, "cls")
-        inside = bundle(tmp_path / "state" / "mine", test_data, LARGE, "cls")  # under state_dir, not an upload
+        outside = make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None)
+        # under state_dir, not an upload
+        inside = make_bundle(tmp_path / "state" / "mine", test_data, "cls", LARGE, labels=None)
         await reg.load("cls", path=outside)
         await reg.load("cls", path=inside)
         await settle()

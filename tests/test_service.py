@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -13,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
+from bundles import make_bundle
 from fake_pool import FakePool
 from edgetpud.daemon.api.status import to_status
 from edgetpud.daemon.config import build_config
@@ -25,19 +25,11 @@ SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
 
 
-def bundle(models: Path, test_data: Path, model: str, name: str | None = None) -> Path:
-    folder = models / (name or model)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
-    return folder
-
-
 @pytest.fixture
 def models_dir(tmp_path, test_data) -> Path:
     models = tmp_path / "models"
-    bundle(models, test_data, SMALL)
-    bundle(models, test_data, LARGE)
+    make_bundle(models, test_data, SMALL)
+    make_bundle(models, test_data, LARGE, LARGE)
     (models / "broken").mkdir()
     (models / "broken" / "model.tflite").write_bytes(b"not a model at all")
     return models
@@ -363,7 +355,7 @@ def test_a_device_that_joins_gets_the_models_and_a_lost_one_gets_no_work(tmp_pat
 
     async def main():
         models = tmp_path / "models"
-        bundle(models, test_data, SMALL)
+        make_bundle(models, test_data, SMALL)
         pool = FakePool(["mock:0"], outputs=[np.zeros((1, 1001), np.uint8)])
         config = build_config({"devices": ["mock:1"], "models_dir": str(models), "state_dir": str(tmp_path / "s")})
         svc = Service(config, pool=pool)

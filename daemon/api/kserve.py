@@ -237,7 +237,8 @@ def _empty_config(text: Optional[str]) -> bool:
         return False
 
 
-def infer_response(request: pb.ModelInferRequest, result: core.InferenceResult, wanted: Sequence[str]) -> pb.ModelInferResponse:
+def infer_response(request: pb.ModelInferRequest, result: core.InferenceResult,
+                   wanted: Sequence[str]) -> pb.ModelInferResponse:
     """The ``wanted`` outputs of ``result`` as raw_output_contents."""
     outputs: Mapping[str, np.ndarray] = result.payload
     response = pb.ModelInferResponse(model_name=str(result.model), model_version=str(result.version or ""),
