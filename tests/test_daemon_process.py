@@ -16,6 +16,8 @@ import pytest
 from bundles import make_bundle
 from daemon_fixture import NotifyListener, process_log
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
 START_TIMEOUT_S = 90.0

@@ -57,12 +57,14 @@ def mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
 
 
+@pytest.mark.slow  # a type checker run: seconds
 def test_mypy_accepts_the_service_and_the_fake_as_the_facade(tmp_path: Path) -> None:
     pytest.importorskip("mypy", reason="mypy is a dev dependency: scripts/setup-dev installs it")
     result = mypy(tmp_path, CHECK)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # a type checker run: seconds
 def test_mypy_refuses_what_does_not_meet_the_facade(tmp_path: Path) -> None:
     """The check above could pass by mypy seeing nothing; here it must see a missing member."""
     pytest.importorskip("mypy", reason="mypy is a dev dependency: scripts/setup-dev installs it")

@@ -17,6 +17,8 @@ import pytest
 from bundles import make_bundle
 from daemon_fixture import NotifyListener, process_log
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 START_TIMEOUT_S = 90.0
 #: A daemon that cannot start must exit by itself well within this (a guard against hangs, not a timing check).

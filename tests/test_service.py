@@ -21,6 +21,8 @@ from edgetpud.daemon.errors import (ImageError, InvalidArgumentError, ModelError
 from edgetpud.daemon.scheduler import DeadlineExceededError
 from edgetpud.daemon.service import ImageInput, InferenceRequest, RawFrame, Service
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
 

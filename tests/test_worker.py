@@ -20,6 +20,8 @@ from edgetpud.hal import DeviceUnavailableError, ModelRuntimeError
 from edgetpud.hal.executor import TensorSpec
 from edgetpud.hal.worker import WorkerConfig, WorkerHandle, slot_layout
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant.tflite"
 
 
