@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import threading
-import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path

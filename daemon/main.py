@@ -131,10 +131,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def _status_line(service: Any) -> str:
-    from .scheduler import USABLE_STATES
+    from edgetpud.hal.device import DeviceState
 
     status = service.status()
-    devices = [d for d in status["devices"] if d["state"] in USABLE_STATES]
+    devices = [d for d in status["devices"] if DeviceState(d["state"]).in_service]
     models = [m for m in status["models"] if m["state"] == "ready"]
     failed = [m["name"] for m in status["models"] if m["state"] == "failed"]
     text = f"serving {len(models)} model(s) on {len(devices)}/{len(status['devices'])} device(s)"

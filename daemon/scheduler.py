@@ -24,9 +24,6 @@ from .errors import EdgetpudError, PreconditionError, ResourceExhaustedError
 
 log = logging.getLogger(__name__)
 
-#: Device states in which a device accepts work (DeviceInfo.state).
-USABLE_STATES = frozenset({"ready", "busy", "throttled"})
-
 Loader = Callable[[str, str], Awaitable[None]]
 
 

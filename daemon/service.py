@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -32,9 +32,12 @@ from .errors import ImageError, InvalidArgumentError, ModelError, NotFoundError,
 from .metrics import Metrics
 from .model.bundle import TASKS
 from .model.preprocess import frame_to_rgb, input_size
-from .model.session import _PREPROCESS_OPTIONS, DEFAULTS
+from .model.session import DEFAULTS, PREPROCESS_OPTIONS
 from .registry import ModelState, ModelVersion, Registry, check_name
-from .scheduler import USABLE_STATES, DeadlineExceededError, Scheduler
+from .scheduler import DeadlineExceededError, Scheduler
+
+if TYPE_CHECKING:  # the mock is imported only when --device mock selects it
+    from edgetpud.mock_device.control import MockControl
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,9 @@ class InferenceResult:
 
 
 class Service:
-    """DevicePool + Registry + Scheduler, and the façade the API layer calls."""
+    """DevicePool + Registry + Scheduler, and the façade the API layer calls (``api.facade.ServiceFacade``)."""
+
+    metrics: Metrics
 
     def __init__(self, config: Config, pool: Any = None) -> None:
         self.config = config
@@ -162,7 +167,7 @@ class Service:
         await self._blocking(self.pool.start)
         self.pool.on_change(self._on_device_change)
         devices = self.pool.devices()
-        self.scheduler.set_devices(d.id for d in devices if d.state in USABLE_STATES)
+        self.scheduler.set_devices(d.id for d in devices if d.in_service)
         log.info("devices up in %.2f s: %s", time.monotonic() - started,
                  ", ".join(f"{d.id}={d.state}" for d in devices) or "none")
         self._learning = await self._blocking(self._open_learning)
@@ -272,7 +277,7 @@ class Service:
         return self._ready(self._devices_quietly())
 
     def _ready(self, devices: List[DeviceInfo]) -> bool:
-        return self._accepting and any(d.state in USABLE_STATES for d in devices)
+        return self._accepting and any(d.in_service for d in devices)
 
     def healthy(self) -> bool:
         """Whether the systemd watchdog should be fed: started, not stopping, pool answering."""
@@ -316,7 +321,7 @@ class Service:
         return list(mv.session.inputs), list(mv.session.outputs)
 
     @property
-    def mock_control(self) -> Any:
+    def mock_control(self) -> Optional["MockControl"]:
         """Fault injection into the mock devices (None unless running on --device mock)."""
         return getattr(self.pool, "fault_control", None)
 
@@ -476,7 +481,7 @@ class Service:
 
     def _device_changed(self, info: DeviceInfo, event: str) -> None:
         log.info("device %s %s (state %s)", info.id, event, info.state)
-        usable = {d.id for d in self._devices_quietly() if d.state in USABLE_STATES}
+        usable = {d.id for d in self._devices_quietly() if d.in_service}
         if event in ("lost", "failed"):
             usable.discard(info.id)
             self.scheduler.device_lost(info.id, permanent=(event == "lost"))
@@ -520,7 +525,7 @@ def _split_options(task: str, options: Dict[str, Any]) -> Tuple[Dict[str, Any], 
     for key, value in (options or {}).items():
         if value is None:
             continue
-        if key in _PREPROCESS_OPTIONS:
+        if key in PREPROCESS_OPTIONS:
             pre[key] = value
         elif key in DEFAULTS[task]:
             post[key] = value

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pytest
 
-from edgetpud.daemon.errors import ImageError, NotFoundError
+from bundles import make_bundle
+from edgetpud.daemon.errors import ImageError, NotFoundError, PreconditionError
+from edgetpud.daemon.learning import Learning
+from edgetpud.daemon.metrics import Metrics
+from edgetpud.daemon.registry import ModelState
+from edgetpud.daemon.results import Class, DetectedObject
+from edgetpud.daemon.service import InferenceRequest, InferenceResult
 from edgetpud.hal.device import DeviceInfo
 from edgetpud.hal.executor import TensorSpec
 
@@ -36,43 +40,12 @@ DAEMON_COMMAND_ENV = "EDGETPUD_TEST_DAEMON"
 # ----------------------------------------------------------------- fake service
 
 
-@dataclass
-class FakeClass:
-    id: int
-    label: Optional[str]
-    score: float
-
-
-@dataclass
-class FakeObject:
-    id: int
-    label: Optional[str]
-    score: float
-    bbox: tuple
-
-
-@dataclass
-class FakeResult:
-    model: str
-    version: str
-    device: str
-    timing: Dict[str, float]
-    payload: Any
-
-
-@dataclass
-class FakeModelState:
-    name: str
-    version: str = "1"
-    task: str = "classify"
-    state: str = "ready"
-    path: str = ""
-    devices: List[str] = field(default_factory=lambda: ["mock:0"])
-    inputs: List[TensorSpec] = field(default_factory=list)
-    outputs: List[TensorSpec] = field(default_factory=list)
-    report: Optional[dict] = None
-    error: Optional[str] = None
-    edgetpu_compiled: bool = True
+def model_state(name: str, task: str = "classify", path: str = "", inputs: Sequence[TensorSpec] = (),
+                outputs: Sequence[TensorSpec] = (), report: Optional[dict] = None) -> ModelState:
+    """A served model as the registry would describe it: version 1, ready on mock:0, Edge TPU compiled."""
+    return ModelState(name=name, version=1, task=task, state="ready", path=path, devices=["mock:0"],
+                      inputs=list(inputs), outputs=list(outputs), label_count=0, edgetpu_compiled=True,
+                      report=report, problems=[])
 
 
 RAW_IN = TensorSpec("input", 0, (1, 4), np.dtype(np.uint8), 0.5, 3)
@@ -82,39 +55,45 @@ REPORT = {"verdict": "full", "operators": [{"index": 0, "op": "edgetpu-custom-op
 
 
 class FakeMockControl:
+    """Records what the MockControl servicer asked of the mock devices; knows one device, mock:0."""
+
     def __init__(self) -> None:
         self.calls: List[tuple] = []
 
-    def inject(self, device: str, fault: str, count: int = 1, **params: Any) -> None:
+    def inject(self, device_id: str, fault: str, count: int = 1, **params: object) -> None:
         if fault not in ("abort", "hang", "error", "timeout"):
             raise ValueError(f"unknown fault {fault!r}")
-        if device != "mock:0":
-            raise KeyError(f"no mock device {device!r}")
-        self.calls.append(("inject", device, fault, count, params))
+        if device_id != "mock:0":
+            raise KeyError(f"no mock device {device_id!r}")
+        self.calls.append(("inject", device_id, fault, count, params))
 
-    def clear_faults(self, device: str) -> None:
-        self.calls.append(("clear_faults", device))
+    def clear_faults(self, device_id: str) -> None:
+        self.calls.append(("clear_faults", device_id))
 
-    def unplug(self, device: str) -> None:
-        self.calls.append(("unplug", device))
+    def unplug(self, device_id: str) -> None:
+        self.calls.append(("unplug", device_id))
 
-    def replug(self, device: str) -> None:
-        self.calls.append(("replug", device))
+    def replug(self, device_id: str) -> None:
+        self.calls.append(("replug", device_id))
 
-    def set_temperature(self, device: str, celsius: float) -> None:
-        self.calls.append(("set_temperature", device, celsius))
+    def set_temperature(self, device_id: str, temperature_c: float) -> None:
+        self.calls.append(("set_temperature", device_id, temperature_c))
 
-    def set_latency(self, device: str, latency_s: float) -> None:
-        self.calls.append(("set_latency", device, latency_s))
+    def set_latency(self, device_id: str, latency_s: Optional[float]) -> None:
+        self.calls.append(("set_latency", device_id, latency_s))
 
 
 class FakeService:
-    """Answers like the Service façade; a test steers it through its attributes.
+    """Meets the API layer's façade (``daemon.api.facade.ServiceFacade``) with the real result
+    types; a test steers it through its attributes. It has no retraining (``learning`` refuses).
 
     ``fail``: raise this from infer. ``gate``: an asyncio.Event infer waits on (open it
     with ``open_gate``). An encoded image ``b"delay:S"`` makes infer sleep S seconds and
     ``b"bad"`` raises ImageError.
     """
+
+    metrics: Metrics
+    mock_control: Optional[FakeMockControl]
 
     def __init__(self) -> None:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
@@ -126,11 +105,12 @@ class FakeService:
         self.cancelled = 0
         self.device_list = [DeviceInfo(id="mock:0", kind="mock", index=0, state="ready", temperature_c=41.5,
                                        throttle_level=0, models=["cls"])]
-        self.mock_control: Optional[FakeMockControl] = FakeMockControl()
+        self.mock_control = FakeMockControl()
+        self.metrics = Metrics(devices=self.devices)
         self.model_states = {
-            "cls": FakeModelState("cls", inputs=[TensorSpec("in", 0, (1, 8, 8, 3), np.dtype(np.uint8))],
-                                  report=REPORT),
-            "raw": FakeModelState("raw", task="raw", inputs=[RAW_IN], outputs=[RAW_OUT]),
+            "cls": model_state("cls", inputs=[TensorSpec("in", 0, (1, 8, 8, 3), np.dtype(np.uint8))],
+                               report=REPORT),
+            "raw": model_state("raw", task="raw", inputs=[RAW_IN], outputs=[RAW_OUT]),
         }
         self.loads: List[tuple] = []
         self.unloads: List[str] = []
@@ -150,8 +130,14 @@ class FakeService:
         if gate is not None:
             self.loop.call_soon_threadsafe(gate.set)
 
-    async def infer(self, model: str, task: str, request: Any, deadline: Optional[float] = None,
-                    version: Optional[str] = None, wait_for_room: bool = False) -> FakeResult:
+    @property
+    def learning(self) -> Learning:
+        """Raises: PreconditionError: always (as the real service does before it starts)."""
+        raise PreconditionError("the fake service has no retraining")
+
+    async def infer(self, model: str, task: Optional[str], request: InferenceRequest,
+                    deadline: Optional[float] = None, version: Union[int, str, None] = None,
+                    wait_for_room: bool = False) -> InferenceResult:
         self.requests.append((model, task, request, deadline, version))
         self.waited_for_room.append(wait_for_room)
         if self.fail is not None:
@@ -174,15 +160,15 @@ class FakeService:
             raise
         timing = {"queue_s": 0.001, "preprocess_s": 0.002, "invoke_s": 0.003, "postprocess_s": 0.004}
         if task == "classify":
-            payload = [FakeClass(283, "tiger cat", 0.5), FakeClass(7, None, 0.25)]
+            payload = [Class(283, "tiger cat", 0.5), Class(7, None, 0.25)]
         elif task == "detect":
-            payload = [FakeObject(1, "person", 0.9, (1.0, 2.0, 30.0, 40.0))]
+            payload = [DetectedObject(1, "person", 0.9, (1.0, 2.0, 30.0, 40.0))]
         elif task == "embed":
             payload = np.arange(4, dtype=np.float32)
         else:
             tensors = request.tensors or {}
             payload = {"output": np.asarray(next(iter(tensors.values()))).astype(np.float32) * 2}
-        return FakeResult(model, "1", "mock:0", timing, payload)
+        return InferenceResult(model, 1, "mock:0", timing, payload)
 
     @property
     def ready(self) -> bool:
@@ -191,21 +177,23 @@ class FakeService:
     def devices(self) -> List[DeviceInfo]:
         return list(self.device_list)
 
-    def models(self) -> List[FakeModelState]:
+    def models(self) -> List[ModelState]:
         return list(self.model_states.values())
 
-    def model_info(self, name: str) -> FakeModelState:
+    def model_info(self, name: str) -> ModelState:
         if name not in self.model_states:
             raise NotFoundError(f"model '{name}' is not loaded")
         return self.model_states[name]
 
-    def model_specs(self, name: str) -> tuple:
+    def model_specs(self, name: str) -> Tuple[List[TensorSpec], List[TensorSpec]]:
         state = self.model_info(name)
         return state.inputs, state.outputs
 
-    async def load_model(self, name: str, path: Optional[str] = None, data: Optional[bytes] = None) -> None:
+    async def load_model(self, name: str, path: Union[str, Path, None] = None,
+                         data: Optional[bytes] = None) -> ModelState:
         self.loads.append((name, path, data))
-        self.model_states[name] = FakeModelState(name, path=path or "")
+        self.model_states[name] = model_state(name, path=str(path or ""))
+        return self.model_states[name]
 
     async def unload_model(self, name: str) -> None:
         self.model_info(name)
@@ -268,26 +256,12 @@ BUNDLES = {
 }
 
 
-def add_bundle(models: Path, test_data: Path, name: str, model: str = "mobilenet_v1_0.25_128_quant") -> None:
-    """One plain bundle ``models/name``: the Coral model's CPU twin and the ImageNet labels."""
-    folder = models / name
-    folder.mkdir(parents=True)
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
-
-
 def lay_out_bundles(test_data: Path, models_dir: Path, names: Optional[List[str]] = None) -> Path:
     """Copy Coral test models into ``models_dir`` as bundle folders."""
     for name in names or list(BUNDLES):
-        cpu, compiled, labels, task = BUNDLES[name]
-        folder = models_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(test_data / cpu, folder / "model.tflite")
-        shutil.copyfile(test_data / compiled, folder / "model_edgetpu.tflite")
-        if labels:
-            shutil.copyfile(test_data / labels, folder / "labels.txt")
-        if task:
-            (folder / "model.toml").write_text(f'task = "{task}"\n')
+        cpu, _, labels, task = BUNDLES[name]
+        make_bundle(models_dir, test_data, name, cpu[:-len(".tflite")], compiled=True, labels=labels,
+                    toml=f'task = "{task}"\n' if task else None)
     return models_dir
 
 

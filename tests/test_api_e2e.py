@@ -17,6 +17,8 @@ from edgetpud.daemon.client import Client, ClientError, Frame
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 Code = grpc.StatusCode
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"

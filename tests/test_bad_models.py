@@ -23,6 +23,8 @@ from edgetpud.daemon.model.tflite import FILE_IDENTIFIER, TfliteModel
 
 from daemon_fixture import real_daemon_fixture, wait_for
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 GOOD = "mobilenet_v1_0.25_128_quant"
 Code = grpc.StatusCode
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundles import make_bundle
 from edgetpud.daemon.errors import ModelError
 from edgetpud.daemon.model.bundle import ModelBundle, PreprocessOptions
 
@@ -14,22 +15,8 @@ SMALL = "mobilenet_v1_0.25_128_quant"
 EMBED = "mobilenet_v1_1.0_224_quant_embedding_extractor"
 
 
-def make_bundle(test_data: Path, root: Path, name: str = "mnv1", model: str = SMALL, compiled: bool = True,
-                labels: bool = True, toml: str | None = None) -> Path:
-    folder = root / name
-    folder.mkdir()
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    if compiled:
-        shutil.copy(test_data / f"{model}_edgetpu.tflite", folder / "model_edgetpu.tflite")
-    if labels:
-        shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
-    if toml is not None:
-        (folder / "model.toml").write_text(toml)
-    return folder
-
-
 def test_folder_bundle_with_inferred_task(test_data: Path, tmp_path: Path):
-    bundle = ModelBundle.load(make_bundle(test_data, tmp_path))
+    bundle = ModelBundle.load(make_bundle(tmp_path, test_data, "mnv1", compiled=True))
     assert bundle.name == "mnv1"
     assert bundle.task == "classify" and bundle.task_inferred
     assert bundle.labels[286] == "Egyptian cat"
@@ -41,7 +28,7 @@ def test_folder_bundle_with_inferred_task(test_data: Path, tmp_path: Path):
 
 
 def test_file_for_each_device_kind(test_data: Path, tmp_path: Path):
-    folder = make_bundle(test_data, tmp_path)
+    folder = make_bundle(tmp_path, test_data, "mnv1", compiled=True)
     bundle = ModelBundle.load(folder)
     assert bundle.file_for("usb") == folder / "model_edgetpu.tflite"
     assert bundle.file_for("pci:1") == folder / "model_edgetpu.tflite"
@@ -66,7 +53,7 @@ fill = 10
 top_k = 5
 threshold = 0.1
 """
-    bundle = ModelBundle.load(make_bundle(test_data, tmp_path, toml=toml))
+    bundle = ModelBundle.load(make_bundle(tmp_path, test_data, "mnv1", compiled=True, toml=toml))
     assert not bundle.task_inferred
     assert bundle.description == "tiny mobilenet"
     assert bundle.preprocess == PreprocessOptions("letterbox", (127.5, 127.5, 127.5), 127.5, 10)
@@ -117,7 +104,7 @@ def test_overrides(test_data: Path, tmp_path: Path):
 def test_missing_path_and_missing_cpu_twin(test_data: Path, tmp_path: Path):
     with pytest.raises(ModelError, match="does not exist"):
         ModelBundle.load(tmp_path / "nope")
-    folder = make_bundle(test_data, tmp_path)
+    folder = make_bundle(tmp_path, test_data, "mnv1", compiled=True)
     (folder / "model.tflite").unlink()
     with pytest.raises(ModelError, match="has no model.tflite .*CPU twin is required"):
         ModelBundle.load(folder)
@@ -147,7 +134,7 @@ def test_corrupt_tflite(test_data: Path, tmp_path: Path, kind: str):
 
 
 def test_twins_that_do_not_match(test_data: Path, tmp_path: Path):
-    folder = make_bundle(test_data, tmp_path)
+    folder = make_bundle(tmp_path, test_data, "mnv1", compiled=True)
     shutil.copy(test_data / "mobilenet_v1_0.5_160_quant_edgetpu.tflite", folder / "model_edgetpu.tflite")
     with pytest.raises(ModelError, match="does not match its CPU twin"):
         ModelBundle.load(folder)
@@ -173,7 +160,7 @@ def test_twins_that_do_not_match(test_data: Path, tmp_path: Path):
 )
 def test_bad_model_toml(test_data: Path, tmp_path: Path, toml: str, message: str):
     with pytest.raises(ModelError, match=message):
-        ModelBundle.load(make_bundle(test_data, tmp_path, toml=toml))
+        ModelBundle.load(make_bundle(tmp_path, test_data, "mnv1", compiled=True, toml=toml))
 
 
 def test_image_task_on_a_non_image_model(test_data: Path):
@@ -182,7 +169,7 @@ def test_image_task_on_a_non_image_model(test_data: Path):
 
 
 def test_unreadable_labels(test_data: Path, tmp_path: Path):
-    folder = make_bundle(test_data, tmp_path, labels=False)
+    folder = make_bundle(tmp_path, test_data, "mnv1", compiled=True, labels=None)
     (folder / "labels.txt").mkdir()
     with pytest.raises(ModelError, match="cannot read labels"):
         ModelBundle.load(folder)
@@ -193,7 +180,8 @@ def test_unreadable_labels(test_data: Path, tmp_path: Path):
 
 
 def test_toml_names_the_labels_file_and_the_bundle(test_data: Path, tmp_path: Path):
-    folder = make_bundle(test_data, tmp_path, labels=False, toml='name = "tiny"\nlabels = "classes.txt"\n')
+    folder = make_bundle(tmp_path, test_data, "mnv1", compiled=True, labels=None,
+                         toml='name = "tiny"\nlabels = "classes.txt"\n')
     (folder / "classes.txt").write_text("0: zero\n1: one\n")
     bundle = ModelBundle.load(folder)
     assert bundle.name == "tiny" and bundle.labels == {0: "zero", 1: "one"}
@@ -201,6 +189,7 @@ def test_toml_names_the_labels_file_and_the_bundle(test_data: Path, tmp_path: Pa
 
 
 def test_unknown_top_level_key_only_warns(test_data: Path, tmp_path: Path, caplog):
-    bundle = ModelBundle.load(make_bundle(test_data, tmp_path, toml='task = "classify"\n[learn]\nx = 1\n'))
+    bundle = ModelBundle.load(make_bundle(tmp_path, test_data, "mnv1", compiled=True,
+                                          toml='task = "classify"\n[learn]\nx = 1\n'))
     assert bundle.task == "classify"
     assert "ignoring unknown key 'learn'" in caplog.text

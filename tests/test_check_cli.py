@@ -303,6 +303,7 @@ def test_json_adds_compiler_log_observed_and_uncertain_keys(tmp_path, capsys):
     assert entry["basis"]["basis"] == "observed" and entry["compiler_status"] == entry["status"]
 
 
+@pytest.mark.slow  # starts processes
 def test_compiled_cast_prefix_logs_what_the_compiler_logged(tmp_path, capsys):
     write(tmp_path, "pose.tflite", _cast_prefix_model(compiled=False))
     path = write(tmp_path, "pose_edgetpu.tflite", _cast_prefix_model(compiled=True))

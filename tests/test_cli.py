@@ -9,6 +9,8 @@ import pytest
 from daemon_fixture import ctl, real_daemon_fixture
 from edgetpud.daemon.cli.main import main
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
 

@@ -16,6 +16,8 @@ from daemon_fixture import ctl, real_daemon_fixture
 from edgetpud.client import Client, ClientError
 from edgetpud.daemon.cli.main import main
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 
 daemon = real_daemon_fixture("cli_edges", [SMALL])

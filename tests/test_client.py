@@ -10,6 +10,8 @@ from edgetpud.client import (ClassifyResult, Client, ClientError, EmbedResult, F
                              normalize_address)
 from edgetpud.daemon.model import load_model
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 EMBED = "embedding_extractor"
 

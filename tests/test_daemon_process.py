@@ -13,7 +13,10 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from daemon_fixture import NotifyListener, add_bundle, process_log
+from bundles import make_bundle
+from daemon_fixture import NotifyListener, process_log
+
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
@@ -24,7 +27,7 @@ START_TIMEOUT_S = 90.0
 def daemon_env(tmp_path, test_data):
     models = tmp_path / "models"
     models.mkdir()
-    add_bundle(models, test_data, "small", SMALL)
+    make_bundle(models, test_data, "small", SMALL)
     notify = NotifyListener(tmp_path / "notify.sock")
     procs: List[subprocess.Popen] = []
 
@@ -128,7 +131,7 @@ def test_sighup_rescans_the_models_folder(daemon_env, test_data):
     notify.messages.clear()
     notify.wait_for("WATCHDOG=1", 5, proc)  # pinged from the main loop every 0.2 s, also once serving
     notify.messages.clear()
-    add_bundle(models, test_data, "large", LARGE)
+    make_bundle(models, test_data, "large", LARGE)
     shutil.rmtree(models / "small")
     proc.send_signal(signal.SIGHUP)
     notify.wait_for("RELOADING=1", 30, proc)

@@ -85,6 +85,7 @@ def test_pinned_device_absent_at_start_is_taken_when_it_appears(tmp_path):
     assert [(f.id, f.path) for f in result.returned] == [("usb:0", "1-3")]
 
 
+@pytest.mark.slow  # starts processes
 def test_pool_takes_back_a_replugged_usb_device_with_firmware(tmp_path):
     firmware = tmp_path / "apex_latest_single_ep.bin"
     firmware.write_bytes(b"\x7fELF" + bytes(1000))
@@ -129,6 +130,7 @@ def _wait_state(pool, device_id, state, timeout_s=30.0):
     raise AssertionError(f"{device_id} not {state}: {pool.device(device_id)}")
 
 
+@pytest.mark.slow  # starts processes
 def test_pool_follows_a_pcie_card_leaving_and_returning(tmp_path):
     sysfs = FakeSysfs(tmp_path)
     sysfs.add_apex(0)

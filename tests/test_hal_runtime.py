@@ -40,6 +40,7 @@ def test_delegate_is_loaded_from_libedgetpu_with_device_and_options(monkeypatch)
     assert calls == [("libedgetpu.so.1", {"Performance": "max", "device": "pci:1"})]
 
 
+@pytest.mark.slow  # starts processes
 def test_pool_on_a_tpu_without_libedgetpu_reports_failed_with_the_fix(tmp_path):
     """A pci device found under a fake /sys: its worker tries the real delegate and cannot load it."""
     if ctypes.util.find_library("edgetpu"):

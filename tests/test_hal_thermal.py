@@ -59,6 +59,7 @@ def test_monitor_logs_each_crossing_once(caplog):
     assert "back down to 0" in messages[3]
 
 
+@pytest.mark.slow  # starts processes
 def test_pool_reports_throttle_levels_and_logs_once(tmp_path, caplog):
     sysfs = FakeSysfs(tmp_path)
     sysfs.add_apex(0, temperature_c=40.0)
@@ -87,6 +88,7 @@ def test_pool_reports_throttle_levels_and_logs_once(tmp_path, caplog):
         pool.stop()
 
 
+@pytest.mark.slow  # starts processes
 def test_mock_control_sets_temperature_of_a_mock_device():
     pool = DevicePool(["mock:1"], PoolOptions(poll_interval_s=3600))
     pool.start()

@@ -11,7 +11,11 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
+import pytest
+
 from daemon_fixture import ctl, real_daemon_fixture
+
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 CLIENTS = 4

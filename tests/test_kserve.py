@@ -22,6 +22,8 @@ from edgetpud.daemon.api.status import RequestError
 from edgetpud.hal.executor import TensorSpec, TfliteExecutor
 from edgetpud.protos.kserve import grpc_predict_v2_pb2 as ours
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 #: tritonclient[grpc] needs grpcio >= 1.81.1, which has no release for Python 3.9;
 #: the dev extra installs it everywhere else, CI included.
 needs_tritonclient = pytest.mark.skipif(

@@ -16,6 +16,8 @@ from edgetpud.protos.kserve import grpc_predict_v2_pb2 as pb
 from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
 from test_kserve import needs_tritonclient
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 MODEL = "mobilenet_v1_0.25_128_quant"
 SHAPE = [1, 128, 128, 3]
 OUTPUT = "MobilenetV1/Predictions/Reshape_1"

@@ -21,6 +21,8 @@ from edgetpud.daemon.cli.main import main
 from edgetpud.daemon.cli.samples import InputError, labeled_folder
 from edgetpud.daemon.client import ExportResult
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 BASE = "embedding_extractor"
 COPIES = ("add", "from", "train", "export", "heads", "bad", "calls")
 PHOTOS = {"cat": "cat.bmp", "sunflower": "sunflower.bmp", "bird": "bird.bmp"}

@@ -371,6 +371,7 @@ while True:
 """
 
 
+@pytest.mark.slow  # starts processes
 def test_sigkill_at_random_moments_keeps_every_acknowledged_call(path: Path) -> None:
     rng = random.Random(12)
     Store(path).close()

@@ -6,11 +6,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgetpud.daemon.config import build_config
 from edgetpud.daemon.model._schema import schema
 from edgetpud.daemon.model.builder import ModelBuilder
 from edgetpud.daemon.service import InferenceRequest, Service
+
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
 
 
 def partially_mapped_model() -> bytes:

@@ -10,6 +10,8 @@ import pytest
 
 from edgetpud.hal import DeviceInfo, DevicePool, DeviceSpecError, DeviceUnavailableError, ModelRuntimeError, PoolOptions
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 
 

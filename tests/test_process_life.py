@@ -14,7 +14,10 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from daemon_fixture import NotifyListener, add_bundle, process_log
+from bundles import make_bundle
+from daemon_fixture import NotifyListener, process_log
+
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 START_TIMEOUT_S = 90.0
@@ -30,7 +33,7 @@ class Env:
         self.test_data = test_data
         self.models = tmp_path / "models"
         self.models.mkdir()
-        add_bundle(self.models, test_data, "small")
+        make_bundle(self.models, test_data, "small")
         self.socket = tmp_path / "edgetpud.sock"
         self.address = f"unix:{self.socket}"
         self.config = tmp_path / "edgetpud.toml"
@@ -139,7 +142,7 @@ def test_a_models_folder_that_disappears_keeps_its_models_served_on_sighup(env):
     assert len(lines) == 1 and str(env.models) in lines[0], process_log(proc)
     # once the folder is back, a reload rescans it as usual
     moved.rename(env.models)
-    add_bundle(env.models, env.test_data, "second")
+    make_bundle(env.models, env.test_data, "second")
     env.notify.messages.clear()
     proc.send_signal(signal.SIGHUP)
     env.notify.wait_for("READY=1", 60, proc)
@@ -210,7 +213,7 @@ def test_an_invalid_config_on_sighup_keeps_the_old_one_through_a_sighup_storm(en
 def test_sigterm_during_start_up_stops_without_ever_reporting_ready(env):
     """Loading models can take minutes: systemd's stop (or Ctrl-C) must not wait for all of them."""
     for name in ("second", "third"):
-        add_bundle(env.models, env.test_data, name)
+        make_bundle(env.models, env.test_data, name)
     proc = env.start("--mock-latency-ms", "4000")  # each model's warm-up invocation takes 4 s
     deadline = time.monotonic() + START_TIMEOUT_S
     while "devices up" not in process_log(proc) and time.monotonic() < deadline:

@@ -12,6 +12,8 @@ import pytest
 
 from daemon_fixture import real_daemon_fixture
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = "mobilenet_v1_0.25_128_quant"
 

@@ -2,52 +2,22 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Set
 
 import numpy as np
 import pytest
 
+from bundles import make_bundle
+from fake_pool import FakePool
 from edgetpud.daemon.errors import ModelError, NotFoundError
 from edgetpud.daemon.registry import ModelState, Registry, VersionState, check_name, scan_models_dir
 from edgetpud.hal.errors import DeviceUnavailableError, ModelRuntimeError
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
-
-
-class FakePool:
-    """Records loads, unloads and warm-up invocations; devices can refuse models."""
-
-    def __init__(self, devices: List[str]) -> None:
-        self.ids = devices
-        self.loaded: Dict[str, Set[str]] = {d: set() for d in devices}
-        self.loads: List[Tuple[str, str, str]] = []
-        self.warmups: List[Tuple[str, str]] = []
-        self.refuse: Dict[str, Exception] = {}
-
-    def devices(self):
-        return [SimpleNamespace(id=d, kind="mock", state="ready") for d in self.ids]
-
-    def load(self, device, key, model_path, twin):
-        if device in self.refuse:
-            raise self.refuse[device]
-        self.loads.append((device, key, str(model_path)))
-        self.loaded[device].add(key)
-        return [], []
-
-    def unload(self, device, key):
-        self.loaded[device].discard(key)
-
-    def submit(self, device, key, inputs):
-        self.warmups.append((device, key))
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        fut.set_result([np.zeros(1)])
-        return fut
 
 
 class FakeScheduler:
@@ -66,15 +36,8 @@ async def inline(fn, *args):
 
 
 def make(tmp_path: Path, devices=("mock:0", "mock:1")):
-    pool, sched = FakePool(list(devices)), FakeScheduler()
+    pool, sched = FakePool(list(devices), outputs=[np.zeros(1)]), FakeScheduler()
     return pool, sched, Registry(pool, sched, tmp_path / "state", inline)
-
-
-def bundle(models: Path, test_data: Path, model: str, name: str) -> Path:
-    folder = models / name
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    return folder
 
 
 async def settle() -> None:
@@ -109,7 +72,7 @@ def test_scan_finds_folders_and_lone_files(tmp_path):
 def test_load_places_and_warms_on_every_device_with_a_report(tmp_path, test_data):
     async def main():
         pool, sched, reg = make(tmp_path)
-        state = await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        state = await reg.load("cls", path=make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None))
         assert state.version == 1 and state.state == "ready" and state.devices == ["mock:0", "mock:1"]
         assert sorted(pool.warmups) == [("mock:0", "cls@1"), ("mock:1", "cls@1")]
         assert sched.holders["cls@1"] == {"mock:0", "mock:1"}
@@ -122,9 +85,9 @@ def test_load_places_and_warms_on_every_device_with_a_report(tmp_path, test_data
 def test_replace_keeps_the_old_version_until_its_last_lease_ends(tmp_path, test_data):
     async def main():
         pool, sched, reg = make(tmp_path)
-        await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        await reg.load("cls", path=make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None))
         lease = reg.acquire("cls")
-        state = await reg.load("cls", path=bundle(tmp_path / "m2", test_data, LARGE, "cls"))
+        state = await reg.load("cls", path=make_bundle(tmp_path / "m2", test_data, "cls", LARGE, labels=None))
         assert state.version == 2 and state.versions == [1, 2]
         assert reg.acquire("cls").version == 2  # new requests go to the new version
         assert "cls@1" in pool.loaded["mock:0"]  # the running request still has its version
@@ -142,12 +105,12 @@ def test_replace_keeps_the_old_version_until_its_last_lease_ends(tmp_path, test_
 def test_failed_replacement_keeps_serving_the_old_version(tmp_path, test_data):
     async def main():
         pool, _, reg = make(tmp_path)
-        await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
-        pool.refuse = {d: ModelRuntimeError("unsupported op") for d in pool.ids}
+        await reg.load("cls", path=make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None))
+        pool.refuse_load = {d: ModelRuntimeError("unsupported op") for d in pool.slots}
         with pytest.raises(ModelError, match="cannot run"):
-            await reg.load("cls", path=bundle(tmp_path / "m2", test_data, LARGE, "cls"))
+            await reg.load("cls", path=make_bundle(tmp_path / "m2", test_data, "cls", LARGE, labels=None))
         assert reg.state("cls").version == 1 and reg.state("cls").state == "ready"
-        pool.refuse = {}
+        pool.refuse_load = {}
         assert (await reg.load("cls", path=tmp_path / "m" / "cls")).version == 3
     asyncio.run(main())
 
@@ -155,8 +118,8 @@ def test_failed_replacement_keeps_serving_the_old_version(tmp_path, test_data):
 def test_partial_placement_is_a_problem_not_a_failure(tmp_path, test_data):
     async def main():
         pool, _, reg = make(tmp_path)
-        pool.refuse = {"mock:1": DeviceUnavailableError("mock:1 is lost")}
-        state = await reg.load("cls", path=bundle(tmp_path / "m", test_data, SMALL, "cls"))
+        pool.refuse_load = {"mock:1": DeviceUnavailableError("mock:1 is lost")}
+        state = await reg.load("cls", path=make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None))
         assert state.devices == ["mock:0"]
         assert any("mock:1" in p for p in state.problems)
     asyncio.run(main())
@@ -166,8 +129,8 @@ def test_folder_scan_loads_replaces_and_unloads(tmp_path, test_data):
     async def main():
         pool, _, reg = make(tmp_path, devices=("mock:0",))
         models = tmp_path / "models"
-        bundle(models, test_data, SMALL, "a")
-        bundle(models, test_data, SMALL, "b")
+        make_bundle(models, test_data, "a", SMALL, labels=None)
+        make_bundle(models, test_data, "b", SMALL, labels=None)
         (models / "junk").mkdir()
         (models / "junk" / "model.tflite").write_bytes(b"garbage-garbage-garbage")
         outcome = await reg.load_folder(models)
@@ -241,7 +204,7 @@ def test_an_upload_that_never_served_leaves_no_folder(tmp_path, test_data):
         pool, _, reg = make(tmp_path)
         data = (test_data / f"{SMALL}.tflite").read_bytes()
         await reg.load("up", data=data)
-        pool.refuse = {d: ModelRuntimeError("unsupported op") for d in pool.ids}
+        pool.refuse_load = {d: ModelRuntimeError("unsupported op") for d in pool.slots}
         with pytest.raises(ModelError, match="cannot run"):
             await reg.load("up", data=data)
         with pytest.raises(ModelError, match="cannot run"):
@@ -257,8 +220,9 @@ def test_a_version_loaded_from_a_path_is_never_deleted(tmp_path, test_data):
     async def main():
         _, _, reg = make(tmp_path)
         await reg.load("cls", data=(test_data / f"{SMALL}.tflite").read_bytes())
-        outside = bundle(tmp_path / "m", test_data, SMALL, "cls")
-        inside = bundle(tmp_path / "state" / "mine", test_data, LARGE, "cls")  # under state_dir, not an upload
+        outside = make_bundle(tmp_path / "m", test_data, "cls", SMALL, labels=None)
+        # under state_dir, not an upload
+        inside = make_bundle(tmp_path / "state" / "mine", test_data, "cls", LARGE, labels=None)
         await reg.load("cls", path=outside)
         await reg.load("cls", path=inside)
         await settle()

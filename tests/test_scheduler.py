@@ -2,48 +2,18 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
 
+from fake_pool import FakePool
 from edgetpud.daemon.errors import PreconditionError, ResourceExhaustedError
 from edgetpud.daemon.scheduler import DeadlineExceededError, Scheduler
 from edgetpud.hal.errors import DeviceUnavailableError, ModelRuntimeError
 
 X = [np.zeros((1, 2), np.uint8)]
-
-
-class FakePool:
-    """Fixed capacity per device; invocations stay pending until the test finishes them."""
-
-    def __init__(self, capacity: Dict[str, int]) -> None:
-        self.slots = dict(capacity)
-        self.submitted: List[Tuple[str, str, concurrent.futures.Future]] = []
-        self.refuse: Dict[str, Exception] = {}
-
-    def capacity(self, device: str) -> int:
-        busy = sum(1 for d, _, f in self.submitted if d == device and not f.done())
-        return self.slots[device] - busy
-
-    def submit(self, device: str, key: str, inputs) -> concurrent.futures.Future:
-        if device in self.refuse:
-            raise self.refuse[device]
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        self.submitted.append((device, key, fut))
-        return fut
-
-    def pending(self, device: str | None = None):
-        return [(d, k, f) for d, k, f in self.submitted if not f.done() and (device is None or d == device)]
-
-    def finish(self, index: int = 0, device: str | None = None, value: float = 1.0) -> None:
-        self.pending(device)[index][2].set_result([np.full((1,), value, np.float32)])
-
-    def fail(self, exc: Exception, device: str | None = None) -> None:
-        for _, _, fut in self.pending(device):
-            fut.set_exception(exc)
 
 
 async def settle(rounds: int = 5) -> None:
@@ -240,7 +210,7 @@ def test_inflight_fails_unavailable_when_no_other_device():
 def test_submit_refused_by_a_dead_device_is_retried_on_another():
     async def main():
         pool, sched = make({"mock:0": 1, "mock:1": 1})
-        pool.refuse["mock:0"] = DeviceUnavailableError("gone")
+        pool.refuse_submit["mock:0"] = DeviceUnavailableError("gone")
         task = asyncio.ensure_future(sched.run("m@1", X))
         await settle(10)
         pool.finish(device="mock:1")

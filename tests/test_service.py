@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -13,6 +12,8 @@ import grpc
 import numpy as np
 import pytest
 
+from bundles import make_bundle
+from fake_pool import FakePool
 from edgetpud.daemon.api.status import to_status
 from edgetpud.daemon.config import build_config
 from edgetpud.daemon.errors import (ImageError, InvalidArgumentError, ModelError, NotFoundError, PreconditionError,
@@ -20,23 +21,17 @@ from edgetpud.daemon.errors import (ImageError, InvalidArgumentError, ModelError
 from edgetpud.daemon.scheduler import DeadlineExceededError
 from edgetpud.daemon.service import ImageInput, InferenceRequest, RawFrame, Service
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 LARGE = "mobilenet_v1_0.5_160_quant"
-
-
-def bundle(models: Path, test_data: Path, model: str, name: str | None = None) -> Path:
-    folder = models / (name or model)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(test_data / f"{model}.tflite", folder / "model.tflite")
-    shutil.copy(test_data / "imagenet_labels.txt", folder / "labels.txt")
-    return folder
 
 
 @pytest.fixture
 def models_dir(tmp_path, test_data) -> Path:
     models = tmp_path / "models"
-    bundle(models, test_data, SMALL)
-    bundle(models, test_data, LARGE)
+    make_bundle(models, test_data, SMALL)
+    make_bundle(models, test_data, LARGE, LARGE)
     (models / "broken").mkdir()
     (models / "broken" / "model.tflite").write_bytes(b"not a model at all")
     return models
@@ -352,56 +347,6 @@ def test_unplug_under_load_moves_work_to_the_other_device(tmp_path, models_dir, 
     run(main())
 
 
-class EventPool:
-    """A DevicePool stand-in (no processes) whose devices the test adds and loses."""
-
-    def __init__(self) -> None:
-        from edgetpud.hal.device import DeviceInfo
-
-        self._info = DeviceInfo
-        self.infos = {"mock:0": DeviceInfo(id="mock:0", kind="mock", index=0)}
-        self.callbacks: list = []
-        self.loaded: set = set()
-        self.invoked: List[str] = []
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def devices(self):
-        return list(self.infos.values())
-
-    def on_change(self, callback) -> None:
-        self.callbacks.append(callback)
-
-    def load(self, device, key, path, twin):
-        self.loaded.add((device, key))
-        return [], []
-
-    def unload(self, device, key) -> None:
-        self.loaded.discard((device, key))
-
-    def submit(self, device, key, inputs):
-        import concurrent.futures
-
-        self.invoked.append(device)
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_result([np.zeros((1, 1001), np.uint8)])
-        return future
-
-    def capacity(self, device) -> int:
-        return 2 if self.infos[device].in_service else 0
-
-    def emit(self, device: str, event: str, state: str = "ready") -> None:
-        import threading
-
-        info = self.infos.setdefault(device, self._info(id=device, kind="mock", index=len(self.infos)))
-        info.state = state
-        thread = threading.Thread(target=lambda: [cb(info, event) for cb in self.callbacks])  # as the HAL does
-        thread.start()
-        thread.join()
-
-
 def test_a_device_that_joins_gets_the_models_and_a_lost_one_gets_no_work(tmp_path, test_data):
     async def until(check) -> None:
         for _ in range(200):
@@ -412,16 +357,16 @@ def test_a_device_that_joins_gets_the_models_and_a_lost_one_gets_no_work(tmp_pat
 
     async def main():
         models = tmp_path / "models"
-        bundle(models, test_data, SMALL)
-        pool = EventPool()
+        make_bundle(models, test_data, SMALL)
+        pool = FakePool(["mock:0"], outputs=[np.zeros((1, 1001), np.uint8)])
         config = build_config({"devices": ["mock:1"], "models_dir": str(models), "state_dir": str(tmp_path / "s")})
         svc = Service(config, pool=pool)
         await svc.start()
         try:
             key = f"{SMALL}@1"
-            assert pool.loaded == {("mock:0", key)}
+            assert pool.placements() == {("mock:0", key)}
             pool.emit("mock:1", "added")
-            await until(lambda: ("mock:1", key) in pool.loaded and svc.scheduler.holders(key) == {"mock:0", "mock:1"})
+            await until(lambda: ("mock:1", key) in pool.placements() and svc.scheduler.holders(key) == {"mock:0", "mock:1"})
             assert svc.model_info(SMALL).devices == ["mock:0", "mock:1"]
             pool.emit("mock:0", "lost", state="lost")
             await until(lambda: svc.scheduler.usable() == {"mock:1"})

@@ -5,8 +5,12 @@ import asyncio
 import logging
 from pathlib import Path
 
+import pytest
+
 from edgetpud.daemon.config import build_config
 from edgetpud.daemon.service import Service
+
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
 
 
 def test_a_missing_models_folder_is_named_at_start(tmp_path: Path, caplog) -> None:

@@ -22,6 +22,8 @@ from edgetpud.hal.backend import WorkerConfig
 from edgetpud.hal.handle import WorkerHandle
 from edgetpud.hal.wire import slot_layout
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant.tflite"
 
 

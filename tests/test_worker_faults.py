@@ -15,6 +15,8 @@ from edgetpud.hal import DevicePool, DeviceIOError, DeviceTimeoutError, DeviceUn
 
 from test_worker import running_loop
 
+pytestmark = pytest.mark.slow  # starts worker processes or the daemon
+
 SMALL = "mobilenet_v1_0.25_128_quant"
 
 

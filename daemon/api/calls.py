@@ -1,6 +1,7 @@
 """Running one RPC against the service: deadline in, status code and metrics out.
 
-Every servicer method goes through :func:`call` (``Servicer._call``), so error
+Every servicer method goes through :func:`call` (``Servicer._call`` for the
+façade's coroutines, ``Servicer._query`` for its plain queries), so error
 mapping, request metrics and deadlines are handled the same way for every RPC.
 Requests are counted in the served façade's own ``metrics``.
 """
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Awaitable, Callable, Optional, TypeVar
 
 import grpc
 
+from edgetpud.daemon.service import InferenceResult
+
+from .facade import RequestMetrics, ServiceFacade
 from .status import to_status
 
 T = TypeVar("T")
@@ -25,14 +29,13 @@ def deadline_of(context: grpc.aio.ServicerContext) -> Optional[float]:
     return time.monotonic() + max(0.0, remaining)
 
 
-def observe(metrics: Any, model: str, device: str, code: grpc.StatusCode, seconds: float) -> None:
-    """Record one request in ``metrics`` (a ``daemon.metrics.Metrics``; None: not counted)."""
-    if metrics is not None:
-        metrics.observe_request(model or "", device or "", code.name, seconds)
+def observe(metrics: RequestMetrics, model: str, device: str, code: grpc.StatusCode, seconds: float) -> None:
+    """Record one request in ``metrics``."""
+    metrics.observe_request(model or "", device or "", code.name, seconds)
 
 
 async def call(context: grpc.aio.ServicerContext, model: str, run: Callable[[], Awaitable[T]],
-               metrics: Any = None) -> T:
+               metrics: RequestMetrics) -> T:
     """Await ``run()``; on error abort the RPC with the mapped status code; count it in ``metrics``.
 
     Raises:
@@ -43,7 +46,8 @@ async def call(context: grpc.aio.ServicerContext, model: str, run: Callable[[], 
     code = grpc.StatusCode.OK
     try:
         result = await run()
-        device = str(getattr(result, "device", "") or "")
+        if isinstance(result, InferenceResult):  # only an inference is served by a device
+            device = result.device
         return result
     except asyncio.CancelledError:
         code = grpc.StatusCode.CANCELLED
@@ -56,22 +60,22 @@ async def call(context: grpc.aio.ServicerContext, model: str, run: Callable[[], 
         observe(metrics, model, device, code, time.perf_counter() - start)
 
 
-async def resolve(value: Any) -> Any:
-    """``await value`` if it is awaitable, else ``value``: façade methods may be either."""
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future) or hasattr(value, "__await__"):
-        return await value
-    return value
-
-
 class Servicer:
     """Base of the servicers: the façade they translate to, and whose metrics count their RPCs."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: ServiceFacade) -> None:
         self._svc = service
 
     @property
-    def _metrics(self) -> Any:
-        return getattr(self._svc, "metrics", None)  # a façade without metrics (a test fake) counts nothing
+    def _metrics(self) -> RequestMetrics:
+        return self._svc.metrics
 
     async def _call(self, context: grpc.aio.ServicerContext, model: str, run: Callable[[], Awaitable[T]]) -> T:
+        """One RPC whose work is a coroutine (``run`` returns it)."""
+        return await call(context, model, run, self._metrics)
+
+    async def _query(self, context: grpc.aio.ServicerContext, model: str, ask: Callable[[], T]) -> T:
+        """One RPC whose work is a plain call of the façade (a query: devices, models, a model's info)."""
+        async def run() -> T:
+            return ask()
         return await call(context, model, run, self._metrics)

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, List, Optional
+from typing import Any, AsyncIterator, List, Optional, Sequence
 
 import grpc
 
+from edgetpud.daemon.service import InferenceResult
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import convert, lift
-from .calls import Servicer, deadline_of, observe, resolve
+from .calls import Servicer, deadline_of, observe
 from .status import RequestError, to_status
 from .stream import FramePipeline
 
@@ -20,7 +21,7 @@ DEFAULT_STREAM_IN_FLIGHT = 2
 MAX_STREAM_IN_FLIGHT = 16
 
 
-def _payload(task: str, result: Any) -> dict:
+def _payload(task: str, result: InferenceResult) -> dict:
     """The StreamResponse / unary-response fields for one task's payload."""
     if task == "classify":
         return {"classes": convert.classes(result.payload)}
@@ -36,19 +37,19 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
 
     async def _infer(self, context: grpc.aio.ServicerContext, model: str, version: str, task: str,
                      image: Optional[pb.Image], tensors=(), pixels: Optional[memoryview] = None,
-                     **options: Any) -> Any:
-        async def run() -> Any:
-            names = await self._input_names(model, tensors)
+                     **options: Any) -> InferenceResult:
+        async def run() -> InferenceResult:
+            names = self._input_names(model, tensors)
             request = convert.inference_request(image, tensors, names, pixels=pixels, **options)
             return await self._svc.infer(model, task, request, deadline=deadline_of(context),
                                          version=version or None)
         return await self._call(context, model, run)
 
-    async def _input_names(self, model: str, tensors: Any) -> List[str]:
+    def _input_names(self, model: str, tensors: Sequence[pb.Tensor]) -> List[str]:
         """The model's input names, needed only when some tensor was sent without a name."""
         if not any(not t.name for t in tensors):
             return []
-        inputs, _ = await resolve(self._svc.model_specs(model))
+        inputs, _ = self._svc.model_specs(model)
         return [spec.name for spec in inputs]
 
     async def Classify(self, request: "pb.ClassifyRequest | lift.Lifted", context) -> pb.ClassifyResponse:
@@ -90,7 +91,7 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
             if task is None:
                 raise RequestError(f"unknown task {config.task} in StreamConfig")
             # a stream for a model that is not there fails as a whole, not frame by frame
-            await resolve(self._svc.model_info(config.model))
+            self._svc.model_info(config.model)
         except Exception as exc:  # noqa: BLE001 - mapped like every other error
             await context.abort(*to_status(exc))
         options = {"top_k": config.top_k, "threshold": config.threshold, "normalize": config.normalize}
@@ -115,7 +116,7 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
                 deadline = stream_deadline if deadline is None else min(deadline, stream_deadline)
             try:
                 image = frame.image if frame.HasField("image") else None
-                names = await self._input_names(config.model, frame.inputs)
+                names = self._input_names(config.model, frame.inputs)
                 request = convert.inference_request(image, frame.inputs, names, pixels=pixels, **options)
                 # a frame waits for room in a full device queue: the stream's reader pauses meanwhile,
                 # and gRPC flow control slows the camera instead of its frames failing

@@ -14,11 +14,13 @@ import numpy as np
 
 from edgetpud.daemon import service as core
 from edgetpud.daemon.errors import NotFoundError
+from edgetpud.hal.executor import TensorSpec
+from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb_edgetpud
 from edgetpud.protos.kserve import grpc_predict_v2_pb2 as pb
 from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from . import convert
-from .calls import Servicer, deadline_of, resolve
+from .calls import Servicer, deadline_of
 from .management import daemon_version
 from .status import RequestError
 
@@ -83,7 +85,7 @@ def datatype(dtype: Any) -> str:
     return DATATYPE_OF.get(np.dtype(dtype), "BYTES")
 
 
-def input_arrays(request: pb.ModelInferRequest, specs: Sequence[Any]) -> Dict[str, np.ndarray]:
+def input_arrays(request: pb.ModelInferRequest, specs: Sequence[TensorSpec]) -> Dict[str, np.ndarray]:
     """Decode and check the request's inputs against the model's input tensors.
 
     Raises:
@@ -155,7 +157,7 @@ def typed_values(tensor: Any, want_type: str, count: int) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
-def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[Any]) -> List[str]:
+def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[TensorSpec]) -> List[str]:
     """The output names to return: the requested ones, or all of the model's.
 
     Raises:
@@ -235,7 +237,8 @@ def _empty_config(text: Optional[str]) -> bool:
         return False
 
 
-def infer_response(request: pb.ModelInferRequest, result: Any, wanted: Sequence[str]) -> pb.ModelInferResponse:
+def infer_response(request: pb.ModelInferRequest, result: core.InferenceResult,
+                   wanted: Sequence[str]) -> pb.ModelInferResponse:
     """The ``wanted`` outputs of ``result`` as raw_output_contents."""
     outputs: Mapping[str, np.ndarray] = result.payload
     response = pb.ModelInferResponse(model_name=str(result.model), model_version=str(result.version or ""),
@@ -252,32 +255,32 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
-        ready = await self._call(context, "", lambda: resolve(self._svc.ready))
+        ready = await self._query(context, "", lambda: self._svc.ready)
         return pb.ServerReadyResponse(ready=bool(ready))
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
-        async def run() -> bool:
+        def ask() -> bool:
             try:
-                state = await resolve(self._svc.model_info(request.name))
+                state = self._svc.model_info(request.name)
             except NotFoundError:
                 return False
             served, version = convert.model_state_and_version(state)
             return served == "ready" and (not request.version or same_version(request.version, version))
-        return pb.ModelReadyResponse(ready=await self._call(context, request.name, run))
+        return pb.ModelReadyResponse(ready=await self._query(context, request.name, ask))
 
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="edgetpud", version=daemon_version(), extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
-        async def run() -> Any:
-            info = convert.model(await resolve(self._svc.model_info(request.name)))
+        def ask() -> Tuple[pb_edgetpud.ModelInfo, List[str], List[TensorSpec], List[TensorSpec]]:
+            info = convert.model(self._svc.model_info(request.name))
             versions = list(info.versions) or ([info.version] if info.version else [])
             check_version(info.name or request.name, request.version, versions)
-            inputs, outputs = await resolve(self._svc.model_specs(request.name))
+            inputs, outputs = self._svc.model_specs(request.name)
             return info, versions, inputs, outputs
-        info, versions, inputs, outputs = await self._call(context, request.name, run)
+        info, versions, inputs, outputs = await self._query(context, request.name, ask)
 
-        def meta(spec: Any) -> pb.ModelMetadataResponse.TensorMetadata:
+        def meta(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
             return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=datatype(spec.dtype),
                                                            shape=[int(d) for d in spec.shape])
         return pb.ModelMetadataResponse(name=info.name or request.name, versions=versions,
@@ -287,8 +290,8 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         wanted: List[str] = []
 
-        async def run() -> Any:
-            inputs, outputs = await resolve(self._svc.model_specs(request.model_name))
+        async def run() -> core.InferenceResult:
+            inputs, outputs = self._svc.model_specs(request.model_name)
             tensors = input_arrays(request, inputs)
             wanted.extend(requested_outputs(request, outputs))
             return await self._svc.infer(request.model_name, "raw", core.InferenceRequest(tensors=tensors),
@@ -297,7 +300,7 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         return infer_response(request, result, wanted)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
-        models = [convert.model(m) for m in await self._call(context, "", lambda: resolve(self._svc.models()))]
+        models = [convert.model(m) for m in await self._query(context, "", self._svc.models)]
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(name=m.name, version=m.version, state=m.state.upper(),
                                                   reason=m.error)
@@ -307,15 +310,15 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         async def run() -> None:
             path, data = load_source(request)
             if data is not None:
-                await resolve(self._svc.load_model(request.model_name, data=data))
+                await self._svc.load_model(request.model_name, data=data)
             elif path is not None:
-                await resolve(self._svc.load_model(request.model_name, path=path))
+                await self._svc.load_model(request.model_name, path=path)
             else:
-                await resolve(self._svc.load_model(request.model_name))
+                await self._svc.load_model(request.model_name)
         await self._call(context, request.model_name, run)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context):
         await self._call(context, request.model_name,
-                         lambda: resolve(self._svc.unload_model(request.model_name)))
+                         lambda: self._svc.unload_model(request.model_name))
         return pb.RepositoryModelUnloadResponse()

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, AsyncIterator, List, Optional
+from typing import Any, AsyncIterator, List
 
 import grpc
 import numpy as np
 
 from edgetpud.daemon.learn.imprinting import MAX_SAMPLES_PER_CALL
+from edgetpud.daemon.learning import Learning, LearnedView, SampleBatch, TrainParams
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
@@ -20,7 +21,7 @@ from .status import RequestError, to_status
 EXPORT_CHUNK_BYTES = 256 * 1024
 
 
-def learned(view: Any) -> pb.LearnedModel:
+def learned(view: LearnedView) -> pb.LearnedModel:
     return pb.LearnedModel(
         model=view.model, version=str(view.version), head_version=int(view.head_version or 0), method=view.method,
         classes=[pb.LearnedClass(id=c.id, label=c.label, samples=c.samples, source=c.source) for c in view.classes])
@@ -30,17 +31,15 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
     """Samples, classes, training, export and head versions, through ``service.learning``."""
 
     @property
-    def _learning(self) -> Any:
+    def _learning(self) -> Learning:
         return self._svc.learning
 
     async def AddSamples(self, request_iterator: AsyncIterator[pb.AddSamplesRequest], context) -> pb.AddSamplesResponse:
         model = ""
 
-        async def run() -> Any:
+        async def run() -> pb.AddSamplesResponse:
             nonlocal model
-            from edgetpud.daemon.learning import SampleBatch
-
-            batches: List[Any] = []
+            batches: List[SampleBatch] = []
             keep = False
             count = 0
             async for message in request_iterator:
@@ -75,19 +74,17 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
         return await self._call(context, model, run)
 
     async def ListClasses(self, request: pb.ListClassesRequest, context) -> pb.ListClassesResponse:
-        async def run() -> Any:
+        async def run() -> pb.ListClassesResponse:
             return pb.ListClassesResponse(model=learned(self._learning.view(request.model)))
         return await self._call(context, request.model, run)
 
     async def RemoveClass(self, request: pb.RemoveClassRequest, context) -> pb.RemoveClassResponse:
-        async def run() -> Any:
+        async def run() -> pb.RemoveClassResponse:
             view = await self._learning.remove_class(request.model, request.label)
             return pb.RemoveClassResponse(model=learned(view))
         return await self._call(context, request.model, run)
 
     async def Train(self, request: pb.TrainRequest, context) -> AsyncIterator[pb.TrainProgress]:
-        from edgetpud.daemon.learning import TrainParams
-
         queue: "asyncio.Queue[Any]" = asyncio.Queue()
         params = TrainParams(
             epochs=request.epochs or None, learning_rate=request.learning_rate or None,
@@ -130,7 +127,7 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
             yield pb.ExportChunk(data=data[start:start + EXPORT_CHUNK_BYTES])
 
     async def ListHeads(self, request: pb.ListHeadsRequest, context) -> pb.ListHeadsResponse:
-        async def run() -> Any:
+        async def run() -> pb.ListHeadsResponse:
             heads = self._learning.heads(request.model)
             return pb.ListHeadsResponse(model=request.model, heads=[
                 pb.HeadVersion(head_version=h.version, method=h.method, created=h.created,
@@ -138,7 +135,7 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
         return await self._call(context, request.model, run)
 
     async def RestoreHead(self, request: pb.RestoreHeadRequest, context) -> pb.LearnedModel:
-        async def run() -> Any:
+        async def run() -> pb.LearnedModel:
             if not request.head_version:
                 raise RequestError("RestoreHead needs a head_version (1, 2, ...; 'edgetpuctl heads list' shows them)")
             return learned(await self._learning.restore(request.model, int(request.head_version)))

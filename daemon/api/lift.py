@@ -18,15 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, Optional, Tuple, TypeVar
 
+from edgetpud.daemon.wire import FRAME_DATA, IMAGE_ENCODED, IMAGE_FRAME, LENGTH_DELIMITED, encode_varint
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 
 M = TypeVar("M")
-
-_LENGTH_DELIMITED = 2
-#: Field numbers inside ``Image``: the ``source`` oneof's two members, and ``RawFrame.data``.
-_IMAGE_ENCODED = pb.Image.DESCRIPTOR.fields_by_name["encoded"].number
-_IMAGE_FRAME = pb.Image.DESCRIPTOR.fields_by_name["frame"].number
-_FRAME_DATA = pb.RawFrame.DESCRIPTOR.fields_by_name["data"].number
 
 
 @dataclass(frozen=True)
@@ -57,15 +52,6 @@ def _varint(buf: bytes, pos: int, end: int) -> Tuple[int, int]:
         if shift > 63:
             break
     raise _Unusual("bad varint")
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _fields(buf: bytes, start: int, end: int) -> Iterator[Tuple[int, int, int, int, int]]:
@@ -101,7 +87,7 @@ def _single(buf: bytes, start: int, end: int, wanted: Tuple[int, ...]) -> Option
     found = None
     for number, wire_type, field_start, value_start, value_end in _fields(buf, start, end):
         if number in wanted:
-            if found is not None or wire_type != _LENGTH_DELIMITED:
+            if found is not None or wire_type != LENGTH_DELIMITED:
                 raise _Unusual("repeated or mistyped field")
             found = (number, field_start, value_start, value_end)
     return found
@@ -111,20 +97,20 @@ def _with_field_emptied(buf: bytes, start: int, end: int, field_start: int, valu
                         value_end: int, new_value: bytes) -> bytes:
     """``buf[start:end]`` with one length-delimited field's value replaced by ``new_value``."""
     key_end = _varint(buf, field_start, end)[1]
-    return b"".join((buf[start:field_start], buf[field_start:key_end], _encode_varint(len(new_value)),
+    return b"".join((buf[start:field_start], buf[field_start:key_end], encode_varint(len(new_value)),
                      new_value, buf[value_end:end]))
 
 
 def _lift_image(buf: bytes, start: int, end: int) -> Optional[Tuple[bytes, memoryview]]:
     """An ``Image`` message's bytes with its pixels emptied, and a view of those pixels."""
-    source = _single(buf, start, end, (_IMAGE_ENCODED, _IMAGE_FRAME))
+    source = _single(buf, start, end, (IMAGE_ENCODED, IMAGE_FRAME))
     if source is None:
         return None
     number, field_start, value_start, value_end = source
-    if number == _IMAGE_ENCODED:
+    if number == IMAGE_ENCODED:
         pixels = memoryview(buf)[value_start:value_end]
         return _with_field_emptied(buf, start, end, field_start, value_start, value_end, b""), pixels
-    data = _single(buf, value_start, value_end, (_FRAME_DATA,))
+    data = _single(buf, value_start, value_end, (FRAME_DATA,))
     if data is None:
         return None
     _, data_start, data_value_start, data_end = data

@@ -22,12 +22,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from edgetpud.daemon.config import Config
 from edgetpud.daemon.errors import PreconditionError
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 from edgetpud.protos.kserve import grpc_predict_v2_pb2 as kserve_pb
 from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
 
+from .facade import ServiceFacade
 from .health import HealthServicer
 from .inference import InferenceServicer, add_to_server as add_inference_to_server
 from .kserve import KServeServicer
@@ -49,7 +51,7 @@ def service_names(mock: bool) -> List[str]:
     return names
 
 
-def server_options(config: Any) -> List[tuple]:
+def server_options(config: Config) -> List[tuple]:
     return [
         ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", int(config.max_message_bytes)),
@@ -57,7 +59,7 @@ def server_options(config: Any) -> List[tuple]:
     ]
 
 
-def build_server(service: Any, config: Any) -> grpc.aio.Server:
+def build_server(service: ServiceFacade, config: Config) -> grpc.aio.Server:
     """A grpc.aio server with every service registered and every listener bound (not started).
 
     Raises:
@@ -66,7 +68,7 @@ def build_server(service: Any, config: Any) -> grpc.aio.Server:
     """
     server = grpc.aio.server(options=server_options(config),
                              maximum_concurrent_rpcs=int(config.max_concurrent_requests))
-    mock = getattr(service, "mock_control", None) is not None
+    mock = service.mock_control is not None
     add_inference_to_server(InferenceServicer(service), server)  # image requests parsed without copies
     pb_grpc.add_ModelsServicer_to_server(ModelsServicer(service), server)
     pb_grpc.add_LearningServicer_to_server(LearningServicer(service), server)
@@ -114,7 +116,7 @@ def _answers(path: Path) -> bool:
         probe.close()
 
 
-def bind_unix(server: grpc.aio.Server, path_text: str, config: Any) -> None:
+def bind_unix(server: grpc.aio.Server, path_text: str, config: Config) -> None:
     """Bind a unix socket, then set its mode and group.
 
     Raises:
@@ -163,7 +165,7 @@ def _read(path: Any, what: str) -> bytes:
         raise PreconditionError(f"cannot read the {what} {path}: {exc.strerror}") from None
 
 
-def tls_credentials(config: Any) -> grpc.ServerCredentials:
+def tls_credentials(config: Config) -> grpc.ServerCredentials:
     """Server credentials; with ``tls_client_ca`` clients must present a certificate it signed.
 
     Raises:
@@ -182,7 +184,7 @@ def _no_passphrase() -> bytes:
     return b""
 
 
-def check_tls_files(config: Any) -> None:
+def check_tls_files(config: Config) -> None:
     """Parse the certificate, key and client CA the way the TLS listener will, naming the bad file.
 
     gRPC reports any of these problems only as a failure to bind the port, which reads as
@@ -214,7 +216,7 @@ def check_tls_files(config: Any) -> None:
                                     "(tls_client_ca)") from None
 
 
-def bind_tcp(server: grpc.aio.Server, address: str, config: Any) -> int:
+def bind_tcp(server: grpc.aio.Server, address: str, config: Config) -> int:
     """Bind HOST:PORT, with TLS when configured; returns the bound port (useful with port 0).
 
     Raises:

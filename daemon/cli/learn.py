@@ -20,14 +20,12 @@ from edgetpud.daemon.learn.imprinting import MAX_SAMPLES_PER_CALL
 
 from . import export_files, output, progress
 from .argtypes import int_at_least, number
+from .exits import EXIT_INTERRUPTED, EXIT_OK
 from .samples import image_files, labeled_folder
 
 if TYPE_CHECKING:
     from .main import Context
 
-EXIT_OK = 0  # the same codes as main's
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 #: Seconds the deadline of an AddSamples call grows by per image, on top of --timeout.
 SECONDS_PER_IMAGE = 0.5
 TARGETS = ("cpu", "edgetpu")

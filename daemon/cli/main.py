@@ -22,12 +22,8 @@ from edgetpud.daemon.client import Client, ClientError, default_address
 
 from . import output
 from .argtypes import MAX_TOP_K, int_at_least, int_between, number, score
+from .exits import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-#: What a shell reports for a tool killed by SIGPIPE (128 + 13).
-EXIT_BROKEN_PIPE = 141
 
 
 class Context:

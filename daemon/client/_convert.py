@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edgetpud.daemon.wire import FRAME_DATA, IMAGE_ENCODED, IMAGE_FRAME, LENGTH_DELIMITED, encode_varint, tensor
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 
 from .types import (AddedSamples, Class, ClassifyResult, DetectedObject, DetectResult, Device, EmbedResult,
@@ -56,24 +57,9 @@ def fill_image(msg: pb.Image, value: ImageLike, crop: Optional[Crop] = None) -> 
 
 # ------------------------------------------------------------------ requests carrying one image
 
-_LEN = 2  # protobuf wire type of bytes and embedded messages
-_ENCODED = pb.Image.DESCRIPTOR.fields_by_name["encoded"].number
-_FRAME = pb.Image.DESCRIPTOR.fields_by_name["frame"].number
-_FRAME_DATA = pb.RawFrame.DESCRIPTOR.fields_by_name["data"].number
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _len_field(number: int, length: int) -> bytes:
     """The key and length of a length-delimited field (the payload follows)."""
-    return _varint(number << 3 | _LEN) + _varint(length)
+    return encode_varint(number << 3 | LENGTH_DELIMITED) + encode_varint(length)
 
 
 def _byte_view(data: Any) -> Any:
@@ -106,10 +92,10 @@ def _image_parts(value: ImageLike, crop: Optional[Crop]) -> list:
     """The serialized fields of an Image message, as a list of bytes-like pieces to join."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = _byte_view(value)
-        parts = [_len_field(_ENCODED, len(data)), data]
+        parts = [_len_field(IMAGE_ENCODED, len(data)), data]
     elif isinstance(value, (str, Path)):
         data = Path(value).read_bytes()
-        parts = [_len_field(_ENCODED, len(data)), data]
+        parts = [_len_field(IMAGE_ENCODED, len(data)), data]
     elif isinstance(value, (Frame, np.ndarray)):
         parts = _frame_parts(*_frame_fields(value))
     else:
@@ -142,9 +128,9 @@ def _frame_fields(value: Union[Frame, np.ndarray]) -> Tuple[Any, int, int, int, 
 def _frame_parts(data: Any, width: int, height: int, stride: int, pixel_format: str) -> list:
     head = pb.RawFrame(width=width, height=height, stride=stride,
                        pixel_format=PIXEL_FORMATS[pixel_format]).SerializeToString()
-    data_key = _len_field(_FRAME_DATA, len(data)) if len(data) else b""
+    data_key = _len_field(FRAME_DATA, len(data)) if len(data) else b""
     body = [head, data_key, data] if len(data) else [head]
-    return [_len_field(_FRAME, sum(len(p) for p in body)), *body]
+    return [_len_field(IMAGE_FRAME, sum(len(p) for p in body)), *body]
 
 
 def _set_frame(frame: pb.RawFrame, data: Any, width: int, height: int, stride: int, pixel_format: str) -> None:
@@ -154,12 +140,6 @@ def _set_frame(frame: pb.RawFrame, data: Any, width: int, height: int, stride: i
     frame.height = height
     frame.stride = stride
     frame.pixel_format = PIXEL_FORMATS[pixel_format]
-
-
-def tensor(name: str, array: np.ndarray) -> pb.Tensor:
-    array = np.ascontiguousarray(array)
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return pb.Tensor(name=name, dtype=array.dtype.name, shape=list(array.shape), data=little.tobytes())
 
 
 def tensors(values: Union[Dict[str, np.ndarray], Sequence[np.ndarray]]) -> list:

@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import grpc
 import numpy as np
 
+from edgetpud.daemon.results import Class, DetectedObject
+
 
 class ClientError(Exception):
     """A call failed; ``code`` is the gRPC status code and ``message`` says what to do."""
@@ -38,21 +40,6 @@ class Timing:
     preprocess_s: float = 0.0
     invoke_s: float = 0.0
     postprocess_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Class:
-    id: int
-    label: Optional[str]
-    score: float
-
-
-@dataclass(frozen=True)
-class DetectedObject:
-    id: int
-    label: Optional[str]
-    score: float
-    bbox: Tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 
 
 @dataclass(frozen=True)

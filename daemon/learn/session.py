@@ -13,7 +13,7 @@ import numpy as np
 
 from edgetpud.daemon.errors import InvalidArgumentError
 from edgetpud.daemon.model import adapters
-from edgetpud.daemon.model.adapters import Class
+from edgetpud.daemon.results import Class
 from edgetpud.daemon.model.session import DEFAULTS, ModelSession, PreprocessContext
 from edgetpud.hal.executor import TensorSpec
 

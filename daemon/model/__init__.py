@@ -5,7 +5,7 @@ is what the daemon composes (bundles, sessions, adapters, the .tflite reader).
 """
 from __future__ import annotations
 
-from .adapters import Class, DetectedObject
+from ..results import Class, DetectedObject
 from .bundle import ModelBundle
 from .session import ModelSession, load_model
 from .tflite import TfliteModel

@@ -21,7 +21,7 @@ from edgetpud.hal.executor import Executor, TensorSpec
 from edgetpud.hal.executor import open_executor as hal_open_executor
 
 from . import adapters
-from .adapters import Class, DetectedObject
+from ..results import Class, DetectedObject
 from .bundle import TASKS, ModelBundle
 from .preprocess import ImageTransform, crop, input_size, load_image, quantize_input, resize, to_channels
 
@@ -34,7 +34,8 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     "embed": {"normalize": False},
     "raw": {},
 }
-_PREPROCESS_OPTIONS = ("resize", "roi", "mean", "std", "fill")
+#: The options preprocessing takes; every other option is a postprocessing one (the service splits by it).
+PREPROCESS_OPTIONS = ("resize", "roi", "mean", "std", "fill")
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,9 @@ class ModelSession:
             ValueError: an unknown task or option.
         """
         task = self._task(task)
-        unknown = sorted(set(options) - set(_PREPROCESS_OPTIONS))
+        unknown = sorted(set(options) - set(PREPROCESS_OPTIONS))
         if unknown:
-            raise InvalidArgumentError(f"unknown preprocess option(s) {unknown}; allowed: {', '.join(_PREPROCESS_OPTIONS)}")
+            raise InvalidArgumentError(f"unknown preprocess option(s) {unknown}; allowed: {', '.join(PREPROCESS_OPTIONS)}")
         if task == "raw":
             return adapters.raw_inputs(image, self.inputs), PreprocessContext(task)
         spec = self.inputs[0]
@@ -173,8 +174,8 @@ class ModelSession:
         Raises:
             ImageError, ModelError, ValueError: as the steps do.
         """
-        pre = {k: v for k, v in options.items() if k in _PREPROCESS_OPTIONS}
-        post = {k: v for k, v in options.items() if k not in _PREPROCESS_OPTIONS}
+        pre = {k: v for k, v in options.items() if k in PREPROCESS_OPTIONS}
+        post = {k: v for k, v in options.items() if k not in PREPROCESS_OPTIONS}
         inputs, context = self.preprocess(image, task, **pre)
         return self.postprocess(context.task, self.invoke(inputs), context, **post)
 

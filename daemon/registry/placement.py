@@ -14,7 +14,6 @@ import numpy as np
 from edgetpud.hal.errors import DeviceUnavailableError, HalError
 
 from ..errors import ModelError
-from ..scheduler import USABLE_STATES
 from .state import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ class Placement:
         self._run = run_blocking
 
     def usable_devices(self) -> List[Any]:
-        return [d for d in self._pool.devices() if d.state in USABLE_STATES]
+        return [d for d in self._pool.devices() if d.in_service]
 
     async def everywhere(self, mv: ModelVersion) -> None:
         """Load and warm ``mv`` on every usable device; it must land on at least one if any is usable.

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from .classification import Class, classify
 from .common import check_outputs, check_top_k, dequantize
-from .detection import DETECTION_POSTPROCESS_OP, BBox, DetectedObject, DetectionLayout, detect, detection_layout
+from edgetpud.daemon.results import BBox
+
+from .detection import DETECTION_POSTPROCESS_OP, DetectedObject, DetectionLayout, detect, detection_layout
 from .embedding import embed
 from .raw import raw_inputs, raw_outputs
 

@@ -1,24 +1,15 @@
 """Classification: the best-scoring classes of a score vector."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from edgetpud.daemon.errors import ModelError
+from edgetpud.daemon.results import Class
 from edgetpud.hal.executor import TensorSpec
 
 from .common import check_outputs, check_top_k, dequantize
-
-
-@dataclass(frozen=True)
-class Class:
-    """One classification result; ``label`` is None when the model has no label for ``id``."""
-
-    id: int
-    label: Optional[str]
-    score: float
 
 
 def classify(

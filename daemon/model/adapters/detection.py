@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from edgetpud.daemon.errors import ModelError
+from edgetpud.daemon.results import DetectedObject
 from edgetpud.hal.executor import TensorSpec
 
 from ..preprocess import ImageTransform
@@ -20,20 +21,8 @@ from .common import check_outputs, check_top_k, dequantize
 
 log = logging.getLogger(__name__)
 
-BBox = Tuple[float, float, float, float]
-
 #: The custom operator that ends SSD detection models.
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
-
-
-@dataclass(frozen=True)
-class DetectedObject:
-    """One detection; ``bbox`` is (xmin, ymin, xmax, ymax) in source-image pixels."""
-
-    id: int
-    label: Optional[str]
-    score: float
-    bbox: BBox
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+"""What the gRPC layer needs of the service: one typed façade.
+
+``daemon.service.Service`` meets it, and so does the tests' ``FakeService``; the
+servicers are written against this protocol alone, so neither needs fallbacks for
+the other (tests/test_facade.py checks both with mypy). Queries are plain calls,
+and everything that waits on devices or files is a coroutine.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Protocol, Tuple, Union
+
+from edgetpud.daemon.learning import Learning
+from edgetpud.daemon.registry import ModelState
+from edgetpud.daemon.service import InferenceRequest, InferenceResult
+from edgetpud.hal.device import DeviceInfo
+from edgetpud.hal.executor import TensorSpec
+
+
+class RequestMetrics(Protocol):
+    """Where the servicers count every request (``daemon.metrics.Metrics``)."""
+
+    def observe_request(self, model: str, device: str, code: str, seconds: float, /) -> None: ...
+
+
+class FaultInjection(Protocol):
+    """The mock devices' controls (``mock_device.control.MockControl``), named here so that the API
+    layer does not import the mock.
+
+    Raises (every method):
+        KeyError: no such mock device. ValueError: an unknown fault or a bad value.
+    """
+
+    def inject(self, device_id: str, fault: str, count: int = 1, **params: object) -> None: ...
+
+    def clear_faults(self, device_id: str) -> None: ...
+
+    def unplug(self, device_id: str) -> None: ...
+
+    def replug(self, device_id: str) -> None: ...
+
+    def set_temperature(self, device_id: str, temperature_c: float) -> None: ...
+
+    def set_latency(self, device_id: str, latency_s: Optional[float]) -> None: ...
+
+
+class ServiceFacade(Protocol):
+    """The service as the servicers see it (docs/architecture.md, "The service façade")."""
+
+    @property
+    def ready(self) -> bool:
+        """Accepting requests with at least one device in service (health, Status, ServerReady)."""
+
+    @property
+    def metrics(self) -> RequestMetrics: ...
+
+    @property
+    def mock_control(self) -> Optional[FaultInjection]:
+        """None unless the daemon runs on mock devices."""
+
+    @property
+    def learning(self) -> Learning:
+        """Retraining. Raises: PreconditionError: not serving (yet, or any more)."""
+
+    def devices(self) -> List[DeviceInfo]: ...
+
+    def models(self) -> List[ModelState]: ...
+
+    def model_info(self, name: str) -> ModelState:
+        """Raises: NotFoundError: no such model."""
+
+    def model_specs(self, name: str) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+        """Input and output tensor specs of the served version. Raises: NotFoundError."""
+
+    async def load_model(self, name: str, path: Union[str, Path, None] = None,
+                         data: Optional[bytes] = None) -> ModelState: ...
+
+    async def unload_model(self, name: str) -> None: ...
+
+    async def rescan_devices(self) -> None:
+        """One device monitor pass now, so a mock unplug or replug shows in the reply."""
+
+    async def infer(self, model: str, task: Optional[str], request: InferenceRequest,
+                    deadline: Optional[float] = None, version: Union[int, str, None] = None,
+                    wait_for_room: bool = False) -> InferenceResult: ...
