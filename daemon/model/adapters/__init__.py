@@ -8,10 +8,10 @@ them in its main process while the invocation itself happens in a device worker.
 """
 from __future__ import annotations
 
-from .classification import Class, classify
-from .common import check_outputs, check_top_k, dequantize
 from edgetpud.daemon.results import BBox
 
+from .classification import Class, classify
+from .common import check_outputs, check_top_k, dequantize
 from .detection import DETECTION_POSTPROCESS_OP, DetectedObject, DetectionLayout, detect, detection_layout
 from .embedding import embed
 from .raw import raw_inputs, raw_outputs
