@@ -113,9 +113,14 @@ class InstantService:
     """A Service façade that answers at once: isolates what the gRPC layer itself costs."""
 
     mock_control = None
+    ready = True
+
+    def __init__(self) -> None:
+        from edgetpud.daemon.metrics import Metrics
+        self.metrics = Metrics(devices=lambda: [], queue_depths=lambda: {})  # counted, as the daemon counts
 
     async def infer(self, model: str, task: str, request: Any, deadline: Any = None, version: Any = None) -> Any:
-        from edgetpud.daemon.model.adapters import Class
+        from edgetpud.daemon.results import Class
         from edgetpud.daemon.service import InferenceResult
         return InferenceResult(model=model, version=1, device="none", timing={},
                                payload=[Class(1, "one", 0.5), Class(2, "two", 0.25), Class(3, None, 0.1)])
