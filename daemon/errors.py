@@ -41,3 +41,11 @@ class ShuttingDownError(EdgetpudError):
 
 class ResourceExhaustedError(EdgetpudError):
     """A queue or a limit is full; retry later."""
+
+
+class AlreadyExistsError(EdgetpudError):
+    """A name the caller wants to register is taken (a shared-memory region)."""
+
+
+class PermissionDeniedError(EdgetpudError):
+    """The caller may not use what it names (a shared-memory object it could not open itself)."""

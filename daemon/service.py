@@ -35,6 +35,7 @@ from .model.preprocess import frame_to_rgb, input_size
 from .model.session import DEFAULTS, PREPROCESS_OPTIONS
 from .registry import ModelState, ModelVersion, Registry, check_name
 from .scheduler import DeadlineExceededError, Scheduler
+from .shm import SharedMemoryRegistry
 
 if TYPE_CHECKING:  # the mock is imported only when --device mock selects it
     from edgetpud.mock_device.control import MockControl
@@ -113,6 +114,7 @@ class Service:
 
     def __init__(self, config: Config, pool: Any = None) -> None:
         self.config = config
+        self._shared_memory = SharedMemoryRegistry()
         if pool is None:
             from edgetpud.hal import DevicePool, PoolOptions
 
@@ -257,6 +259,7 @@ class Service:
             self._cpu.shutdown(wait=True)
         if self._learning is not None:
             self._learning.close()
+        self._shared_memory.close()
         log.info("service stopped")
 
     async def reload(self, config: Config) -> Dict[str, Optional[str]]:
@@ -270,6 +273,10 @@ class Service:
         if self._learning is not None and self._learning.stale:
             self._background(self._learning.refresh_stale())
         return outcome
+
+    @property
+    def shared_memory(self) -> SharedMemoryRegistry:
+        return self._shared_memory
 
     @property
     def ready(self) -> bool:

@@ -30,6 +30,7 @@ from edgetpud.daemon.metrics import Metrics
 from edgetpud.daemon.registry import ModelState
 from edgetpud.daemon.results import Class, DetectedObject
 from edgetpud.daemon.service import InferenceRequest, InferenceResult
+from edgetpud.daemon.shm import SharedMemoryRegistry
 from edgetpud.hal.device import DeviceInfo
 from edgetpud.hal.executor import TensorSpec
 
@@ -94,6 +95,7 @@ class FakeService:
 
     metrics: Metrics
     mock_control: Optional[FakeMockControl]
+    shared_memory: SharedMemoryRegistry
 
     def __init__(self) -> None:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
@@ -115,6 +117,7 @@ class FakeService:
         self.loads: List[tuple] = []
         self.unloads: List[str] = []
         self.rescans = 0
+        self.shared_memory = SharedMemoryRegistry()
 
     async def rescan_devices(self) -> None:
         self.rescans += 1

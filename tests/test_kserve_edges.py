@@ -109,13 +109,16 @@ def test_classification_is_refused_instead_of_answered_with_raw_scores(stub):
 
 
 @pytest.mark.parametrize("where", ["input", "output"])
-def test_shared_memory_is_refused_instead_of_ignored(stub, where):
-    """Shared memory is not offered: an input would be read from the raw bytes, an output never written."""
+def test_an_unregistered_shared_memory_region_is_refused_instead_of_ignored(stub, where):
+    """An input must never silently be read from raw bytes, nor an output be left unwritten."""
     request = infer_request()
     target = request.inputs[0] if where == "input" else request.outputs.add(name=OUTPUT)
     target.parameters["shared_memory_region"].string_param = "camera0"
-    message = refused(stub.ModelInfer, request, grpc.StatusCode.INVALID_ARGUMENT)
-    assert "shared memory" in message and "raw_input_contents" in message and "camera0" in message
+    target.parameters["shared_memory_byte_size"].int64_param = int(np.prod(SHAPE)) if where == "input" else 1001
+    if where == "input":
+        del request.raw_input_contents[:]
+    message = refused(stub.ModelInfer, request, grpc.StatusCode.NOT_FOUND)
+    assert "no shared memory region 'camera0' is registered" in message
     served(stub)
 
 
@@ -129,7 +132,9 @@ def test_binary_data_and_a_subset_of_outputs_are_served(stub):
 
 def test_server_metadata_claims_only_what_is_served(stub):
     extensions = set(stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=30).extensions)
-    assert extensions == {"model_repository"}
+    assert extensions == {"model_repository", "system_shared_memory"}
+    # what system_shared_memory promises is served
+    assert not stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest(), timeout=30).regions
     # what model_repository promises is served
     assert any(m.name == MODEL for m in stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=30).models)
 

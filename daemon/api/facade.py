@@ -13,6 +13,7 @@ from typing import List, Optional, Protocol, Tuple, Union
 from edgetpud.daemon.learning import Learning
 from edgetpud.daemon.registry import ModelState
 from edgetpud.daemon.service import InferenceRequest, InferenceResult
+from edgetpud.daemon.shm import SharedMemoryRegistry
 from edgetpud.hal.device import DeviceInfo
 from edgetpud.hal.executor import TensorSpec
 
@@ -57,6 +58,10 @@ class ServiceFacade(Protocol):
     @property
     def mock_control(self) -> Optional[FaultInjection]:
         """None unless the daemon runs on mock devices."""
+
+    @property
+    def shared_memory(self) -> SharedMemoryRegistry:
+        """The shared-memory regions apps on this host registered (KServe and native frames)."""
 
     @property
     def learning(self) -> Learning:

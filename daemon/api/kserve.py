@@ -20,8 +20,10 @@ from edgetpud.protos.kserve import grpc_predict_v2_pb2 as pb
 from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from . import convert
+from .kserve_shm import SharedTensors, Target, target_of
 from .calls import Servicer, deadline_of
 from .management import daemon_version
+from .peer import caller_of
 from .status import RequestError
 
 DATATYPES: Dict[str, np.dtype] = {
@@ -38,9 +40,7 @@ CONTENTS_FIELD = {
     "INT64": "int64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
 }
 PLATFORM = "edgetpu_tflite"
-EXTENSIONS = ["model_repository"]
-#: Tensor parameters of Triton's shared-memory extensions, which edgetpud does not offer.
-SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+EXTENSIONS = ["model_repository", "system_shared_memory"]
 #: RepositoryModelLoad parameters naming a path on the daemon's host.
 PATH_PARAMETERS = ("file:path", "path")
 
@@ -66,39 +66,35 @@ def check_version(model: str, asked: str, versions: Sequence[str]) -> None:
     raise NotFoundError(f"model {model} has no version {asked} (live: [{', '.join(versions)}])")
 
 
-def refuse_shared_memory(kind: str, tensor: Any) -> None:
-    """Shared memory is not offered: an input would silently be read from the raw bytes, an output never written.
-
-    Raises:
-        RequestError: the tensor names a shared-memory region.
-    """
-    used = [key for key in SHARED_MEMORY_PARAMETERS if key in tensor.parameters]
-    if used:
-        region = tensor.parameters[used[0]].string_param
-        raise RequestError(f"{kind} '{tensor.name}' names shared memory region '{region}', but edgetpud does not "
-                           "offer shared memory (ServerMetadata lists the extensions it serves): send inputs in "
-                           "raw_input_contents, and outputs come back in raw_output_contents")
-
-
 def datatype(dtype: Any) -> str:
     """The OIP datatype name of a numpy dtype ("BYTES" for anything without one)."""
     return DATATYPE_OF.get(np.dtype(dtype), "BYTES")
 
 
-def input_arrays(request: pb.ModelInferRequest, specs: Sequence[TensorSpec]) -> Dict[str, np.ndarray]:
+def input_arrays(request: pb.ModelInferRequest, specs: Sequence[TensorSpec],
+                 shared: Optional[SharedTensors] = None) -> Dict[str, np.ndarray]:
     """Decode and check the request's inputs against the model's input tensors.
+
+    An input in shared memory is read from its region (``shared``); ``raw_input_contents`` then
+    holds one entry per other input, in order, as tritonclient sends them.
 
     Raises:
         RequestError: an unknown or missing input, a datatype or shape that differs from the
             model's, or contents whose size does not match the shape.
+        NotFoundError, PermissionDeniedError: a shared-memory region that cannot be used.
     """
     by_name = {s.name: s for s in specs}
-    if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
-        raise RequestError(f"{len(request.inputs)} input(s) described but {len(request.raw_input_contents)} "
-                           "raw_input_contents sent: send one raw entry per input, in order")
+    targets = [target_of("input", tensor) for tensor in request.inputs]
+    if targets.count(None) != len(targets) and shared is None:
+        raise RequestError("shared memory inputs are not served on this path")
+    plain = targets.count(None)
+    raws = request.raw_input_contents
+    if raws and len(raws) != plain:
+        raise RequestError(f"{plain} input(s) not in shared memory described but {len(raws)} "
+                           "raw_input_contents sent: send one raw entry per such input, in order")
+    raw_index = 0
     arrays: Dict[str, np.ndarray] = {}
-    for i, tensor in enumerate(request.inputs):
-        refuse_shared_memory("input", tensor)
+    for tensor, target in zip(request.inputs, targets):
         spec = by_name.get(tensor.name)
         if spec is None:
             raise RequestError(f"model '{request.model_name}' has no input '{tensor.name}'; "
@@ -113,8 +109,16 @@ def input_arrays(request: pb.ModelInferRequest, specs: Sequence[TensorSpec]) -> 
             raise RequestError(f"input '{tensor.name}' must have shape {want_shape}, got {list(tensor.shape)}")
         dtype = DATATYPES[want_type]
         count = int(np.prod(want_shape, dtype=np.int64))
-        if request.raw_input_contents:
-            raw = request.raw_input_contents[i]
+        if target is not None:
+            assert shared is not None
+            label = f"input '{tensor.name}'"
+            if target.byte_size != count * dtype.itemsize:
+                raise RequestError(f"{label}: shape {want_shape} of {want_type} needs {count * dtype.itemsize} "
+                                   f"bytes, but shared_memory_byte_size is {target.byte_size}")
+            array = shared.read(target, label).view(dtype.newbyteorder("<")).astype(dtype, copy=False)
+        elif raws:
+            raw = raws[raw_index]
+            raw_index += 1
             if len(raw) != count * dtype.itemsize:
                 raise RequestError(f"input '{tensor.name}': shape {want_shape} of {want_type} needs "
                                    f"{count * dtype.itemsize} bytes, got {len(raw)}")
@@ -162,11 +166,10 @@ def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[TensorSpec]
 
     Raises:
         RequestError: an output was requested that the model does not have, or twice, or with a
-            parameter edgetpud does not offer (classification, shared memory).
+            parameter edgetpud does not offer (classification).
     """
     names = [s.name for s in specs]
     for output in request.outputs:
-        refuse_shared_memory("output", output)
         if "classification" in output.parameters:
             raise RequestError(f"output '{output.name}': edgetpud does not offer the classification extension "
                                "(ServerMetadata lists the extensions it serves); request the raw scores, or call "
@@ -179,6 +182,25 @@ def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[TensorSpec]
     if twice:
         raise RequestError(f"output '{twice[0]}' is requested twice; request each output once")
     return wanted
+
+
+def output_targets(request: pb.ModelInferRequest, specs: Sequence[TensorSpec],
+                   shared: SharedTensors) -> Dict[str, Target]:
+    """The requested outputs to write into shared memory, checked before the model runs.
+
+    Raises:
+        RequestError: a bad parameter, or a target too small for the output.
+        NotFoundError, PermissionDeniedError: a region that cannot be used.
+    """
+    sizes = {s.name: int(np.prod([int(d) for d in s.shape], dtype=np.int64)) * np.dtype(s.dtype).itemsize
+             for s in specs}
+    targets: Dict[str, Target] = {}
+    for output in request.outputs:
+        target = target_of("output", output)
+        if target is not None and output.name in sizes:
+            shared.check_output(target, sizes[output.name], f"output '{output.name}'")
+            targets[output.name] = target
+    return targets
 
 
 def load_source(request: pb.RepositoryModelLoadRequest) -> Tuple[Optional[str], Optional[bytes]]:
@@ -237,16 +259,39 @@ def _empty_config(text: Optional[str]) -> bool:
         return False
 
 
-def infer_response(request: pb.ModelInferRequest, result: core.InferenceResult,
-                   wanted: Sequence[str]) -> pb.ModelInferResponse:
-    """The ``wanted`` outputs of ``result`` as raw_output_contents."""
+def write_outputs(result: core.InferenceResult, targets: Mapping[str, Target], shared: SharedTensors) -> None:
+    """Write the outputs that have shared-memory targets into their regions.
+
+    Raises:
+        InvalidArgumentError, NotFoundError, PermissionDeniedError: a target became unusable meanwhile.
+    """
+    for name, target in targets.items():
+        array = np.ascontiguousarray(result.payload[name])
+        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        shared.write(target, memoryview(little).cast("B"), f"output '{name}'")
+
+
+def infer_response(request: pb.ModelInferRequest, result: core.InferenceResult, wanted: Sequence[str],
+                   targets: Optional[Mapping[str, Target]] = None) -> pb.ModelInferResponse:
+    """The ``wanted`` outputs of ``result`` as raw_output_contents; those written to shared memory
+    (``targets``) get an empty raw entry and name their region, as Triton answers."""
     outputs: Mapping[str, np.ndarray] = result.payload
+    targets = targets or {}
     response = pb.ModelInferResponse(model_name=str(result.model), model_version=str(result.version or ""),
                                      id=request.id)
     for name in wanted:
         array = np.ascontiguousarray(outputs[name])
-        response.outputs.add(name=name, datatype=datatype(array.dtype), shape=list(array.shape))
-        response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        tensor = response.outputs.add(name=name, datatype=datatype(array.dtype), shape=list(array.shape))
+        target = targets.get(name)
+        if target is None:
+            response.raw_output_contents.append(little.tobytes())
+            continue
+        tensor.parameters["shared_memory_region"].string_param = target.region
+        tensor.parameters["shared_memory_byte_size"].int64_param = little.nbytes
+        if target.offset:
+            tensor.parameters["shared_memory_offset"].int64_param = target.offset
+        response.raw_output_contents.append(b"")
     return response
 
 
@@ -289,15 +334,40 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         wanted: List[str] = []
+        shared = SharedTensors(self._svc.shared_memory, context)
+        targets: Dict[str, Target] = {}
 
         async def run() -> core.InferenceResult:
             inputs, outputs = self._svc.model_specs(request.model_name)
-            tensors = input_arrays(request, inputs)
+            tensors = input_arrays(request, inputs, shared)
             wanted.extend(requested_outputs(request, outputs))
-            return await self._svc.infer(request.model_name, "raw", core.InferenceRequest(tensors=tensors),
-                                         deadline=deadline_of(context), version=request.model_version or None)
+            targets.update(output_targets(request, outputs, shared))
+            result = await self._svc.infer(request.model_name, "raw", core.InferenceRequest(tensors=tensors),
+                                           deadline=deadline_of(context), version=request.model_version or None)
+            write_outputs(result, targets, shared)
+            return result
         result = await self._call(context, request.model_name, run)
-        return infer_response(request, result, wanted)
+        return infer_response(request, result, wanted, targets)
+
+    async def SystemSharedMemoryStatus(self, request: pb.SystemSharedMemoryStatusRequest,
+                                       context) -> pb.SystemSharedMemoryStatusResponse:
+        regions = await self._query(context, "", lambda: self._svc.shared_memory.status(request.name))
+        response = pb.SystemSharedMemoryStatusResponse()
+        for info in regions:
+            entry = response.regions[info.name]
+            entry.name, entry.key, entry.offset, entry.byte_size = info.name, info.key, info.offset, info.byte_size
+        return response
+
+    async def SystemSharedMemoryRegister(self, request: pb.SystemSharedMemoryRegisterRequest,
+                                         context) -> pb.SystemSharedMemoryRegisterResponse:
+        await self._query(context, "", lambda: self._svc.shared_memory.register(
+            request.name, request.key, request.offset, request.byte_size, caller_of(context.peer())))
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(self, request: pb.SystemSharedMemoryUnregisterRequest,
+                                           context) -> pb.SystemSharedMemoryUnregisterResponse:
+        await self._query(context, "", lambda: self._svc.shared_memory.unregister(request.name))
+        return pb.SystemSharedMemoryUnregisterResponse()
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
         models = [convert.model(m) for m in await self._query(context, "", self._svc.models)]

@@ -29,6 +29,8 @@ _CODES: Tuple[Tuple[Type[BaseException], grpc.StatusCode], ...] = (
     (errors.ImageError, grpc.StatusCode.INVALID_ARGUMENT),
     (hal_errors.ModelRuntimeError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (errors.ModelError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),

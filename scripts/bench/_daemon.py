@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from edgetpud.daemon.client import Client
 
@@ -33,7 +33,8 @@ class BenchDaemon:
 
     def __init__(self, model: str, devices: List[str], mock_latency_s: Optional[float] = None,
                  labels: Optional[str] = "imagenet_labels.txt", task: Optional[str] = None,
-                 file_stem: Optional[str] = None, state_parent: Optional[Path] = None) -> None:
+                 file_stem: Optional[str] = None, state_parent: Optional[Path] = None,
+                 extra_listen: Sequence[str] = ()) -> None:
         """``model`` names the bundle, made of the test data's ``file_stem`` (default: ``model``) twins.
 
         ``state_parent`` puts the temporary folder (and so the state dir) on another file system.
@@ -53,7 +54,7 @@ class BenchDaemon:
             (bundle / "model.toml").write_text(f'task = "{task}"\n')
         lines = ["devices = [" + ", ".join(f'"{d}"' for d in devices) + "]",
                  f'models_dir = "{self.workdir / "models"}"', f'state_dir = "{self.workdir / "state"}"',
-                 f'listen = ["{self.address}"]', 'log_level = "warning"', "queue_depth = 64",
+                 "listen = [" + ", ".join(f'"{a}"' for a in [self.address, *extra_listen]) + "]", 'log_level = "warning"', "queue_depth = 64",
                  "max_concurrent_requests = 256"]
         if mock_latency_s is not None:
             lines.append(f"mock_latency_s = {mock_latency_s}")
