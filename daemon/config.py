@@ -45,6 +45,8 @@ class Config:
     models_dir: Path = Path("/var/lib/edgetpud/models")
     state_dir: Path = Path("/var/lib/edgetpud/state")
     listen: List[str] = field(default_factory=lambda: [DEFAULT_SOCKET])
+    #: Frigate's zmq detector endpoints, ``ipc:///PATH`` each (daemon/frigate/; needs pyzmq).
+    zmq_listen: List[str] = field(default_factory=list)
     socket_mode: int = 0o660
     socket_group: Optional[str] = None
     tls_cert: Optional[Path] = None
@@ -109,6 +111,12 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if key in _OPTIONAL:
             return None
         raise ConfigError(f"{where} must be set")
+    if key == "zmq_listen":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of ipc:///PATH strings, got {value!r}")
+        return list(value)
     if key in _LIST_KEYS:
         if isinstance(value, str):
             value = [value]
@@ -189,6 +197,24 @@ def _check_listen(address: str, source: str) -> None:
         raise ConfigError(f"{source}: 'listen' address {address!r} must be unix:PATH or HOST:PORT (port 1-65535)")
 
 
+def _check_zmq_listen(config: Config, source: str) -> None:
+    """Each Frigate endpoint is ``ipc:///absolute/path``, once, and not one of the gRPC sockets."""
+    grpc_paths = {a[len("unix:"):] for a in config.listen if a.startswith("unix:")}
+    for address in config.zmq_listen:
+        path = address[len("ipc://"):] if address.startswith("ipc://") else ""
+        if not path.startswith("/"):
+            raise ConfigError(f"{source}: 'zmq_listen' address {address!r} must be ipc:///ABSOLUTE/PATH "
+                              "(Frigate's zmq detector endpoint, e.g. ipc:///run/edgetpud/frigate.ipc)")
+        if len(path.encode()) > MAX_UNIX_PATH_BYTES:
+            raise ConfigError(f"{source}: 'zmq_listen' socket path {path!r} is {len(path.encode())} bytes long; "
+                              f"an ipc socket path can have at most {MAX_UNIX_PATH_BYTES}")
+        if path in grpc_paths:
+            raise ConfigError(f"{source}: 'zmq_listen' {address!r} is also a gRPC 'listen' socket; give each its own")
+    repeated = sorted({a for a in config.zmq_listen if config.zmq_listen.count(a) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: 'zmq_listen' names {', '.join(repeated)} twice; give each address once")
+
+
 def _check_devices(devices: List[str], source: str) -> None:
     """Parse the specs now, so a typo is refused by name at start and on SIGHUP alike."""
     from edgetpud.hal.discovery import parse_specs
@@ -218,6 +244,7 @@ def build_config(values: Mapping[str, Any], source: str = "config") -> Config:
     repeated = sorted({a for a in config.listen if config.listen.count(a) > 1})
     if repeated:
         raise ConfigError(f"{source}: 'listen' names {', '.join(repeated)} twice; give each address once")
+    _check_zmq_listen(config, source)
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ConfigError(f"{source}: 'tls_cert' and 'tls_key' must be given together")
     if config.tls_client_ca is not None and config.tls_cert is None:

@@ -99,6 +99,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--models", metavar="DIR", type=Path, help="folder of model bundles")
     parser.add_argument("--state-dir", metavar="DIR", type=Path, help="where uploaded models are kept")
     parser.add_argument("--listen", action="append", metavar="ADDR", help="unix:PATH or HOST:PORT; repeatable")
+    parser.add_argument("--zmq-listen", action="append", metavar="ipc:///PATH",
+                        help="serve Frigate's zmq detector here (needs pyzmq); repeatable")
     parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here")
     parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower)
     parser.add_argument("--mock-latency-ms", type=float, metavar="MS", help="simulated invoke time of mock devices")
@@ -109,6 +111,7 @@ def overrides_from(args: argparse.Namespace) -> Dict[str, Any]:
     """Command-line options as config keys (None: not given, the file decides)."""
     return {
         "devices": args.device, "models_dir": args.models, "state_dir": args.state_dir, "listen": args.listen,
+        "zmq_listen": args.zmq_listen,
         "metrics_listen": args.metrics_listen, "log_level": args.log_level,
         "mock_latency_s": None if args.mock_latency_ms is None else args.mock_latency_ms / 1000.0,
     }
@@ -208,11 +211,17 @@ class Daemon:
     async def _start(self, service: Any, watchdog: "asyncio.Future[Any]") -> Optional[int]:
         """Start the service, then the gRPC server; the exit code when the daemon must not serve, else None."""
         self._server = None
+        self._frigate: Any = None
         try:
             if await self._start_unless_stopped(service):
                 self._server = _build_server(service, self.config)
                 if self._server is not None:
                     await self._server.start()
+                if self.config.zmq_listen:
+                    from .frigate import build_frigate_server
+
+                    self._frigate = build_frigate_server(service, self.config)
+                    self._frigate.start()
         except Exception as exc:  # noqa: BLE001 - whatever failed, the workers must be stopped or the process hangs
             expected = isinstance(exc, (EdgetpudError, HalError, OSError))
             message = str(exc) if expected else _describe(exc)
@@ -225,6 +234,8 @@ class Daemon:
             log.info("stopping during start-up, before serving")
             watchdog.cancel()
             self._notifier.stopping("stopped during start-up")
+            if self._frigate is not None:
+                await self._frigate.stop(0)
             if self._server is not None:
                 await self._server.stop(0)
             await service.stop(0)
@@ -235,6 +246,8 @@ class Daemon:
     def _announce_ready(self, service: Any) -> None:
         """READY=1 to systemd, and the same line to the log."""
         listening = ", ".join(self.config.listen) if self._server is not None else "no listener"
+        if self._frigate is not None:
+            listening += "; frigate " + ", ".join(self.config.zmq_listen)
         status_line = _status_line(service)
         log.info("ready: %s; %s", listening, status_line)
         self._notifier.ready(status_line)
@@ -265,6 +278,8 @@ class Daemon:
         deadline = began + grace
         await service.drain(grace)
         await asyncio.sleep(max(0.0, min(deadline, began + LAME_DUCK_S) - loop.time()))
+        if self._frigate is not None:
+            await self._frigate.stop(max(0.0, deadline - loop.time()))
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - loop.time()))  # waits for RPCs still running (streams)
         await service.stop(max(0.0, deadline - loop.time()))
@@ -351,6 +366,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"edgetpud: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if config.zmq_listen:
+        from .frigate import FrigateUnavailableError, import_zmq
+
+        try:
+            import_zmq()
+        except FrigateUnavailableError as exc:
+            print(f"edgetpud: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     setup_logging(config.log_level)
     tune_malloc()
     log.info("edgetpud starting (pid %d): devices %s, models %s", os.getpid(), ",".join(config.devices),

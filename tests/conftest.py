@@ -83,3 +83,12 @@ def client(daemon):
 def pytest_sessionfinish(session, exitstatus) -> None:  # type: ignore[no-untyped-def]
     """Drop the suite's temporary folder (pytest's own tmp_path folders live elsewhere)."""
     shutil.rmtree(SUITE_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def traffic_data(test_data: Path) -> Path:
+    """The traffic video detector and its frames (../shared/traffic beside the Coral test data)."""
+    path = test_data.parent / "traffic"
+    if not (path / "traffic_model.tflite").is_file():
+        pytest.skip(f"no traffic data at {path}: the traffic detector tests need ../shared/traffic")
+    return path

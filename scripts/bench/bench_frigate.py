@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Frigate's zmq detector endpoint: its added time, and saturation beside gRPC streams.
+
+The model is a synthetic SSD detector built here (daemon/model/builder.py): a
+[1, 320, 320, 3] uint8 input (Frigate's default detector size), average-pooled to
+four anchors, ending in TFLite_Detection_PostProcess, so it is cheap on the CPU.
+
+1. overhead (mock:1, no simulated latency), interleaved rounds of: the model run in
+   process (the bare interpreter), one Frigate request to the daemon's endpoint, and a
+   bare ZMQ REQ/REP echo of the same tensor by a separate process. Target: the
+   daemon's added time (median round trip - median in-process) <= 1.5 x the echo.
+2. saturation (mock:2, latency L): 4 Frigate clients (REQ, one request at a time, as
+   Frigate) and 4 gRPC streams at once. Target: answers per second >= 1.9 x 1/L.
+
+Prints one JSON document.
+
+Usage: scripts/bench/bench_frigate.py [--rounds 300] [--mock-latency-ms 20] [--seconds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import zmq
+
+from edgetpud.daemon.client import Client, ClientError
+from edgetpud.daemon.model.builder import ModelBuilder
+from edgetpud.hal.executor import TfliteExecutor
+
+MODEL = "frigate_ssd"
+SIZE = 320
+ECHO_SERVER = """
+import sys, zmq
+sock = zmq.Context().socket(zmq.REP)
+sock.bind(sys.argv[1])
+print("ready", flush=True)
+while True:
+    sock.send_multipart(sock.recv_multipart(copy=False), copy=False)
+"""
+
+
+def build_detector() -> bytes:
+    """[1,320,320,3] uint8 -> 4 anchors -> TFLite_Detection_PostProcess."""
+    b = ModelBuilder("synthetic frigate ssd for the benchmark")
+    image = b.input("image", [1, SIZE, SIZE, 3], np.uint8, scale=1 / 255, zero_point=0)
+    pooled = b.average_pool2d(image, SIZE // 2, SIZE // 2)
+    scores = b.reshape(pooled, [1, 4, 3])
+    anchors = np.array([[0.25, 0.25, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5],
+                        [0.75, 0.75, 0.5, 0.5]], np.float32)
+    outputs = b.detection_postprocess(b.const("box_encodings", np.zeros((1, 4, 4), np.float32)), scores,
+                                      b.const("anchors", anchors), max_detections=4, nms_score_threshold=0.01,
+                                      nms_iou_threshold=0.5)
+    b.output(*outputs)
+    return b.build()
+
+
+class Daemon:
+    """edgetpud serving the synthetic detector on a unix socket and a Frigate ipc endpoint."""
+
+    def __init__(self, model: bytes, devices: List[str], latency_s: Optional[float]) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgetpud-bench-frigate-"))
+        bundle = self.workdir / "models" / MODEL
+        bundle.mkdir(parents=True)
+        (bundle / "model.tflite").write_bytes(model)
+        (bundle / "model.toml").write_text('task = "detect"\n')
+        self.address = f"unix:{self.workdir / 'edgetpud.sock'}"
+        self.endpoint = f"ipc://{self.workdir / 'frigate.ipc'}"
+        lines = ["devices = [" + ", ".join(f'"{d}"' for d in devices) + "]",
+                 f'models_dir = "{self.workdir / "models"}"', f'state_dir = "{self.workdir / "state"}"',
+                 f'listen = ["{self.address}"]', f'zmq_listen = ["{self.endpoint}"]', 'log_level = "warning"',
+                 "queue_depth = 64", "max_concurrent_requests = 256"]
+        if latency_s is not None:
+            lines.append(f"mock_latency_s = {latency_s}")
+        (self.workdir / "edgetpud.toml").write_text("\n".join(lines) + "\n")
+        self.process: Optional[subprocess.Popen] = None
+
+    def __enter__(self) -> "Daemon":
+        log = (self.workdir / "edgetpud.log").open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "edgetpud.daemon.main", "--config",
+                                         str(self.workdir / "edgetpud.toml")], stdout=log, stderr=subprocess.STDOUT)
+        with Client(self.address) as client:
+            try:
+                client.wait_ready(timeout=120)
+            except Exception:
+                self.__exit__()
+                raise SystemExit("edgetpud did not become ready:\n" +
+                                 (self.workdir / "edgetpud.log").read_text(errors="replace")[-3000:])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def frigate_socket(context: zmq.Context, endpoint: str, timeout_ms: int) -> zmq.Socket:
+    """A REQ socket as Frigate's plugin makes it, after its handshake."""
+    sock = context.socket(zmq.REQ)
+    for option, value in ((zmq.RCVTIMEO, 30000), (zmq.SNDTIMEO, timeout_ms), (zmq.LINGER, 0)):
+        sock.setsockopt(option, value)
+    sock.connect(endpoint)
+    sock.send_multipart([json.dumps({"model_request": True, "model_name": f"{MODEL}.tflite"}).encode()])
+    answer = json.loads(sock.recv_multipart()[0])
+    if not (answer.get("model_available") and answer.get("model_loaded")):
+        raise SystemExit(f"the handshake failed: {answer}")
+    sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    return sock
+
+
+def ask(sock: zmq.Socket, frames: List[bytes]) -> List[bytes]:
+    sock.send_multipart(frames, copy=False)
+    return sock.recv_multipart()
+
+
+def overhead(model: bytes, tensor: np.ndarray, rounds: int) -> Dict[str, object]:
+    """Interleaved: in-process run, Frigate request, bare echo; medians in ms."""
+    frames = [json.dumps({"shape": list(tensor.shape), "dtype": "uint8", "model_type": "ssd"}).encode(),
+              tensor.tobytes()]
+    tmp = Path(tempfile.mkdtemp(prefix="edgetpud-bench-echo-"))
+    echo_endpoint = f"ipc://{tmp / 'echo.ipc'}"
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, echo_endpoint], stdout=subprocess.PIPE)
+    model_path = tmp / "model.tflite"
+    model_path.write_bytes(model)
+    interpreter = TfliteExecutor(model_path)
+    context = zmq.Context()
+    times: Dict[str, List[float]] = {"in_process": [], "frigate": [], "echo": []}
+    try:
+        assert echo.stdout is not None and echo.stdout.readline().strip() == b"ready"
+        echo_sock = context.socket(zmq.REQ)
+        echo_sock.setsockopt(zmq.LINGER, 0)
+        echo_sock.connect(echo_endpoint)
+        with Daemon(model, ["mock:1"], None) as daemon:
+            frigate = frigate_socket(context, daemon.endpoint, 5000)
+            for i in range(rounds + 20):
+                t0 = time.perf_counter()
+                interpreter.invoke([tensor])
+                t1 = time.perf_counter()
+                reply = ask(frigate, frames)
+                t2 = time.perf_counter()
+                ask(echo_sock, frames)
+                t3 = time.perf_counter()
+                if len(reply) != 2 or "error" in json.loads(reply[0]):
+                    raise SystemExit(f"the endpoint answered with an error: {reply[0]!r}")
+                if i >= 20:  # warm-up rounds are not counted
+                    for key, seconds in (("in_process", t1 - t0), ("frigate", t2 - t1), ("echo", t3 - t2)):
+                        times[key].append(seconds * 1000)
+            frigate.close(0)
+        echo_sock.close(0)
+    finally:
+        echo.kill()
+        echo.wait()
+        interpreter.close()
+        context.term()
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    added = med["frigate"] - med["in_process"]
+    ratio = added / med["echo"]
+    return {"rounds": rounds, "median_ms": {k: round(v, 4) for k, v in med.items()},
+            "added_ms": round(added, 4), "added_vs_echo": round(ratio, 3), "target": 1.5,
+            "meets_target": ratio <= 1.5}
+
+
+def saturation(model: bytes, tensor: np.ndarray, latency_s: float, seconds: float, warmup_s: float,
+               frigates: int, streams: int) -> Dict[str, object]:
+    """Frigate clients and gRPC streams at once on mock:2; answers per second inside the window."""
+    frames = [json.dumps({"shape": list(tensor.shape), "dtype": "uint8", "model_type": "ssd"}).encode(),
+              tensor.tobytes()]
+    frame = tensor[0]
+    counts = {"frigate": 0, "grpc": 0}
+    failures: List[str] = []
+    lock = threading.Lock()
+    with Daemon(model, ["mock:2"], latency_s) as daemon:
+        context = zmq.Context()
+        start = time.monotonic() + 1.0
+        window = (start + warmup_s, start + warmup_s + seconds)
+
+        def frigate_client() -> None:
+            sock = frigate_socket(context, daemon.endpoint, 1000)
+            while time.monotonic() < start:
+                time.sleep(0.001)
+            try:
+                while time.monotonic() < window[1]:
+                    try:
+                        reply = ask(sock, frames)
+                    except zmq.Again:
+                        with lock:
+                            failures.append("frigate timeout")
+                        sock.close(0)
+                        sock = frigate_socket(context, daemon.endpoint, 1000)
+                        continue
+                    ok = len(reply) == 2 and "error" not in json.loads(reply[0])
+                    with lock:
+                        if not ok:
+                            failures.append(f"frigate: {reply[0][:200]!r}")
+                        elif window[0] <= time.monotonic() < window[1]:
+                            counts["frigate"] += 1
+            finally:
+                sock.close(0)
+
+        def grpc_stream() -> None:
+            def frames_until_end():
+                while time.monotonic() < window[1]:
+                    yield frame
+
+            with Client(daemon.address, timeout=None) as client:
+                while time.monotonic() < start:
+                    time.sleep(0.001)
+                try:
+                    for result in client.stream(MODEL, frames_until_end(), task="detect", max_in_flight=2):
+                        with lock:
+                            if not result.ok:
+                                failures.append(f"grpc: {result.status} {result.error}")
+                            elif window[0] <= time.monotonic() < window[1]:
+                                counts["grpc"] += 1
+                except ClientError as exc:
+                    with lock:
+                        failures.append(f"grpc: {exc.code_name}")
+
+        threads = ([threading.Thread(target=frigate_client) for _ in range(frigates)]
+                   + [threading.Thread(target=grpc_stream) for _ in range(streams)])
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        context.term()
+    fps = (counts["frigate"] + counts["grpc"]) / seconds
+    ideal = 1.0 / latency_s
+    return {"devices": "mock:2", "mock_latency_ms": latency_s * 1000, "frigate_clients": frigates,
+            "grpc_streams": streams, "seconds": seconds, "fps": round(fps, 2),
+            "frigate_fps": round(counts["frigate"] / seconds, 2), "grpc_fps": round(counts["grpc"] / seconds, 2),
+            "vs_one_device_ideal": round(fps / ideal, 3), "target": 1.9, "meets_target": fps / ideal >= 1.9,
+            "failures": len(failures), "failure_kinds": sorted(set(failures))[:5]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--mock-latency-ms", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--frigates", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=4)
+    args = parser.parse_args()
+    model = build_detector()
+    rng = np.random.default_rng(0)
+    tensor = rng.integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
+    report = {"benchmark": "frigate", "model": f"synthetic SSD, uint8 [1,{SIZE},{SIZE},3]",
+              "tensor_bytes": tensor.nbytes,
+              "overhead": overhead(model, tensor, args.rounds),
+              "saturation": saturation(model, tensor, args.mock_latency_ms / 1000.0, args.seconds, args.warmup,
+                                       args.frigates, args.streams)}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
