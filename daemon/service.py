@@ -178,9 +178,12 @@ class Service:
             log.warning("the models folder %s does not exist or is not a folder: no bundles are served from it; "
                         "create it (or pass --models DIR / set models_dir), then reload (SIGHUP, systemctl reload "
                         "edgetpud)", self.config.models_dir)
+        # Uploads first: one that replaced a folder bundle of its name before the restart still does.
+        restored = await self.registry.restore_uploads()
         outcome = await self.registry.load_folder(self.config.models_dir)
         failed = {n: p for n, p in outcome.items() if p}
-        log.info("serving %d model(s) from %s%s", len(self.registry.names()), self.config.models_dir,
+        log.info("serving %d model(s) from %s%s%s", len(self.registry.names()), self.config.models_dir,
+                 f" and {sum(1 for p in restored.values() if p is None)} uploaded one(s)" if restored else "",
                  f"; {len(failed)} bundle(s) skipped" if failed else "")
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
