@@ -130,7 +130,8 @@ class Service:
             pool = DevicePool(list(config.devices), options, backends)
         self.pool = pool
         self._cpu: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place)
+        self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place,
+                                   invoke_timeout_s=config.invoke_timeout_s)
         self.registry = Registry(pool, self.scheduler, config.state_dir, self._blocking)
         self._learning: Optional[Learning] = None
         self.metrics = Metrics(devices=self._devices_quietly, queue_depths=self.scheduler.queue_depths)

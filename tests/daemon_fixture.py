@@ -276,7 +276,7 @@ class RealDaemon:
 
     def __init__(self, workdir: Path, test_data: Path, devices: str = "mock:1",
                  mock_latency_s: Optional[float] = None, extra_listen: Optional[str] = None,
-                 bundles: Optional[List[str]] = None) -> None:
+                 bundles: Optional[List[str]] = None, config_lines: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.socket = workdir / "edgetpud.sock"
         self.address = f"unix:{self.socket}"
@@ -292,6 +292,7 @@ class RealDaemon:
         ]
         if mock_latency_s is not None:
             lines.append(f"mock_latency_s = {mock_latency_s}")
+        lines.extend(config_lines)  # more edgetpud.toml keys, as written there
         self.config = workdir / "edgetpud.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.log = workdir / "edgetpud.log"
