@@ -342,11 +342,12 @@ class Service:
     # ---- model management ----
 
     async def load_model(self, name: str, path: Union[str, Path, None] = None,
-                         data: Optional[bytes] = None) -> ModelState:
+                         data: Optional[bytes] = None, labels: Optional[bytes] = None) -> ModelState:
         """Load (or replace, availability-preserving) a model from a path or uploaded bytes.
 
         With neither, the bundle ``models_dir/name`` is (re)loaded; a relative path is
         taken inside ``models_dir`` (clients send absolute paths for anything else).
+        ``labels``, a labels file's bytes, replace the bundle's own.
 
         Raises:
             ModelNameError: bad name. ModelError: bad bundle. NotFoundError: the path does not exist.
@@ -362,7 +363,7 @@ class Service:
                 path = self.config.models_dir / path
             if not path.exists():
                 raise NotFoundError(f"model path {path} does not exist")
-        return await self.registry.load(name, path=None if data else path, data=data or None)
+        return await self.registry.load(name, path=None if data else path, data=data or None, labels=labels)
 
     async def unload_model(self, name: str) -> None:
         """Raises: NotFoundError: no such model."""
@@ -416,6 +417,7 @@ class Service:
             inputs, context = await self._blocking(_preprocess, mv, task, request, pre)
         t1 = time.monotonic()
         result = await self.scheduler.run(mv.key, inputs, deadline, wait_for_room)
+        self.metrics.observe_invocation(result.device, result.invoke_s)
         t2 = time.monotonic()
         if task in INLINE_POSTPROCESS:
             payload = _postprocess(mv, task, result.outputs, context, post)

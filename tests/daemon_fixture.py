@@ -113,6 +113,7 @@ class FakeService:
             "raw": model_state("raw", task="raw", inputs=[RAW_IN], outputs=[RAW_OUT]),
         }
         self.loads: List[tuple] = []
+        self.load_labels: List[Optional[bytes]] = []  # the labels each load was given
         self.unloads: List[str] = []
         self.rescans = 0
 
@@ -190,8 +191,9 @@ class FakeService:
         return state.inputs, state.outputs
 
     async def load_model(self, name: str, path: Union[str, Path, None] = None,
-                         data: Optional[bytes] = None) -> ModelState:
+                         data: Optional[bytes] = None, labels: Optional[bytes] = None) -> ModelState:
         self.loads.append((name, path, data))
+        self.load_labels.append(labels)
         self.model_states[name] = model_state(name, path=str(path or ""))
         return self.model_states[name]
 

@@ -82,10 +82,11 @@ def cmd_models_info(ctx: Context) -> int:
 
 def cmd_models_load(ctx: Context) -> int:
     args = ctx.args
+    labels = Path(args.labels).read_bytes() if args.labels else None  # read here: the daemon may be elsewhere
     if args.upload:
-        model = ctx.client.load_model(args.name, data=Path(args.path).read_bytes())
+        model = ctx.client.load_model(args.name, data=Path(args.path).read_bytes(), labels=labels)
     else:
-        model = ctx.client.load_model(args.name, path=str(Path(args.path).resolve()))
+        model = ctx.client.load_model(args.name, path=str(Path(args.path).resolve()), labels=labels)
     ctx.emit(output.plain(model), f"loaded {model.name} version {model.version or '-'}: {model.state}\n")
     return EXIT_OK
 
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("path", help="bundle folder or .tflite file (a path on the daemon's host unless --upload)")
     p.add_argument("--upload", action="store_true", help="send the .tflite file's bytes instead of its path")
+    p.add_argument("--labels", metavar="FILE", help="a labels file (on this host) replacing the bundle's own")
     p.set_defaults(func=cmd_models_load)
     p = msub.add_parser("unload", help="unload a model")
     p.add_argument("name")
@@ -262,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import learn
     learn.add_parsers(sub)
+    from . import metrics
+    metrics.add_parser(sub)
 
     mock = sub.add_parser("mock", help="fault injection (daemon started with --device mock only)")
     ksub = mock.add_subparsers(dest="mock_command", metavar="ACTION", required=True)

@@ -28,13 +28,15 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 from . import _convert as convert
 from ._convert import Crop, ImageLike
 from .types import (AddedSamples, Class, ClassifyResult, ClientError, DetectedObject, DetectResult, Device,
-                    EmbedResult, ExportResult, Frame, HeadVersion, InvokeResult, LearnedClass, LearnedModel, Model,
-                    Result, Status, StreamResult, TensorInfo, Timing, TrainProgress)
+                    DeviceUsage, EmbedResult, ExportResult, Frame, HeadVersion, InvokeResult, LearnedClass,
+                    LearnedModel, Model, RequestSummary, Result, Status, StreamResult, TensorInfo, Timing,
+                    TrainProgress)
 
 __all__ = [
     "Client", "ClientError", "Frame", "Class", "DetectedObject", "Timing", "Result", "ClassifyResult",
     "DetectResult", "EmbedResult", "InvokeResult", "StreamResult", "Device", "Model", "TensorInfo", "Status",
     "LearnedClass", "LearnedModel", "AddedSamples", "TrainProgress", "TrainRun", "HeadVersion", "ExportResult",
+    "RequestSummary", "DeviceUsage",
     "DEFAULT_ADDRESS", "default_address", "normalize_address",
 ]
 
@@ -531,20 +533,25 @@ class Client:
 
     @_wrap_errors
     def load_model(self, name: str, path: Union[str, Path, None] = None, data: Optional[bytes] = None,
-                   timeout: Optional[float] = None) -> Model:
+                   timeout: Optional[float] = None, labels: Optional[bytes] = None) -> Model:
         """Load or replace a model from a path on the daemon's host, or upload ``data`` (.tflite bytes).
 
+        ``labels``, a labels file's bytes (read on this host), replace the bundle's own; an
+        upload's are kept beside it by the daemon.
+
         Raises:
-            ClientError: FAILED_PRECONDITION when the model cannot be loaded, with the reason.
+            ClientError: FAILED_PRECONDITION when the model or its labels cannot be loaded, with the reason.
         """
         if data is None:
             if path is None:
                 raise ValueError("load_model needs a path (on the daemon's host) or data to upload")
-            request = pb.LoadModelRequest(name=name, path=str(path))
+            request = pb.LoadModelRequest(name=name, path=str(path), labels=labels)
             return convert.model(self._models.Load(request, timeout=self._timeout(timeout)))
 
         def chunks() -> Iterator[pb.UploadModelChunk]:
             yield pb.UploadModelChunk(name=name)
+            if labels is not None:
+                yield pb.UploadModelChunk(labels=labels)
             for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
                 yield pb.UploadModelChunk(data=data[start:start + UPLOAD_CHUNK_BYTES])
         return convert.model(self._models.Upload(chunks(), timeout=self._timeout(timeout)))
