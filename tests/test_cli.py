@@ -198,3 +198,24 @@ def test_metrics_shows_requests_latency_and_device_utilisation(daemon, test_data
     assert device["device"] == "mock:0" and device["invocations"] >= 3 and 0 < device["utilization"] <= 1
     code, text, _ = run(daemon, "metrics")
     assert code == 0 and "P99 MS" in text and SMALL in text and "UTILISATION" in text
+
+
+def test_an_image_over_the_message_limit_is_named_with_its_size_the_limit_and_the_way_out(daemon, test_data,
+                                                                                          tmp_path):
+    # It was "RESOURCE_EXHAUSTED: SERVER: Received message larger than max (22500093 vs. 16777216)": no file
+    # name, no way out, and the other images got no results.
+    from PIL import Image
+
+    big = tmp_path / "big.bmp"
+    Image.new("RGB", (3000, 2500), (120, 60, 30)).save(big)
+    code, out, err = run(daemon, "--json", "classify", "-m", SMALL, str(big), str(test_data / "cat.bmp"))
+    assert code == 1
+    refused, served = json.loads(out)["results"]
+    assert refused["image"] == str(big) and refused["error"]["code"] == "RESOURCE_EXHAUSTED"
+    message = refused["error"]["message"]
+    for fragment in (f"image {big} (22.5 MB)", "over the daemon's limit of 16777216 bytes (max_message_bytes in "
+                     "edgetpud.toml)", "send a smaller image", "a raw frame at the model's input size",
+                     "raise max_message_bytes"):
+        assert fragment in message, message
+    assert f"{big}: RESOURCE_EXHAUSTED" in err
+    assert served["classes"]

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import grpc
 
-from edgetpud.daemon.client import Client, ClientError, default_address
+from edgetpud.daemon.client import Client, ClientError, ImageTooLargeError, default_address
 
 from . import output
 from .argtypes import MAX_TOP_K, int_at_least, int_between, number, score
@@ -116,15 +116,17 @@ def _model_for(ctx: Context, task: str) -> str:
 def _image_error(image: str, exc: Exception) -> Optional[Dict[str, Any]]:
     """The results entry of an image that failed on its own, or None when ``exc`` ends the command.
 
-    A file that cannot be read and the daemon's INVALID_ARGUMENT (not an image, a crop
-    outside it, ...) are about that one image, so the other images still get results.
+    A file that cannot be read, the daemon's INVALID_ARGUMENT (not an image, a crop
+    outside it, ...) and a request over the message size limit are about that one image,
+    so the other images still get results.
     Anything else (daemon unreachable, unknown model, daemon at capacity) would fail
     every image the same way, so it fails the command instead.
     """
     if isinstance(exc, OSError):
         code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
         return {"image": image, "error": {"code": code, "message": exc.strerror or str(exc)}}
-    if isinstance(exc, ClientError) and exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+    if isinstance(exc, ImageTooLargeError) or (isinstance(exc, ClientError)
+                                                and exc.code == grpc.StatusCode.INVALID_ARGUMENT):
         return {"image": image, "error": {"code": exc.code.name, "message": exc.message}}
     return None
 

@@ -23,6 +23,11 @@ class ClientError(Exception):
         return self.code.name
 
 
+class ImageTooLargeError(ClientError):
+    """RESOURCE_EXHAUSTED for one image: its request is over a message size limit (the message says which
+    image, its size, the limit and the ways out), so a caller with several images can go on with the others."""
+
+
 @dataclass(frozen=True)
 class Frame:
     """An uncompressed frame: ``height`` rows of ``stride`` bytes (0: tightly packed)."""
