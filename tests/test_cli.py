@@ -219,3 +219,13 @@ def test_an_image_over_the_message_limit_is_named_with_its_size_the_limit_and_th
         assert fragment in message, message
     assert f"{big}: RESOURCE_EXHAUSTED" in err
     assert served["classes"]
+
+
+def test_status_json_summarises_the_compatibility_report(daemon):
+    # status --json printed every operator of every model; the report belongs to models info.
+    document = run_json(daemon, "status")
+    small = next(m for m in document["models"] if m["name"] == SMALL)
+    assert small["report"] == {"verdict": "full", "summary": {"tpu_ops": small["report"]["summary"]["tpu_ops"],
+                                                              "cpu_ops": 0}}
+    assert small["report"]["summary"]["tpu_ops"] > 0
+    assert len(run_json(daemon, "models", "info", SMALL)["report"]["operators"]) > 0

@@ -52,7 +52,7 @@ def cmd_status(ctx: Context) -> int:
     status = ctx.client.status()
     document = {"ready": status.ready, "version": status.version,
                 "devices": [output.plain(d) for d in status.devices],
-                "models": [output.plain(m) for m in status.models]}
+                "models": [output.model_summary(m) for m in status.models]}
     text = (f"edgetpud {status.version} at {ctx.client.address}: {'READY' if status.ready else 'NOT READY'}\n\n"
             + output.devices_table(status.devices) + "\n" + output.models_table(status.models))
     ctx.emit(document, text)
