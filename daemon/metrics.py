@@ -14,7 +14,9 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -27,6 +29,58 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DEVICE_STATES = ("needs_firmware", "ready", "busy", "throttled", "lost", "failed")
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """One model's requests since the start: counts by status code and latency percentiles (seconds)."""
+
+    model: str
+    count: int
+    errors: int
+    codes: Dict[str, int]
+    p50_s: float
+    p90_s: float
+    p99_s: float
+
+
+@dataclass(frozen=True)
+class DeviceUsage:
+    """How busy one device has been since the start (``busy_s`` is time in its invoke)."""
+
+    device: str
+    invocations: int
+    busy_s: float
+    utilization: float
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    """What ``edgetpuctl metrics`` shows: the Prometheus figures summed up, for operators without Prometheus."""
+
+    uptime_s: float
+    requests: List[RequestSummary] = field(default_factory=list)
+    usage: List[DeviceUsage] = field(default_factory=list)
+
+
+def quantile(q: float, buckets: Sequence[float], counts: Sequence[float]) -> float:
+    """The ``q`` quantile of a histogram, interpolated within its bucket as Prometheus' histogram_quantile does.
+
+    ``counts`` has one entry per bucket bound and one above the last; a quantile that
+    falls above the last bound is reported as that bound (the histogram knows no more).
+    """
+    total = sum(counts)
+    if total <= 0:
+        return 0.0
+    rank, below = q * total, 0.0
+    for i, count in enumerate(counts):
+        if count and below + count >= rank:
+            if i >= len(buckets):
+                return float(buckets[-1])
+            lower = buckets[i - 1] if i else 0.0
+            return float(lower + (buckets[i] - lower) * (rank - below) / count)
+        below += count
+    return float(buckets[-1])
 
 
 class _DeviceCollector(Collector):
@@ -84,6 +138,25 @@ class _RequestCollector(Collector):
             row[0] += seconds
             row[1 + bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
+    def summary(self) -> List[RequestSummary]:
+        """Per model, over every device and code."""
+        with self._lock:
+            rows = [(labels, list(row)) for labels, row in self._rows.items()]
+        by_model: Dict[str, Tuple[Dict[str, int], List[float]]] = {}
+        for (model, _, code), row in rows:
+            codes, counts = by_model.setdefault(model, ({}, [0.0] * (len(LATENCY_BUCKETS) + 1)))
+            codes[code] = codes.get(code, 0) + int(sum(row[1:]))
+            for i, count in enumerate(row[1:]):
+                counts[i] += count
+        out = []
+        for model in sorted(by_model):
+            codes, counts = by_model[model]
+            out.append(RequestSummary(
+                model=model, count=sum(codes.values()), errors=sum(n for c, n in codes.items() if c != "OK"),
+                codes=dict(sorted(codes.items())), p50_s=quantile(0.5, LATENCY_BUCKETS, counts),
+                p90_s=quantile(0.9, LATENCY_BUCKETS, counts), p99_s=quantile(0.99, LATENCY_BUCKETS, counts)))
+        return out
+
     def collect(self) -> Iterable[Any]:
         requests = CounterMetricFamily("edgetpud_requests", "Requests served, by model, device and status code",
                                        labels=self.LABELS)
@@ -110,11 +183,35 @@ class Metrics:
         self._requests = _RequestCollector()
         self.registry.register(self._requests)
         self.registry.register(_DeviceCollector(devices, queue_depths))
+        self._devices = devices
         self._server: Optional[Tuple[Any, Any]] = None
+        self._started = time.monotonic()
+        self._busy: Dict[str, List[float]] = {}  # device -> [invocations, seconds in its invoke]
 
     def observe_request(self, model: str, device: str, code: str, seconds: float) -> None:
         """Count one finished request and its latency (the API layer calls this on ``service.metrics``)."""
         self._requests.observe((model or "", device or "", code or ""), max(0.0, float(seconds)))
+
+    def observe_invocation(self, device: str, seconds: float) -> None:
+        """Count one invocation's time on ``device`` (the service calls this; only the loop does)."""
+        busy = self._busy.get(device)
+        if busy is None:
+            busy = self._busy[device] = [0.0, 0.0]
+        busy[0] += 1
+        busy[1] += max(0.0, float(seconds))
+
+    def summary(self) -> MetricsSummary:
+        """Request counts and latency percentiles per model, and each device's utilisation, since the start."""
+        uptime = max(1e-9, time.monotonic() - self._started)
+        try:
+            known = {d.id for d in self._devices()}
+        except Exception as exc:  # the summary must answer even when the pool does not
+            log.warning("cannot read devices for the metrics summary: %s", exc)
+            known = set()
+        busy = {d: self._busy.get(d, [0.0, 0.0]) for d in known | set(self._busy)}  # idle devices show as 0
+        usage = [DeviceUsage(device=d, invocations=int(n), busy_s=s, utilization=min(1.0, s / uptime))
+                 for d, (n, s) in sorted(busy.items())]
+        return MetricsSummary(uptime_s=uptime, requests=self._requests.summary(), usage=usage)
 
     def serve(self, address: str) -> int:
         """Start the HTTP endpoint on ``HOST:PORT`` (port 0 picks one); return the port.

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[[str, str], Awaitable[None]]
 
+#: A request still unanswered this long before its deadline is answered DEADLINE_EXCEEDED with the
+#: daemon's reason: at the deadline itself the caller's gRPC gives up first, and all it can say is
+#: "Deadline Exceeded". At most a tenth of the time the request had.
+ANSWER_AHEAD_S = 0.2
+
 
 class DeadlineExceededError(EdgetpudError, TimeoutError):
     """The request's deadline passed before a device could run it; it was not run."""
@@ -64,12 +69,19 @@ class _Request:
     excluded: Set[str] = field(default_factory=set)
 
 
+def _answer_by(req: _Request) -> float:
+    """When the daemon answers a request that is still unanswered (see ANSWER_AHEAD_S)."""
+    assert req.deadline is not None
+    return req.deadline - min(ANSWER_AHEAD_S, 0.1 * max(0.0, req.deadline - req.accepted))
+
+
 class Scheduler:
     """Queues invocations per device and keeps every device busy while it has capacity."""
 
     def __init__(self, pool: PoolLike, queue_depth: int, loader: Optional[Loader] = None,
-                 max_attempts: int = 2) -> None:
+                 max_attempts: int = 2, invoke_timeout_s: Optional[float] = None) -> None:
         self._pool = pool
+        self._invoke_timeout_s = invoke_timeout_s  # the pool's hang watchdog, named in deadline messages
         self._queue_depth = queue_depth
         self._loader = loader
         self._max_attempts = max_attempts
@@ -279,16 +291,33 @@ class Scheduler:
             self._queues[device].append(req)
         self._dispatch(device)
         if req.queued_on is not None and req.deadline is not None and req.timer is None:
-            # still waiting for the device: expire it in the queue when its deadline passes
+            # still waiting for the device: expire it in the queue just before its deadline passes
             assert self._loop is not None
-            req.timer = self._loop.call_later(max(0.0, req.deadline - time.monotonic()), self._expire, req)
+            req.timer = self._loop.call_later(max(0.0, _answer_by(req) - time.monotonic()), self._expire, req)
 
     def _expire(self, req: _Request) -> None:
         req.timer = None
         if req.queued_on is not None and not req.future.done():
+            device = req.queued_on
             self._remove(req)
-            req.future.set_exception(
-                DeadlineExceededError("the deadline passed while the request waited in the queue; it was not run"))
+            req.future.set_exception(DeadlineExceededError(
+                f"the deadline passed while the request waited in the queue of device {device}; it was not run"
+                f"{self._hang_advice()}"))
+
+    def _overdue(self, req: _Request, device: str) -> None:
+        """A running request's deadline is about to pass: answer with the reason while the caller still listens."""
+        req.timer = None
+        if not req.future.done():
+            req.future.set_exception(DeadlineExceededError(
+                f"device {device} did not answer within {time.monotonic() - req.started:.1f} s, and the call's "
+                f"deadline is about to pass{self._hang_advice()}"))
+
+    def _hang_advice(self) -> str:
+        if self._invoke_timeout_s is None:
+            return ""
+        return (f". A device that does not answer within invoke_timeout_s ({self._invoke_timeout_s:g} s) is taken "
+                f"for hung and its worker restarted: retry in a moment, or give calls a longer deadline than that "
+                f"(edgetpuctl --timeout, Client(timeout=...)) to be told so")
 
     def _remove(self, req: _Request) -> None:
         device, req.queued_on = req.queued_on, None
@@ -333,6 +362,9 @@ class Scheduler:
                 self._failed(req, device, exc)
                 continue
             self._inflight[device] = self._inflight.get(device, 0) + 1
+            if req.deadline is not None:
+                assert self._loop is not None
+                req.timer = self._loop.call_later(max(0.0, _answer_by(req) - now), self._overdue, req, device)
             cf.add_done_callback(self._callback(req, device))
         self._wake_room(device)
 
@@ -355,6 +387,9 @@ class Scheduler:
 
     def _finished(self, req: _Request, device: str, cf: "concurrent.futures.Future", finished: float) -> None:
         self._inflight[device] = max(0, self._inflight.get(device, 0) - 1)
+        if req.timer is not None:
+            req.timer.cancel()
+            req.timer = None
         try:
             if cf.cancelled():
                 self._failed(req, device, DeviceUnavailableError(f"device {device} dropped the request"))

@@ -132,7 +132,8 @@ class Service:
             pool = DevicePool(list(config.devices), options, backends)
         self.pool = pool
         self._cpu: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place)
+        self.scheduler = Scheduler(pool, queue_depth=config.queue_depth, loader=self._place,
+                                   invoke_timeout_s=config.invoke_timeout_s)
         self.registry = Registry(pool, self.scheduler, config.state_dir, self._blocking)
         self._learning: Optional[Learning] = None
         self.metrics = Metrics(devices=self._devices_quietly, queue_depths=self.scheduler.queue_depths)
@@ -180,9 +181,12 @@ class Service:
             log.warning("the models folder %s does not exist or is not a folder: no bundles are served from it; "
                         "create it (or pass --models DIR / set models_dir), then reload (SIGHUP, systemctl reload "
                         "edgetpud)", self.config.models_dir)
+        # Uploads first: one that replaced a folder bundle of its name before the restart still does.
+        restored = await self.registry.restore_uploads()
         outcome = await self.registry.load_folder(self.config.models_dir)
         failed = {n: p for n, p in outcome.items() if p}
-        log.info("serving %d model(s) from %s%s", len(self.registry.names()), self.config.models_dir,
+        log.info("serving %d model(s) from %s%s%s", len(self.registry.names()), self.config.models_dir,
+                 f" and {sum(1 for p in restored.values() if p is None)} uploaded one(s)" if restored else "",
                  f"; {len(failed)} bundle(s) skipped" if failed else "")
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
@@ -345,11 +349,12 @@ class Service:
     # ---- model management ----
 
     async def load_model(self, name: str, path: Union[str, Path, None] = None,
-                         data: Optional[bytes] = None) -> ModelState:
+                         data: Optional[bytes] = None, labels: Optional[bytes] = None) -> ModelState:
         """Load (or replace, availability-preserving) a model from a path or uploaded bytes.
 
         With neither, the bundle ``models_dir/name`` is (re)loaded; a relative path is
         taken inside ``models_dir`` (clients send absolute paths for anything else).
+        ``labels``, a labels file's bytes, replace the bundle's own.
 
         Raises:
             ModelNameError: bad name. ModelError: bad bundle. NotFoundError: the path does not exist.
@@ -365,7 +370,7 @@ class Service:
                 path = self.config.models_dir / path
             if not path.exists():
                 raise NotFoundError(f"model path {path} does not exist")
-        return await self.registry.load(name, path=None if data else path, data=data or None)
+        return await self.registry.load(name, path=None if data else path, data=data or None, labels=labels)
 
     async def unload_model(self, name: str) -> None:
         """Raises: NotFoundError: no such model."""
@@ -419,6 +424,7 @@ class Service:
             inputs, context = await self._blocking(_preprocess, mv, task, request, pre)
         t1 = time.monotonic()
         result = await self.scheduler.run(mv.key, inputs, deadline, wait_for_room)
+        self.metrics.observe_invocation(result.device, result.invoke_s)
         t2 = time.monotonic()
         if task in INLINE_POSTPROCESS:
             payload = _postprocess(mv, task, result.outputs, context, post)

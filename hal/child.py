@@ -8,13 +8,16 @@ or its pipe closes.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import signal
+import sys
+import threading
 import time
 from multiprocessing import shared_memory
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -23,6 +26,54 @@ from .backends import backend_class
 from .errors import HalError
 from .runtime import find_runtime
 from .wire import INVOKE, OP_INVOKE, R_ERR, R_OK, REPLY, Slots, ctrl_reply, error_info
+
+
+#: The TFLite C++ runtime (and libedgetpu) print on fd 2 with no time or device:
+#: "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." at each model load, interleaved
+#: mid-line when two workers start at once. Caught while a device or model opens, their lines go
+#: through this logger instead: "INFO:" ones at debug level, the rest at their own level.
+runtime_log = logging.getLogger("edgetpud.hal.runtime")
+_RUNTIME_LEVELS = {"INFO": logging.DEBUG, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+
+
+@contextlib.contextmanager
+def _runtime_output_logged() -> Iterator[None]:
+    """Route what native code writes on fd 2 during the block through ``runtime_log``.
+
+    Only around opening a device or a model, where the runtime announces itself: an
+    invocation that aborts the process (libedgetpu on a USB error) still prints its last
+    words straight to the daemon's stderr. A thread drains the pipe, so the block
+    cannot stall on a full pipe however much is printed.
+    """
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    saved = os.dup(2)
+    chunks: List[bytes] = []
+
+    def drain() -> None:
+        while True:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, name="runtime-stderr", daemon=True)
+    reader.start()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees its end
+        os.close(saved)
+        reader.join(5.0)
+        os.close(read_fd)
+        for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+            level_name, _, text = line.partition(": ")
+            if level_name in _RUNTIME_LEVELS:
+                runtime_log.log(_RUNTIME_LEVELS[level_name], "%s", text)
+            elif line.strip():
+                runtime_log.warning("%s", line)
 
 
 class _ChildModel(Slots):
@@ -53,13 +104,15 @@ class _ChildDevice:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.executors = backend_class(config.backend).open_executors(config)
+        with _runtime_output_logged():
+            self.executors = backend_class(config.backend).open_executors(config)
         self.models: Dict[int, _ChildModel] = {}
 
     def control(self, verb: str, args: tuple) -> Any:
         if verb == "load":
             model_id, model_path, cpu_twin_path = args
-            executor = self.executors.open(model_path, cpu_twin_path)
+            with _runtime_output_logged():
+                executor = self.executors.open(model_path, cpu_twin_path)
             self.models[model_id] = _ChildModel(executor)
             return executor.inputs, executor.outputs
         if verb == "attach":
@@ -111,7 +164,10 @@ def worker_main(conn: Any, config: Optional[WorkerConfig]) -> None:
         except (EOFError, OSError):
             return
         assert isinstance(config, WorkerConfig)
-    logging.basicConfig(level=config.log_level, format=f"%(asctime)s worker[{config.device_id}] %(levelname)s %(name)s: %(message)s")
+    # The log writes to its own copy of stderr, so that it is never caught with the runtime's output.
+    log_stream = os.fdopen(os.dup(2), "w", buffering=1, errors="backslashreplace")
+    logging.basicConfig(level=config.log_level, stream=log_stream,
+                        format=f"%(asctime)s worker[{config.device_id}] %(levelname)s %(name)s: %(message)s")
     try:
         device = _ChildDevice(config)
     except BaseException as exc:  # report why the device cannot be opened, then exit

@@ -154,6 +154,7 @@ class WorkerHandle:
         self.exitcode: Optional[int] = None
         self._pid: Optional[int] = None
         self._stop_reason: Optional[str] = None
+        self._death_error: Optional[str] = None
         self._death_thread: Optional[threading.Thread] = None
         self._reply_fd = -1
 
@@ -268,10 +269,17 @@ class WorkerHandle:
                 self._death_handled.wait(timeout_s)
         self._release_models()
 
-    def kill(self, sig: int = signal.SIGKILL, reason: Optional[str] = None) -> None:
-        """Signal the worker (tests, and the supervisor's hang watchdog); the reader notices."""
+    def kill(self, sig: int = signal.SIGKILL, reason: Optional[str] = None, error: Optional[str] = None) -> None:
+        """Signal the worker (tests, and the supervisor's hang watchdog); the reader notices.
+
+        ``reason`` is what the log says of the death; ``error``, when given, is what the
+        requests in flight fail with instead of "the worker died (reason)": the caller of a
+        hung invocation should learn what happened and what to do.
+        """
         if reason:
             self.death_reason = reason
+        if error:
+            self._death_error = error
         if self._life.alive and self._pid is not None:
             try:
                 os.kill(self._pid, sig)
@@ -561,7 +569,8 @@ class WorkerHandle:
                 self.death_reason = f"exited with code {code}"
         device = self.config.device_id
         error = DeviceUnavailableError(
-            (self._stop_reason or f"{device} stopped") if stopping else f"the worker for {device} died ({self.death_reason})")
+            (self._stop_reason or f"{device} stopped") if stopping
+            else self._death_error or f"the worker for {device} died ({self.death_reason})")
         for r in inflight:
             fail_future(r.future, error)
         for f in controls:

@@ -514,7 +514,9 @@ class DevicePool:
         timeout_s = self.options.invoke_timeout_s
         if oldest is not None and time.monotonic() - oldest > timeout_s:
             log.error("%s: an invocation has run for more than %.1f s: killing the hung worker", dev.id, timeout_s)
-            handle.kill(reason=f"hung for more than {timeout_s:.1f} s")
+            handle.kill(reason=f"hung for more than {timeout_s:.1f} s",
+                        error=f"device {dev.id} did not answer within {timeout_s:g} s (invoke_timeout_s); its worker "
+                              "is being restarted: retry in a moment")
 
     def _monitor_loop(self) -> None:
         next_rescan = time.monotonic() + self.options.rescan_interval_s

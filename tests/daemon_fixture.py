@@ -115,6 +115,7 @@ class FakeService:
             "raw": model_state("raw", task="raw", inputs=[RAW_IN], outputs=[RAW_OUT]),
         }
         self.loads: List[tuple] = []
+        self.load_labels: List[Optional[bytes]] = []  # the labels each load was given
         self.unloads: List[str] = []
         self.rescans = 0
         self.shared_memory = SharedMemoryRegistry()
@@ -193,8 +194,9 @@ class FakeService:
         return state.inputs, state.outputs
 
     async def load_model(self, name: str, path: Union[str, Path, None] = None,
-                         data: Optional[bytes] = None) -> ModelState:
+                         data: Optional[bytes] = None, labels: Optional[bytes] = None) -> ModelState:
         self.loads.append((name, path, data))
+        self.load_labels.append(labels)
         self.model_states[name] = model_state(name, path=str(path or ""))
         return self.model_states[name]
 
@@ -279,7 +281,7 @@ class RealDaemon:
 
     def __init__(self, workdir: Path, test_data: Path, devices: str = "mock:1",
                  mock_latency_s: Optional[float] = None, extra_listen: Optional[str] = None,
-                 bundles: Optional[List[str]] = None) -> None:
+                 bundles: Optional[List[str]] = None, config_lines: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.socket = workdir / "edgetpud.sock"
         self.address = f"unix:{self.socket}"
@@ -295,6 +297,7 @@ class RealDaemon:
         ]
         if mock_latency_s is not None:
             lines.append(f"mock_latency_s = {mock_latency_s}")
+        lines.extend(config_lines)  # more edgetpud.toml keys, as written there
         self.config = workdir / "edgetpud.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.log = workdir / "edgetpud.log"

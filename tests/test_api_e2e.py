@@ -75,7 +75,8 @@ def test_a_frame_that_does_not_match_its_stride_is_invalid_argument(client, cat)
 
 def test_a_message_over_the_limit_is_refused(client, cat):
     huge = b"\0" * (17 * 1024 * 1024)  # over the default 16 MiB max_message_bytes
-    expect_error(lambda: client.classify(SMALL, huge), Code.RESOURCE_EXHAUSTED, "larger than")
+    expect_error(lambda: client.classify(SMALL, huge), Code.RESOURCE_EXHAUSTED,
+                 "over the daemon's limit of 16777216 bytes", "max_message_bytes")
     assert client.classify(SMALL, cat).classes
 
 

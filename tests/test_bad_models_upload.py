@@ -76,14 +76,22 @@ def test_a_bad_name_is_refused_before_the_data_arrive(served: Tuple[FakeService,
     assert served[0].loads == []
 
 
+ORDER = "one chunk with the model name, optionally one with its labels, then its data chunks"
+
+
 @pytest.mark.parametrize("chunks, fragment", [
-    ([pb.UploadModelChunk(data=b"TFL3"), pb.UploadModelChunk(name="late")], "one chunk with the model name, then"),
-    ([pb.UploadModelChunk(name="a"), pb.UploadModelChunk(name="b")], "one chunk with the model name, then"),
+    ([pb.UploadModelChunk(data=b"TFL3"), pb.UploadModelChunk(name="late")], ORDER),
+    ([pb.UploadModelChunk(name="a"), pb.UploadModelChunk(name="b")], ORDER),
     ([pb.UploadModelChunk(name="a"), pb.UploadModelChunk(data=b"x"), pb.UploadModelChunk(name="a")],
-     "one chunk with the model name, then"),
+     ORDER),
+    ([pb.UploadModelChunk(name="a"), pb.UploadModelChunk(data=b"x"), pb.UploadModelChunk(labels=b"0 a")], ORDER),
+    ([pb.UploadModelChunk(name="a"), pb.UploadModelChunk(labels=b"0 a"), pb.UploadModelChunk(labels=b"0 a")],
+     ORDER),
+    ([pb.UploadModelChunk(labels=b"0 a"), pb.UploadModelChunk(name="a")], ORDER),
     ([pb.UploadModelChunk(name="cut_short")], "at least one data chunk"),
     ([], "needs a model name"),
-], ids=["data-first", "two-names", "name-after-data", "no-data", "nothing"])
+], ids=["data-first", "two-names", "name-after-data", "labels-after-data", "two-labels", "labels-first", "no-data",
+        "nothing"])
 def test_malformed_upload_streams_are_invalid_argument(served: Tuple[FakeService, str], models: pb_grpc.ModelsStub,
                                                        chunks: List[pb.UploadModelChunk], fragment: str) -> None:
     error = upload(models, chunks)
@@ -91,3 +99,13 @@ def test_malformed_upload_streams_are_invalid_argument(served: Tuple[FakeService
     assert fragment in error.details()
     assert served[0].loads == []
     assert models.List(pb.ListModelsRequest(), timeout=10) is not None
+
+
+def test_labels_sent_with_a_load_or_an_upload_reach_the_service(served: Tuple[FakeService, str],
+                                                                 models: pb_grpc.ModelsStub) -> None:
+    models.Upload(iter([pb.UploadModelChunk(name="up"), pb.UploadModelChunk(labels=b"0 cat\n"),
+                        pb.UploadModelChunk(data=b"x")]), timeout=10)
+    models.Load(pb.LoadModelRequest(name="cls", path="/models/cls", labels=b""), timeout=10)
+    models.Load(pb.LoadModelRequest(name="cls", path="/models/cls"), timeout=10)
+    # an empty labels file is a file with no labels, not "none given"
+    assert served[0].load_labels[-3:] == [b"0 cat\n", b"", None]

@@ -10,6 +10,7 @@ import pytest
 from bundles import make_bundle
 from edgetpud.daemon.errors import ModelError
 from edgetpud.daemon.model.bundle import ModelBundle, PreprocessOptions
+from edgetpud.daemon.model.tflite import TfliteModel
 
 SMALL = "mobilenet_v1_0.25_128_quant"
 EMBED = "mobilenet_v1_1.0_224_quant_embedding_extractor"
@@ -89,6 +90,32 @@ def test_compiled_file_alone_runs_only_on_an_edgetpu(test_data: Path, tmp_path: 
     assert bundle.file_for("usb:0") == lone
     with pytest.raises(ModelError, match="needs its CPU twin"):
         bundle.file_for("cpu")
+
+
+def test_a_truncated_cpu_twin_is_named_as_the_twin_of_the_compiled_file(test_data: Path, tmp_path: Path):
+    # Loading x_edgetpu.tflite failed naming only x.tflite, a file the user had not given.
+    lone = tmp_path / "x_edgetpu.tflite"
+    shutil.copy(test_data / f"{SMALL}_edgetpu.tflite", lone)
+    (tmp_path / "x.tflite").write_bytes((test_data / f"{SMALL}.tflite").read_bytes()[:4096])
+    with pytest.raises(ModelError) as caught:
+        ModelBundle.load(lone)
+    message = str(caught.value)
+    assert message.startswith("x.tflite is the CPU twin of the compiled x_edgetpu.tflite"), message
+    assert "is truncated or corrupt" in message and "remove it to serve x_edgetpu.tflite on Edge TPUs only" in message
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    shutil.copy(lone, folder / "model_edgetpu.tflite")
+    shutil.copy(tmp_path / "x.tflite", folder / "model.tflite")
+    with pytest.raises(ModelError, match="^model.tflite is the CPU twin of the compiled model_edgetpu.tflite") as caught:
+        ModelBundle.load(folder)
+    assert "remove it" not in str(caught.value)  # a folder bundle needs its twin
+
+
+def test_model_bytes_are_named_in_a_sentence_that_reads(test_data: Path):
+    with pytest.raises(ModelError, match="^the model data is truncated or corrupt: it is 4096 bytes long"):
+        TfliteModel.read((test_data / f"{SMALL}.tflite").read_bytes()[:4096])
+    with pytest.raises(ModelError, match="^the model data is empty"):
+        TfliteModel.read(b"")
 
 
 def test_overrides(test_data: Path, tmp_path: Path):

@@ -164,3 +164,68 @@ def test_embed_into_a_closed_pipe_stops_quietly(daemon, test_data):
                              str(test_data / "cat.bmp"))
     assert done.stderr == b""
     assert done.returncode == 141
+
+
+def test_models_load_takes_a_labels_file_by_path_and_by_upload(daemon, test_data, tmp_path):
+    # It took none: a model without labels.txt answered with ids only.
+    labels = tmp_path / "mine.txt"
+    labels.write_text("".join(f"{i} class{i}\n" for i in range(1001)))
+    model = test_data / f"{SMALL}.tflite"
+    for name, extra in (("labelled", []), ("labelled_up", ["--upload"])):
+        loaded = run_json(daemon, "models", "load", name, str(model), "--labels", str(labels), *extra)
+        assert loaded["label_count"] == 1001
+        top = run_json(daemon, "classify", "-m", name, "-k", "1", str(test_data / "cat.bmp"))
+        assert top["results"][0]["classes"][0]["label"] == "class283"
+        assert run(daemon, "models", "unload", name)[0] == 0
+    code, _, err = run(daemon, "models", "load", "labelled", str(model), "--labels", str(tmp_path / "none.txt"))
+    assert code == 1 and "none.txt" in err
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"0 a\n0 b\n")
+    code, _, err = run(daemon, "models", "load", "labelled", str(model), "--labels", str(bad))
+    assert code == 1 and "FAILED_PRECONDITION: the labels file sent with the load: id 0 appears twice" in err, err
+
+
+def test_metrics_shows_requests_latency_and_device_utilisation(daemon, test_data):
+    before = run_json(daemon, "metrics")
+    counted = {r["model"]: r["count"] for r in before["requests"]}.get(SMALL, 0)
+    for _ in range(3):
+        run_json(daemon, "classify", "-m", SMALL, str(test_data / "cat.bmp"))
+    after = run_json(daemon, "metrics")
+    small = next(r for r in after["requests"] if r["model"] == SMALL)
+    assert small["count"] == counted + 3 and small["codes"]["OK"] >= 3
+    assert 0 < small["p50_s"] <= small["p90_s"] <= small["p99_s"]
+    (device,) = after["devices"]
+    assert device["device"] == "mock:0" and device["invocations"] >= 3 and 0 < device["utilization"] <= 1
+    code, text, _ = run(daemon, "metrics")
+    assert code == 0 and "P99 MS" in text and SMALL in text and "UTILISATION" in text
+
+
+def test_an_image_over_the_message_limit_is_named_with_its_size_the_limit_and_the_way_out(daemon, test_data,
+                                                                                          tmp_path):
+    # It was "RESOURCE_EXHAUSTED: SERVER: Received message larger than max (22500093 vs. 16777216)": no file
+    # name, no way out, and the other images got no results.
+    from PIL import Image
+
+    big = tmp_path / "big.bmp"
+    Image.new("RGB", (3000, 2500), (120, 60, 30)).save(big)
+    code, out, err = run(daemon, "--json", "classify", "-m", SMALL, str(big), str(test_data / "cat.bmp"))
+    assert code == 1
+    refused, served = json.loads(out)["results"]
+    assert refused["image"] == str(big) and refused["error"]["code"] == "RESOURCE_EXHAUSTED"
+    message = refused["error"]["message"]
+    for fragment in (f"image {big} (22.5 MB)", "over the daemon's limit of 16777216 bytes (max_message_bytes in "
+                     "edgetpud.toml)", "send a smaller image", "a raw frame at the model's input size",
+                     "raise max_message_bytes"):
+        assert fragment in message, message
+    assert f"{big}: RESOURCE_EXHAUSTED" in err
+    assert served["classes"]
+
+
+def test_status_json_summarises_the_compatibility_report(daemon):
+    # status --json printed every operator of every model; the report belongs to models info.
+    document = run_json(daemon, "status")
+    small = next(m for m in document["models"] if m["name"] == SMALL)
+    assert small["report"] == {"verdict": "full", "summary": {"tpu_ops": small["report"]["summary"]["tpu_ops"],
+                                                              "cpu_ops": 0}}
+    assert small["report"]["summary"]["tpu_ops"] > 0
+    assert len(run_json(daemon, "models", "info", SMALL)["report"]["operators"]) > 0

@@ -6,7 +6,9 @@ from types import SimpleNamespace
 
 import prometheus_client
 
-from edgetpud.daemon.metrics import Metrics
+import pytest
+
+from edgetpud.daemon.metrics import Metrics, quantile
 
 
 def device(id_: str, state: str = "ready", temperature: float | None = 50.0, throttle: int | None = 0,
@@ -112,3 +114,30 @@ def test_request_histogram_matches_prometheus_clients_own():
     text = generate_latest(m.registry).decode()
     assert 'edgetpud_request_seconds_bucket{code="OK",device="mock:0",le="+Inf",model="cls"}' in text
     assert 'edgetpud_request_seconds_bucket{code="OK",device="mock:0",le="0.001",model="cls"}' in text
+
+
+def test_quantiles_are_interpolated_within_their_bucket_as_prometheus_does():
+    buckets = (0.01, 0.1, 1.0)
+    assert quantile(0.5, buckets, [0, 10, 0, 0]) == pytest.approx(0.055)  # all between 0.01 and 0.1: the middle
+    assert quantile(0.9, buckets, [9, 0, 1, 0]) == pytest.approx(0.01)  # the 9th of 10 is the first bucket's last
+    assert quantile(0.99, buckets, [9, 0, 0, 1]) == 1.0  # above the last bound: that bound, the most it knows
+    assert quantile(0.5, buckets, [0, 0, 0, 0]) == 0.0
+
+
+def test_the_summary_counts_requests_per_model_and_device_utilisation():
+    # Without Prometheus an operator had no view of these at all.
+    m = Metrics(devices=lambda: [device("mock:0"), device("mock:1")])
+    for seconds in (0.002, 0.003, 0.004, 0.2):
+        m.observe_request("cls", "mock:0", "OK", seconds)
+    m.observe_request("cls", "", "RESOURCE_EXHAUSTED", 0.0001)
+    m.observe_invocation("mock:0", 0.05)
+    m.observe_invocation("mock:0", 0.05)
+    summary = m.summary()
+    (cls,) = summary.requests
+    assert (cls.model, cls.count, cls.errors) == ("cls", 5, 1)
+    assert cls.codes == {"OK": 4, "RESOURCE_EXHAUSTED": 1}
+    assert 0.0025 <= cls.p50_s <= 0.005 and 0.1 <= cls.p99_s <= 0.25
+    busy, idle = summary.usage
+    assert (busy.device, busy.invocations, idle.device, idle.invocations) == ("mock:0", 2, "mock:1", 0)
+    assert busy.busy_s == pytest.approx(0.1) and 0 < busy.utilization <= 1 and idle.utilization == 0
+    assert summary.uptime_s > 0

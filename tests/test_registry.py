@@ -212,7 +212,63 @@ def test_an_upload_that_never_served_leaves_no_folder(tmp_path, test_data):
         await settle()
         assert upload_folders(tmp_path, "up") == ["v1"] and reg.state("up").version == 1
         assert not (tmp_path / "state" / "uploads" / "never").exists()
-        assert reg.state("never").state == "failed"
+        # The caller had the error: a name that never served is not kept as a "failed" model to unload.
+        with pytest.raises(NotFoundError, match="no model named 'never'"):
+            reg.state("never")
+        assert [s.name for s in reg.states()] == ["up"]
+    asyncio.run(main())
+
+
+def test_an_upload_serves_again_after_a_restart_with_its_version_and_labels(tmp_path, test_data):
+    async def main():
+        _, _, reg = make(tmp_path)
+        data = (test_data / f"{SMALL}.tflite").read_bytes()
+        await reg.load("up", data=data)
+        await reg.load("up", data=data, labels=b"0 background\n1 tench\n")
+        await settle()
+        (tmp_path / "state" / "uploads" / "up" / "v1").mkdir()  # a version still retiring when the run ended
+
+        _, _, again = make(tmp_path)  # the next start, on the same state folder
+        assert await again.restore_uploads() == {"up": None}
+        state = again.state("up")
+        assert (state.state, state.version, state.label_count) == ("ready", 2, 2)
+        assert upload_folders(tmp_path, "up") == ["v2"]
+        assert (await again.load("up", data=data)).version == 3  # numbers go on: v2's folder is not overwritten
+        await settle()
+        assert upload_folders(tmp_path, "up") == ["v3"]
+        await again.unload("up")
+        await settle()
+        _, _, third = make(tmp_path)
+        assert await third.restore_uploads() == {} and third.states() == []  # unloaded: not served again
+    asyncio.run(main())
+
+
+def test_a_stored_upload_that_no_longer_loads_is_listed_until_unloaded(tmp_path, test_data):
+    async def main():
+        _, _, reg = make(tmp_path)
+        stored = Path((await reg.load("up", data=(test_data / f"{SMALL}.tflite").read_bytes())).path)
+        stored.write_bytes(stored.read_bytes()[:4096])
+
+        _, _, again = make(tmp_path)
+        assert "is truncated" in (await again.restore_uploads())["up"]
+        await again.load_folder(tmp_path / "no-models")  # a rescan does not forget it
+        assert again.state("up").state == "failed" and stored.exists()
+        await again.unload("up")
+        assert not (tmp_path / "state" / "uploads" / "up").exists()
+    asyncio.run(main())
+
+
+def test_labels_given_with_a_load_replace_the_bundles_own(tmp_path, test_data):
+    async def main():
+        _, _, reg = make(tmp_path)
+        bundle = make_bundle(tmp_path / "m", test_data, "cls", SMALL)
+        assert (await reg.load("cls", path=bundle)).label_count == 1001
+        assert (await reg.load("cls", path=bundle, labels=b"0 cat\n1 dog\n")).label_count == 2
+        with pytest.raises(ModelError, match="the labels file sent with the load: id 0 appears twice"):
+            await reg.load("cls", path=bundle, labels=b"0 cat\n0 dog\n")
+        with pytest.raises(ModelError, match="not UTF-8"):
+            await reg.load("cls", path=bundle, labels=b"\xff\xfe\x00")
+        assert reg.state("cls").version == 2
     asyncio.run(main())
 
 

@@ -418,3 +418,30 @@ def test_the_configured_sample_limit_reaches_the_store(tmp_path, models_dir, tes
         finally:
             await svc.stop()
     run(main())
+
+
+def test_an_uploaded_model_is_served_again_by_the_next_start(tmp_path, test_data):
+    # Its file stayed in state_dir/uploads, but the restarted daemon did not serve it.
+    empty = tmp_path / "models"
+    empty.mkdir()
+
+    async def upload() -> None:
+        svc = make_service(tmp_path, empty)
+        await svc.start()
+        try:
+            await svc.load_model("up", data=(test_data / f"{SMALL}.tflite").read_bytes())
+        finally:
+            await svc.stop()
+
+    async def restart() -> None:
+        svc = make_service(tmp_path, empty)
+        await svc.start()
+        try:
+            assert [(m.name, m.version, m.state) for m in svc.models()] == [("up", 1, "ready")]
+            result = await svc.infer("up", "classify", cat(test_data))
+            assert 283 in [c.id for c in result.payload[:3]]
+        finally:
+            await svc.stop()
+
+    run(upload())
+    run(restart())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -103,6 +104,23 @@ def test_worker_round_trip_and_unload(test_data: Path, reply_loop):
     finally:
         handle.stop()
     assert not handle.alive
+
+
+def test_the_runtimes_own_lines_go_through_the_workers_log(test_data: Path, capfd):
+    # Each worker start printed an untimestamped "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    # straight to stderr, garbled when two workers started at once.
+    for level, shown in ((logging.INFO, False), (logging.DEBUG, True)):
+        handle = WorkerHandle(WorkerConfig("cpu:0", "cpu", num_threads=1, log_level=level))
+        handle.start()
+        try:
+            handle.load("m", str(test_data / SMALL), None)
+        finally:
+            handle.stop()
+        err = capfd.readouterr().err
+        assert "INFO: Created TensorFlow Lite XNNPACK" not in err, err
+        routed = [line for line in err.splitlines() if "Created TensorFlow Lite XNNPACK delegate" in line]
+        assert bool(routed) == shown, err
+        assert all(" worker[cpu:0] DEBUG edgetpud.hal.runtime: Created" in line for line in routed), routed
 
 
 def test_load_error_comes_back_as_model_runtime_error(tmp_path: Path):

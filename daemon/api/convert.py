@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from edgetpud.daemon import service as core
+from edgetpud.daemon.metrics import MetricsSummary
 from edgetpud.daemon.registry import ModelState
 from edgetpud.daemon.results import Class, DetectedObject
 from edgetpud.daemon.wire import tensor
@@ -248,3 +249,14 @@ def model(state: ModelState) -> pb.ModelInfo:
     if checked is not None:
         msg.report.CopyFrom(checked)
     return msg
+
+
+def metrics_summary(summary: MetricsSummary) -> Dict[str, Any]:
+    """StatusResponse's uptime_s, requests and usage fields."""
+    return {
+        "uptime_s": summary.uptime_s,
+        "requests": [pb.RequestSummary(model=r.model, count=r.count, errors=r.errors, codes=r.codes, p50_s=r.p50_s,
+                                       p90_s=r.p90_s, p99_s=r.p99_s) for r in summary.requests],
+        "usage": [pb.DeviceUsage(device=u.device, invocations=u.invocations, busy_s=u.busy_s,
+                                 utilization=u.utilization) for u in summary.usage],
+    }

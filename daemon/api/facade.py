@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional, Protocol, Tuple, Union
 
 from edgetpud.daemon.learning import Learning
+from edgetpud.daemon.metrics import MetricsSummary
 from edgetpud.daemon.registry import ModelState
 from edgetpud.daemon.service import InferenceRequest, InferenceResult
 from edgetpud.daemon.shm import SharedMemoryRegistry
@@ -22,6 +23,9 @@ class RequestMetrics(Protocol):
     """Where the servicers count every request (``daemon.metrics.Metrics``)."""
 
     def observe_request(self, model: str, device: str, code: str, seconds: float, /) -> None: ...
+
+    def summary(self) -> MetricsSummary:
+        """Requests per model and device utilisation since the start (the Status RPC's summary)."""
 
 
 class FaultInjection(Protocol):
@@ -78,7 +82,8 @@ class ServiceFacade(Protocol):
         """Input and output tensor specs of the served version. Raises: NotFoundError."""
 
     async def load_model(self, name: str, path: Union[str, Path, None] = None,
-                         data: Optional[bytes] = None) -> ModelState: ...
+                         data: Optional[bytes] = None, labels: Optional[bytes] = None) -> ModelState:
+        """``labels``: a labels file's bytes, replacing the bundle's own."""
 
     async def unload_model(self, name: str) -> None: ...
 

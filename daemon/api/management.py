@@ -1,9 +1,10 @@
 """edgetpud.v1 Models, Devices and Daemon services: thin translations of the façade."""
 from __future__ import annotations
 
-from typing import AsyncIterator, Callable, List, Tuple
+from typing import AsyncIterator, Callable, List, Optional, Tuple
 
 from edgetpud.daemon.errors import NotFoundError, PreconditionError, ResourceExhaustedError
+from edgetpud.daemon.metrics import MetricsSummary
 from edgetpud.daemon.registry import ModelState, check_name
 from edgetpud.hal.device import DeviceInfo
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
@@ -40,7 +41,8 @@ class ModelsServicer(Servicer, pb_grpc.ModelsServicer):
         async def run() -> ModelState:
             if not request.name or not request.path:
                 raise RequestError("Load needs a model name and a path (a bundle folder or a .tflite file)")
-            await self._svc.load_model(request.name, path=request.path)
+            labels = request.labels if request.HasField("labels") else None
+            await self._svc.load_model(request.name, path=request.path, labels=labels)
             return self._svc.model_info(request.name)
         return convert.model(await self._call(context, request.name, run))
 
@@ -50,10 +52,13 @@ class ModelsServicer(Servicer, pb_grpc.ModelsServicer):
         async def run() -> ModelState:
             nonlocal name
             data = bytearray()
+            labels: Optional[bytes] = None
             async for chunk in request_iterator:
                 kind = chunk.WhichOneof("chunk")
                 if kind == "name" and not name and not data:
                     name = check_name(chunk.name)  # before the data arrive: a bad name wastes no transfer
+                elif kind == "labels" and name and not data and labels is None:
+                    labels = chunk.labels
                 elif kind == "data" and name:
                     if len(data) + len(chunk.data) > MAX_UPLOAD_BYTES:
                         raise ResourceExhaustedError(
@@ -62,10 +67,11 @@ class ModelsServicer(Servicer, pb_grpc.ModelsServicer):
                             "daemon's host and load it from its path")
                     data += chunk.data
                 else:
-                    raise RequestError("Upload takes one chunk with the model name, then its data chunks")
+                    raise RequestError("Upload takes one chunk with the model name, optionally one with its labels, "
+                                       "then its data chunks")
             if not name or not data:
                 raise RequestError("Upload needs a model name and at least one data chunk")
-            await self._svc.load_model(name, data=bytes(data))
+            await self._svc.load_model(name, data=bytes(data), labels=labels)
             return self._svc.model_info(name)
         return convert.model(await self._call(context, name, run))
 
@@ -82,11 +88,12 @@ class DevicesServicer(Servicer, pb_grpc.DevicesServicer):
 
 class DaemonServicer(Servicer, pb_grpc.DaemonServicer):
     async def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
-        def ask() -> Tuple[bool, List[DeviceInfo], List[ModelState]]:
-            return self._svc.ready, self._svc.devices(), self._svc.models()
-        ready, devices, models = await self._query(context, "", ask)
+        def ask() -> Tuple[bool, List[DeviceInfo], List[ModelState], MetricsSummary]:
+            return self._svc.ready, self._svc.devices(), self._svc.models(), self._svc.metrics.summary()
+        ready, devices, models, summary = await self._query(context, "", ask)
         return pb.StatusResponse(ready=bool(ready), devices=[convert.device(d) for d in devices],
-                                 models=[convert.model(m) for m in models], version=daemon_version())
+                                 models=[convert.model(m) for m in models], version=daemon_version(),
+                                 **convert.metrics_summary(summary))
 
 
 class MockControlServicer(Servicer, pb_grpc.MockControlServicer):

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import grpc
 
-from edgetpud.daemon.client import Client, ClientError, default_address
+from edgetpud.daemon.client import Client, ClientError, ImageTooLargeError, default_address
 
 from . import output
 from .argtypes import MAX_TOP_K, int_at_least, int_between, number, score
@@ -52,7 +52,7 @@ def cmd_status(ctx: Context) -> int:
     status = ctx.client.status()
     document = {"ready": status.ready, "version": status.version,
                 "devices": [output.plain(d) for d in status.devices],
-                "models": [output.plain(m) for m in status.models]}
+                "models": [output.model_summary(m) for m in status.models]}
     text = (f"edgetpud {status.version} at {ctx.client.address}: {'READY' if status.ready else 'NOT READY'}\n\n"
             + output.devices_table(status.devices) + "\n" + output.models_table(status.models))
     ctx.emit(document, text)
@@ -82,10 +82,11 @@ def cmd_models_info(ctx: Context) -> int:
 
 def cmd_models_load(ctx: Context) -> int:
     args = ctx.args
+    labels = Path(args.labels).read_bytes() if args.labels else None  # read here: the daemon may be elsewhere
     if args.upload:
-        model = ctx.client.load_model(args.name, data=Path(args.path).read_bytes())
+        model = ctx.client.load_model(args.name, data=Path(args.path).read_bytes(), labels=labels)
     else:
-        model = ctx.client.load_model(args.name, path=str(Path(args.path).resolve()))
+        model = ctx.client.load_model(args.name, path=str(Path(args.path).resolve()), labels=labels)
     ctx.emit(output.plain(model), f"loaded {model.name} version {model.version or '-'}: {model.state}\n")
     return EXIT_OK
 
@@ -115,15 +116,17 @@ def _model_for(ctx: Context, task: str) -> str:
 def _image_error(image: str, exc: Exception) -> Optional[Dict[str, Any]]:
     """The results entry of an image that failed on its own, or None when ``exc`` ends the command.
 
-    A file that cannot be read and the daemon's INVALID_ARGUMENT (not an image, a crop
-    outside it, ...) are about that one image, so the other images still get results.
+    A file that cannot be read, the daemon's INVALID_ARGUMENT (not an image, a crop
+    outside it, ...) and a request over the message size limit are about that one image,
+    so the other images still get results.
     Anything else (daemon unreachable, unknown model, daemon at capacity) would fail
     every image the same way, so it fails the command instead.
     """
     if isinstance(exc, OSError):
         code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
         return {"image": image, "error": {"code": code, "message": exc.strerror or str(exc)}}
-    if isinstance(exc, ClientError) and exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+    if isinstance(exc, ImageTooLargeError) or (isinstance(exc, ClientError)
+                                                and exc.code == grpc.StatusCode.INVALID_ARGUMENT):
         return {"image": image, "error": {"code": exc.code.name, "message": exc.message}}
     return None
 
@@ -237,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("path", help="bundle folder or .tflite file (a path on the daemon's host unless --upload)")
     p.add_argument("--upload", action="store_true", help="send the .tflite file's bytes instead of its path")
+    p.add_argument("--labels", metavar="FILE", help="a labels file (on this host) replacing the bundle's own")
     p.set_defaults(func=cmd_models_load)
     p = msub.add_parser("unload", help="unload a model")
     p.add_argument("name")
@@ -262,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import learn
     learn.add_parsers(sub)
+    from . import metrics
+    metrics.add_parser(sub)
 
     mock = sub.add_parser("mock", help="fault injection (daemon started with --device mock only)")
     ksub = mock.add_subparsers(dest="mock_command", metavar="ACTION", required=True)

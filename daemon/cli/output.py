@@ -37,6 +37,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells) + "\n"
 
 
+def model_summary(model: Model) -> Dict[str, Any]:
+    """A model as ``status`` shows it: every key but the compatibility report's operator list.
+
+    A report lists every operator (31 for the smallest MobileNet), which buried the
+    status of a few models in hundreds of lines; ``models info NAME`` shows it whole.
+    """
+    document = plain(model)
+    if model.report is not None:
+        document["report"] = {"verdict": model.report.get("verdict"), "summary": model.report.get("summary")}
+    return document
+
+
 def devices_table(devices: Sequence[Device]) -> str:
     if not devices:
         return "no devices\n"

@@ -14,6 +14,7 @@ import functools
 import itertools
 import math
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -28,13 +29,16 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 from . import _convert as convert
 from ._convert import Crop, ImageLike
 from .types import (AddedSamples, Class, ClassifyResult, ClientError, DetectedObject, DetectResult, Device,
-                    EmbedResult, ExportResult, Frame, HeadVersion, InvokeResult, LearnedClass, LearnedModel, Model,
-                    Result, Status, StreamResult, TensorInfo, Timing, TrainProgress)
+                    DeviceUsage, EmbedResult, ExportResult, Frame, HeadVersion, ImageTooLargeError, InvokeResult,
+                    LearnedClass,
+                    LearnedModel, Model, RequestSummary, Result, Status, StreamResult, TensorInfo, Timing,
+                    TrainProgress)
 
 __all__ = [
-    "Client", "ClientError", "Frame", "Class", "DetectedObject", "Timing", "Result", "ClassifyResult",
+    "Client", "ClientError", "ImageTooLargeError", "Frame", "Class", "DetectedObject", "Timing", "Result", "ClassifyResult",
     "DetectResult", "EmbedResult", "InvokeResult", "StreamResult", "Device", "Model", "TensorInfo", "Status",
     "LearnedClass", "LearnedModel", "AddedSamples", "TrainProgress", "TrainRun", "HeadVersion", "ExportResult",
+    "RequestSummary", "DeviceUsage",
     "DEFAULT_ADDRESS", "default_address", "normalize_address",
 ]
 
@@ -87,6 +91,40 @@ def _mock_only(method: Callable[..., T]) -> Callable[..., T]:
             raise ClientError(exc.code, "this daemon does not serve fault injection: "
                               "it runs on real devices; start it with --device mock") from None
     return wrapper
+
+
+#: How gRPC words a message over a size limit: "SERVER: Received message larger than max (22500093 vs. 16777216)"
+#: (the daemon's max_message_bytes) or "CLIENT: Sent message larger than max (...)" (this library's).
+_TOO_LARGE = re.compile(r"(SERVER|CLIENT): \w+ message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def _image_too_large(exc: grpc.RpcError, image: ImageLike, size: int) -> Optional[ImageTooLargeError]:
+    """The error for an image request over a message size limit, naming the image and the ways out, or None."""
+    code = exc.code() if hasattr(exc, "code") else None
+    found = _TOO_LARGE.search((exc.details() if hasattr(exc, "details") else "") or "")
+    if code != grpc.StatusCode.RESOURCE_EXHAUSTED or found is None:
+        return None
+    limit = int(found.group(3))
+    if isinstance(image, (str, Path)):
+        what = f"image {image} ({_megabytes(Path(image).stat().st_size)})"
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        what = f"the image ({_megabytes(len(image))})"
+    else:
+        what = "the frame"
+    if found.group(1) == "SERVER":
+        where = f"the daemon's limit of {limit} bytes (max_message_bytes in edgetpud.toml)"
+        raise_it = "or raise max_message_bytes in the daemon's edgetpud.toml and restart it"
+    else:
+        where = f"this client library's limit of {limit} bytes (MAX_MESSAGE_BYTES)"
+        raise_it = "the limit protects both ends from a runaway request"
+    return ImageTooLargeError(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+        f"{what} makes a request of {size} bytes, over {where}: send a smaller image (a JPEG or PNG of it, "
+        f"or a scaled-down copy: the model sees it at its input size anyway), or a raw frame at the model's "
+        f"input size; {raise_it}"))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def _client_error(exc: grpc.RpcError, address: Optional[str] = None) -> ClientError:
@@ -208,6 +246,23 @@ class Client:
 
     # ------------------------------------------------------------ inference
 
+    def _send_image(self, call: str, request: Any, image: ImageLike, crop: Optional[Crop],
+                    timeout: Optional[float]) -> Any:
+        """One Classify, Detect or Embed; a request over a size limit is named by its image.
+
+        Raises:
+            ImageTooLargeError: the request is larger than the daemon's (or this library's) limit.
+            grpc.RpcError: any other failure (the caller's ``_wrap_errors`` words it).
+        """
+        data = convert.encode_image_request(request, image, crop)
+        try:
+            return self._image_calls[call](data, timeout=self._timeout(timeout))
+        except grpc.RpcError as exc:
+            too_large = _image_too_large(exc, image, len(data))
+            if too_large is None:
+                raise
+            raise too_large from None
+
     @_wrap_errors
     def classify(self, model: str, image: ImageLike, top_k: int = 0, threshold: float = 0.0,
                  crop: Optional[Crop] = None, version: str = "", timeout: Optional[float] = None) -> ClassifyResult:
@@ -217,24 +272,21 @@ class Client:
             ClientError: INVALID_ARGUMENT (bad image), NOT_FOUND (model), UNAVAILABLE, ...
         """
         request = pb.ClassifyRequest(model=model, version=version, top_k=top_k, threshold=threshold)
-        data = convert.encode_image_request(request, image, crop)
-        return convert.classify_result(self._image_calls["Classify"](data, timeout=self._timeout(timeout)))
+        return convert.classify_result(self._send_image("Classify", request, image, crop, timeout))
 
     @_wrap_errors
     def detect(self, model: str, image: ImageLike, top_k: int = 0, threshold: float = 0.0,
                crop: Optional[Crop] = None, version: str = "", timeout: Optional[float] = None) -> DetectResult:
         """Objects in ``image``. Raises: ClientError."""
         request = pb.DetectRequest(model=model, version=version, top_k=top_k, threshold=threshold)
-        data = convert.encode_image_request(request, image, crop)
-        return convert.detect_result(self._image_calls["Detect"](data, timeout=self._timeout(timeout)))
+        return convert.detect_result(self._send_image("Detect", request, image, crop, timeout))
 
     @_wrap_errors
     def embed(self, model: str, image: ImageLike, normalize: bool = False, crop: Optional[Crop] = None,
               version: str = "", timeout: Optional[float] = None) -> EmbedResult:
         """The embedding vector of ``image``. Raises: ClientError."""
         request = pb.EmbedRequest(model=model, version=version, normalize=normalize)
-        data = convert.encode_image_request(request, image, crop)
-        return convert.embed_result(self._image_calls["Embed"](data, timeout=self._timeout(timeout)))
+        return convert.embed_result(self._send_image("Embed", request, image, crop, timeout))
 
     @_wrap_errors
     def invoke(self, model: str, inputs: Union[Dict[str, np.ndarray], Sequence[np.ndarray], None] = None,
@@ -531,20 +583,25 @@ class Client:
 
     @_wrap_errors
     def load_model(self, name: str, path: Union[str, Path, None] = None, data: Optional[bytes] = None,
-                   timeout: Optional[float] = None) -> Model:
+                   timeout: Optional[float] = None, labels: Optional[bytes] = None) -> Model:
         """Load or replace a model from a path on the daemon's host, or upload ``data`` (.tflite bytes).
 
+        ``labels``, a labels file's bytes (read on this host), replace the bundle's own; an
+        upload's are kept beside it by the daemon.
+
         Raises:
-            ClientError: FAILED_PRECONDITION when the model cannot be loaded, with the reason.
+            ClientError: FAILED_PRECONDITION when the model or its labels cannot be loaded, with the reason.
         """
         if data is None:
             if path is None:
                 raise ValueError("load_model needs a path (on the daemon's host) or data to upload")
-            request = pb.LoadModelRequest(name=name, path=str(path))
+            request = pb.LoadModelRequest(name=name, path=str(path), labels=labels)
             return convert.model(self._models.Load(request, timeout=self._timeout(timeout)))
 
         def chunks() -> Iterator[pb.UploadModelChunk]:
             yield pb.UploadModelChunk(name=name)
+            if labels is not None:
+                yield pb.UploadModelChunk(labels=labels)
             for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
                 yield pb.UploadModelChunk(data=data[start:start + UPLOAD_CHUNK_BYTES])
         return convert.model(self._models.Upload(chunks(), timeout=self._timeout(timeout)))

@@ -10,9 +10,9 @@ import numpy as np
 from edgetpud.daemon.wire import FRAME_DATA, IMAGE_ENCODED, IMAGE_FRAME, LENGTH_DELIMITED, encode_varint, tensor
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 
-from .types import (AddedSamples, Class, ClassifyResult, DetectedObject, DetectResult, Device, EmbedResult,
-                    ExportResult, Frame, HeadVersion, InvokeResult, LearnedClass, LearnedModel, Model, Result,
-                    Status, TensorInfo, Timing, TrainProgress)
+from .types import (AddedSamples, Class, ClassifyResult, DetectedObject, DetectResult, Device, DeviceUsage,
+                    EmbedResult, ExportResult, Frame, HeadVersion, InvokeResult, LearnedClass, LearnedModel, Model,
+                    RequestSummary, Result, Status, TensorInfo, Timing, TrainProgress)
 
 ImageLike = Union[bytes, str, Path, Frame, np.ndarray]
 Crop = Tuple[int, int, int, int]
@@ -223,7 +223,11 @@ def model(msg: pb.ModelInfo) -> Model:
 
 def status(msg: pb.StatusResponse) -> Status:
     return Status(ready=msg.ready, devices=[device(d) for d in msg.devices],
-                  models=[model(m) for m in msg.models], version=msg.version)
+                  models=[model(m) for m in msg.models], version=msg.version, uptime_s=msg.uptime_s,
+                  requests=[RequestSummary(model=r.model, count=r.count, errors=r.errors, codes=dict(r.codes),
+                                           p50_s=r.p50_s, p90_s=r.p90_s, p99_s=r.p99_s) for r in msg.requests],
+                  usage=[DeviceUsage(device=u.device, invocations=u.invocations, busy_s=u.busy_s,
+                                     utilization=u.utilization) for u in msg.usage])
 
 
 # ------------------------------------------------------------------ learning

@@ -23,6 +23,11 @@ class ClientError(Exception):
         return self.code.name
 
 
+class ImageTooLargeError(ClientError):
+    """RESOURCE_EXHAUSTED for one image: its request is over a message size limit (the message says which
+    image, its size, the limit and the ways out), so a caller with several images can go on with the others."""
+
+
 @dataclass(frozen=True)
 class Frame:
     """An uncompressed frame: ``height`` rows of ``stride`` bytes (0: tightly packed)."""
@@ -129,11 +134,37 @@ class Model:
 
 
 @dataclass(frozen=True)
+class RequestSummary:
+    """One model's requests since the daemon started; latency percentiles in seconds (from histogram buckets)."""
+
+    model: str
+    count: int
+    errors: int
+    codes: Dict[str, int]
+    p50_s: float
+    p90_s: float
+    p99_s: float
+
+
+@dataclass(frozen=True)
+class DeviceUsage:
+    """How busy a device has been since the daemon started (``busy_s``: time in its invoke)."""
+
+    device: str
+    invocations: int
+    busy_s: float
+    utilization: float
+
+
+@dataclass(frozen=True)
 class Status:
     ready: bool
     devices: List[Device]
     models: List[Model]
     version: str
+    uptime_s: float = 0.0
+    requests: List[RequestSummary] = field(default_factory=list)
+    usage: List[DeviceUsage] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- learning

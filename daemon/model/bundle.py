@@ -118,9 +118,11 @@ class ModelBundle:
             labels_path = Path(labels)
         elif "labels" in config:
             labels_path = _config_relative(config, "labels", (config_path or path).parent)
-        spec_source = model_path or edgetpu_path
-        assert spec_source is not None
-        model = TfliteModel.read(spec_source)
+        if model_path is not None:
+            model = _read_cpu_twin(model_path, edgetpu_path, lone=not path.is_dir())
+        else:
+            assert edgetpu_path is not None
+            model = TfliteModel.read(edgetpu_path)
         if model_path and edgetpu_path:
             _check_twins(model, TfliteModel.read(edgetpu_path), model_path, edgetpu_path)
         inputs = [_spec(t) for t in model.inputs]
@@ -237,6 +239,26 @@ def _output_names(model: TfliteModel) -> List[str]:
         by_index = {index: key for key, index in signatures[0].outputs.items()}
         names = [by_index.get(t.index, t.name) for t in model.outputs]
     return names
+
+
+def _read_cpu_twin(model_path: Path, edgetpu_path: Optional[Path], lone: bool) -> TfliteModel:
+    """Read the CPU twin, saying it is the twin when a compiled file was given.
+
+    A user who loads ``X_edgetpu.tflite`` may not know ``X.tflite`` beside it is read
+    too: an error that only names ``X.tflite`` looks like the wrong file.
+
+    Raises:
+        ModelError: the twin cannot be read (the message names it as the CPU twin).
+    """
+    try:
+        return TfliteModel.read(model_path)
+    except ModelError as exc:
+        if edgetpu_path is None:
+            raise
+        way_out = f"; or remove it to serve {edgetpu_path.name} on Edge TPUs only" if lone else ""
+        raise ModelError(f"{model_path.name} is the CPU twin of the compiled {edgetpu_path.name} (CPU and mock "
+                         f"devices run it, and the daemon reads the model's tensors from it), and it cannot be "
+                         f"read: {exc}{way_out}") from exc
 
 
 def _check_twins(cpu: TfliteModel, tpu: TfliteModel, cpu_path: Path, tpu_path: Path) -> None:

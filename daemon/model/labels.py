@@ -54,13 +54,24 @@ def read_labels(path: Union[str, Path]) -> Dict[int, str]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ModelError(f"labels file {path} is not UTF-8 text: {exc}") from exc
+        data = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
-    if "\x00" in text:
-        raise ModelError(f"labels file {path} is not a text file")
-    labels = parse_labels(text, origin=f"labels file {path}")
+    labels = decode_labels(data, f"labels file {path}")
     log.debug("read %d labels from %s", len(labels), path)
     return labels
+
+
+def decode_labels(data: bytes, origin: str = "the labels file") -> Dict[int, str]:
+    """A label file's bytes (read here, or sent with a load) into ``{id: label}``.
+
+    Raises:
+        ModelError: not UTF-8 text (a BOM is tolerated), NUL characters, or an id repeated.
+    """
+    try:
+        text = bytes(data).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{origin} is not UTF-8 text: {exc}") from exc
+    if "\x00" in text:
+        raise ModelError(f"{origin} is not a text file")
+    return parse_labels(text, origin=origin)

@@ -10,7 +10,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ModelError, ModelNameError
 from ..model.tflite import TfliteModel
@@ -86,8 +86,11 @@ class UploadStore:
         """The folder one uploaded version lives in."""
         return self._root / name / f"v{version}"
 
-    def save(self, name: str, version: int, data: bytes) -> Path:
+    def save(self, name: str, version: int, data: bytes, labels: Optional[bytes] = None) -> Path:
         """Keep uploaded bytes as ``NAME.tflite`` (or ``NAME_edgetpu.tflite``) in the version's folder.
+
+        ``labels`` become ``NAME_labels.txt`` beside it, where the bundle reader finds them
+        (at this load, and when the next start serves the upload again).
 
         Raises:
             ModelError: the bytes are not a .tflite model, or the folder cannot be written.
@@ -100,13 +103,48 @@ class UploadStore:
             if folder.exists():  # left by an earlier run (versions restart at 1): no stale twin may join these bytes
                 shutil.rmtree(folder)
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".part")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            if labels is not None:
+                _write_atomically(folder / f"{name}_labels.txt", labels)
+            _write_atomically(target, data)
         except OSError as exc:
             self.delete(folder)
             raise ModelError(f"cannot store the uploaded model under {folder}: {exc.strerror or exc}") from None
         return target
+
+    def stored(self) -> Dict[str, Tuple[int, Path, List[Path]]]:
+        """The uploads kept by an earlier run: name -> (newest version, its model file, older version folders).
+
+        Only the newest version of a name was serving (older ones were retiring). A
+        folder without a model file (a save cut short) counts as an older one.
+        """
+        found: Dict[str, Tuple[int, Path, List[Path]]] = {}
+        if not self._root.is_dir():
+            return found
+        for model_dir in sorted(p for p in self._root.iterdir() if p.is_dir()):
+            if not NAME_PATTERN.match(model_dir.name) or ".." in model_dir.name:
+                log.warning("%s is not an uploaded model's folder (not a model name): left alone", model_dir)
+                continue
+            versions = sorted((int(v.name[1:]), v) for v in model_dir.iterdir()
+                              if v.is_dir() and v.name[:1] == "v" and v.name[1:].isdigit())
+            complete = [(n, v, f) for n, v in versions for f in sorted(v.glob(f"{model_dir.name}*.tflite"))]
+            if not complete:
+                log.warning("%s holds no uploaded model file: deleting it", model_dir)
+                for _, folder in versions:
+                    self.delete(folder)
+                continue
+            number, newest, model_file = complete[-1]
+            found[model_dir.name] = (number, model_file, [v for _, v in versions if v != newest])
+        return found
+
+    def delete_all(self, name: str) -> None:
+        """Delete every stored version of ``name`` (a stored upload that no longer loads, unloaded)."""
+        self.delete_all_but(name, None)
+
+    def delete_all_but(self, name: str, keep: Optional[Path]) -> None:
+        """Delete every stored version of ``name`` except the folder ``keep`` (the one now served)."""
+        for folder in sorted((self._root / name).glob("v*")):
+            if keep is None or folder.resolve() != Path(keep).resolve():
+                self.delete(folder)
 
     def delete(self, folder: Path) -> None:
         """Delete one uploaded version's folder, and its model's folder once empty, so uploads do not fill the disk.
@@ -135,3 +173,10 @@ class UploadStore:
             target.parent.rmdir()
         except OSError:
             pass  # another version of the model is still stored there
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """A crash leaves the whole file or none of it: the next start serves what is stored."""
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)

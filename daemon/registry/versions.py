@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import ModelError, NotFoundError
 from ..model import ModelBundle, ModelSession
 from ..model.checker import check_model
+from ..model.labels import decode_labels
 from .placement import Placement, Run
 from .state import ModelState, ModelVersion, Session, VersionState
 from .store import UploadStore, check_name, fingerprint, scan_models_dir
@@ -73,6 +74,7 @@ class Registry:
         self._current: Dict[str, ModelVersion] = {}
         self._live: Dict[str, ModelVersion] = {}  # every version not yet released, by id (name@version)
         self._failed: Dict[str, ModelState] = {}
+        self._failed_uploads: Set[str] = set()  # failed names whose stored upload would not load at start
         self._next_version: Dict[str, int] = {}
         self._locks: Dict[str, asyncio.Lock] = {}
         self.adapt: Optional[Adapt] = None
@@ -154,46 +156,85 @@ class Registry:
         return version
 
     async def load(self, name: str, path: Optional[Path] = None, data: Optional[bytes] = None,
-                   source: str = "api") -> ModelState:
+                   source: str = "api", labels: Optional[bytes] = None) -> ModelState:
         """Load a bundle (folder or .tflite) or uploaded .tflite bytes as the next version of ``name``.
 
         If ``name`` is served already, this is an availability-preserving replacement.
+        ``labels`` (a labels file's bytes) override the bundle's own labels; with uploaded
+        bytes they are stored beside them. A failed load of a name that is not served
+        leaves nothing behind: the caller has the error, and ``models list`` shows only what
+        serves (and the models folder's failed bundles, which have no caller to tell).
 
         Raises:
-            ModelError: bad name, unreadable or invalid bundle, the runtime refuses the model.
+            ModelError: bad name, unreadable or invalid bundle or labels, the runtime refuses the model.
             DeviceUnavailableError: no device could take the model.
         """
         check_name(name)
         if (path is None) == (data is None):
             raise ModelError("give either a path or the model's bytes")
+        label_map = decode_labels(labels, "the labels file sent with the load") if labels is not None else None
         async with self._lock(name):
             version = self._next(name)
             upload_dir = None
-            if data is not None:
+            if data is not None:  # labels sent with uploaded bytes are stored beside them, for the next start
                 upload_dir = self.uploads.folder(name, version)
-                path = await self._run(self.uploads.save, name, version, bytes(data))
+                path = await self._run(self.uploads.save, name, version, bytes(data), labels)
+                label_map = None
             assert path is not None
-            path = Path(path)
             try:
-                mv = await self._prepare(name, version, path, source)
-                mv.upload_dir = upload_dir
-                await self._placement.everywhere(mv)
-            except Exception as exc:
-                if name not in self._current:
-                    self._failed[name] = ModelState.failed(name, str(path), str(exc))
+                return await self._load_version(name, version, Path(path), source, upload_dir, label_map)
+            except Exception:
                 if upload_dir is not None:  # a version that never served: nothing will release its copy
                     await self._run(self.uploads.delete, upload_dir)
                 raise
-            self._failed.pop(name, None)
-            old = self._serve(mv)
-            log.info("model %s version %d serving on %s%s", name, version, ", ".join(sorted(mv.devices)) or "no device yet",
-                     f" (replaces version {old.version})" if old else "")
-            if old is not None:
-                self._retire(old)
-            return self.state(name)
 
-    async def _prepare(self, name: str, version: int, path: Path, source: str) -> ModelVersion:
+    async def restore_uploads(self) -> Dict[str, Optional[str]]:
+        """Serve again the uploaded models the last run served (at start, before the models folder).
+
+        Their files stay under ``state_dir/uploads`` while they serve, so a restart must not
+        drop them. Each keeps its version number, and later loads count on from it. One that
+        no longer loads stays listed as failed, its files kept, until it is unloaded (which
+        deletes them). Returns name -> problem (None: ok).
+        """
+        outcome: Dict[str, Optional[str]] = {}
+        for name, (version, model_file, stale) in (await self._run(self.uploads.stored)).items():
+            for folder in stale:  # versions that were retiring when the last run ended
+                await self._run(self.uploads.delete, folder)
+            async with self._lock(name):
+                self._next_version[name] = max(self._next_version.get(name, 0), version)
+                try:
+                    await self._load_version(name, version, model_file, "api", model_file.parent)
+                    outcome[name] = None
+                except Exception as exc:
+                    log.error("uploaded model %s (%s) is not served again: %s; unload it to delete its files",
+                              name, model_file.parent, exc)
+                    self._failed[name] = ModelState.failed(name, str(model_file), str(exc))
+                    self._failed_uploads.add(name)
+                    outcome[name] = str(exc)
+        return outcome
+
+    async def _load_version(self, name: str, version: int, path: Path, source: str, upload_dir: Optional[Path],
+                            labels: Optional[Dict[int, str]] = None) -> ModelState:
+        """Prepare, place and serve one version (the name's lock is held)."""
+        mv = await self._prepare(name, version, path, source, labels)
+        mv.upload_dir = upload_dir
+        await self._placement.everywhere(mv)
+        self._failed.pop(name, None)
+        if name in self._failed_uploads:  # replaced: the stored files that would not load are not the model's now
+            self._failed_uploads.discard(name)
+            await self._run(self.uploads.delete_all_but, name, upload_dir)
+        old = self._serve(mv)
+        log.info("model %s version %d serving on %s%s", name, version, ", ".join(sorted(mv.devices)) or "no device yet",
+                 f" (replaces version {old.version})" if old else "")
+        if old is not None:
+            self._retire(old)
+        return self.state(name)
+
+    async def _prepare(self, name: str, version: int, path: Path, source: str,
+                       labels: Optional[Dict[int, str]] = None) -> ModelVersion:
         bundle = await self._run(ModelBundle.load, path)
+        if labels is not None:  # given with the load: they replace the bundle's own
+            bundle.labels, bundle.labels_path = labels, None
         report, problems = await _check(name, bundle, self._run)
         fp = await self._run(fingerprint, path)
         session: Session = ModelSession(bundle)
@@ -289,6 +330,9 @@ class Registry:
         async with self._lock(name):
             if name not in self._current:
                 if self._failed.pop(name, None) is not None:
+                    if name in self._failed_uploads:  # a stored upload that no longer loads: its files go too
+                        self._failed_uploads.discard(name)
+                        await self._run(self.uploads.delete_all, name)
                     return
                 raise NotFoundError(self._unknown(name))
             mv = self._current.pop(name)
@@ -330,6 +374,6 @@ class Registry:
                 log.info("bundle %s left %s: unloading it", name, models_dir)
                 await self.unload(name)
         for name in list(self._failed):
-            if name not in found and name not in outcome:
+            if name not in found and name not in outcome and name not in self._failed_uploads:
                 self._failed.pop(name, None)
         return outcome

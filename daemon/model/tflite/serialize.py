@@ -47,8 +47,9 @@ class _AlignedBuilder(flatbuffers.Builder):
 
 
 def read_source(source: ModelSource) -> Tuple[bytes, str]:
+    """The bytes and how messages name them: a singular noun, since every message goes on "... is truncated"."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "the model bytes"
+        return bytes(source), "the model data"
     path = Path(source)
     try:
         return path.read_bytes(), f"model file {path}"

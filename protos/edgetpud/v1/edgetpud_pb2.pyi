@@ -398,20 +398,24 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("name", "path")
+    __slots__ = ("name", "path", "labels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    labels: bytes
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., labels: _Optional[bytes] = ...) -> None: ...
 
 class UploadModelChunk(_message.Message):
-    __slots__ = ("name", "data")
+    __slots__ = ("name", "data", "labels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+    labels: bytes
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ..., labels: _Optional[bytes] = ...) -> None: ...
 
 class UnloadModelRequest(_message.Message):
     __slots__ = ("name",)
@@ -644,16 +648,59 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("ready", "devices", "models", "version")
+    __slots__ = ("ready", "devices", "models", "version", "uptime_s", "requests", "usage")
     READY_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     version: str
-    def __init__(self, ready: bool = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+    uptime_s: float
+    requests: _containers.RepeatedCompositeFieldContainer[RequestSummary]
+    usage: _containers.RepeatedCompositeFieldContainer[DeviceUsage]
+    def __init__(self, ready: bool = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ...) -> None: ...
+
+class RequestSummary(_message.Message):
+    __slots__ = ("model", "count", "errors", "codes", "p50_s", "p90_s", "p99_s")
+    class CodesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    P50_S_FIELD_NUMBER: _ClassVar[int]
+    P90_S_FIELD_NUMBER: _ClassVar[int]
+    P99_S_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    count: int
+    errors: int
+    codes: _containers.ScalarMap[str, int]
+    p50_s: float
+    p90_s: float
+    p99_s: float
+    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., errors: _Optional[int] = ..., codes: _Optional[_Mapping[str, int]] = ..., p50_s: _Optional[float] = ..., p90_s: _Optional[float] = ..., p99_s: _Optional[float] = ...) -> None: ...
+
+class DeviceUsage(_message.Message):
+    __slots__ = ("device", "invocations", "busy_s", "utilization")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    INVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_S_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    invocations: int
+    busy_s: float
+    utilization: float
+    def __init__(self, device: _Optional[str] = ..., invocations: _Optional[int] = ..., busy_s: _Optional[float] = ..., utilization: _Optional[float] = ...) -> None: ...
 
 class MockDeviceRequest(_message.Message):
     __slots__ = ("device",)
