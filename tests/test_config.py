@@ -1,7 +1,9 @@
 """Configuration: TOML file, command-line overrides, and errors that name the bad key."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,11 +253,14 @@ def test_the_service_builds_its_pool_from_the_keys(tmp_path):
                            "device_slots": 3, "device_poll_s": 0.5, "device_rescan_s": 4,
                            "device_start_timeout_s": 20, "invoke_timeout_s": 5, "restart_backoff_s": [0.1, 30],
                            "restart_stable_s": 7, "warm_spare": True, "cpu_threads": 2})
-    options = Service(config).pool.options
+    async def service(c: Any) -> Service:  # the daemon builds its Service on its running loop
+        return Service(c)
+
+    options = asyncio.run(service(config)).pool.options
     assert (options.slots, options.poll_interval_s, options.rescan_interval_s) == (3, 0.5, 4.0)
     assert (options.start_timeout_s, options.invoke_timeout_s, options.backoff_s) == (20.0, 5.0, (0.1, 30.0))
     assert (options.stable_s, options.warm_spare, options.num_threads) == (7.0, True, 2)
-    mock = Service(config).pool.backend("mock")
+    mock = asyncio.run(service(config)).pool.backend("mock")
     assert mock.latency_s == 0.25 and mock.state_dir == str(tmp_path / MOCK_STATE_FOLDER)
-    usb = Service(config.replace(devices=["usb"], usb_firmware=str(firmware))).pool.backend("usb")
+    usb = asyncio.run(service(config.replace(devices=["usb"], usb_firmware=str(firmware)))).pool.backend("usb")
     assert usb.firmware == firmware

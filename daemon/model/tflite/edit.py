@@ -22,6 +22,10 @@ from .tables import (
 )
 
 
+#: The earliest time a zip entry can hold.
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
 class ModelEditor(ModelBase):
     """Edits of a model in place (``TfliteModel`` is one)."""
 
@@ -33,7 +37,8 @@ class ModelEditor(ModelBase):
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
             for name, data in files.items():
-                archive.writestr(name, data)
+                # a fixed time: the same model and files make the same bytes (an export is reproducible)
+                archive.writestr(zipfile.ZipInfo(name, date_time=ZIP_EPOCH), data)
         self._tail = out.getvalue()
 
     def set_signature(
