@@ -1,5 +1,7 @@
 """Label files: map class ids to names.
 
+A TensorFlow label map (``.pbtxt``, ``item { name id }``) is read by ``label_map``.
+
 Three layouts exist in the wild and Coral ships all of them: ``id label``,
 ``id:label`` (with any spacing, e.g. ``0  person``) and one label a line where the
 line number is the id (``imagenet_labels.txt``). A file is in the id layout only
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Dict, Union
 
 from edgetpud.daemon.errors import ModelError
+
+from .label_map import looks_like_label_map, parse_label_map
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,9 @@ def read_labels(path: Union[str, Path]) -> Dict[int, str]:
         raise ModelError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
     if "\x00" in text:
         raise ModelError(f"labels file {path} is not a text file")
-    labels = parse_labels(text, origin=f"labels file {path}")
+    if path.suffix == ".pbtxt" or looks_like_label_map(text):
+        labels = parse_label_map(text, origin=f"label map {path}")
+    else:
+        labels = parse_labels(text, origin=f"labels file {path}")
     log.debug("read %d labels from %s", len(labels), path)
     return labels
