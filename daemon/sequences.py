@@ -98,17 +98,11 @@ class Sequences:
         """Forget a sequence after its last request (``sequence_end``)."""
         self._live.pop((model, sequence_id), None)
 
-    def touch(self, model: str, sequence_id: SequenceId) -> None:
-        """Mark a sequence used now (after its request ran, which may have taken a while)."""
-        entry = self._live.get((model, sequence_id))
-        if entry is not None:
-            self._live[(model, sequence_id)] = (entry[0], self._clock())
-            self._live.move_to_end((model, sequence_id))
-
     def _expire(self) -> None:
         now = self._clock()
         while self._live:
             key, (carrier, used) = next(iter(self._live.items()))
+            # the oldest first; one whose request is running now is not idle
             if now - used <= self.idle_s or carrier.lock.locked():
                 break
             del self._live[key]
