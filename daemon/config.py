@@ -74,6 +74,10 @@ class Config:
     usb_firmware: Optional[Path] = None
     #: Samples (embeddings and image bytes) kept per model for retraining.
     learn_max_bytes_per_model: int = 256 * 1024 * 1024
+    #: KServe sequences (Triton's sequence_id) carrying a recurrent model's state: how many may be
+    #: live at once, and how long one is kept without a request.
+    sequence_limit: int = 1024
+    sequence_idle_s: float = 60.0
 
     def replace(self, **changes: Any) -> "Config":
         """A validated copy with ``changes`` applied.
@@ -98,7 +102,8 @@ _LIST_KEYS = {"devices", "listen"}
 _OPTIONAL = {"socket_group", "tls_cert", "tls_key", "tls_client_ca", "metrics_listen", "mock_latency_s",
              "cpu_threads", "usb_firmware"}
 #: Seconds that must be > 0 (a zero period or timeout would spin or kill every worker at once).
-_POSITIVE_SECONDS = {"device_poll_s", "device_rescan_s", "device_start_timeout_s", "invoke_timeout_s"}
+_POSITIVE_SECONDS = {"device_poll_s", "device_rescan_s", "device_start_timeout_s", "invoke_timeout_s",
+                     "sequence_idle_s"}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
@@ -153,7 +158,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{where} must be a finite number of seconds > 0, got {value!r}")
         return float(value)
-    if key in ("max_message_bytes", "max_concurrent_requests", "queue_depth", "learn_max_bytes_per_model"):
+    if key in ("max_message_bytes", "max_concurrent_requests", "queue_depth", "learn_max_bytes_per_model",
+               "sequence_limit"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where} must be a positive integer, got {value!r}")
         if key == "max_message_bytes" and value < MIN_MESSAGE_BYTES:

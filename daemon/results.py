@@ -23,9 +23,11 @@ class Class:
 
 @dataclass(frozen=True)
 class DetectedObject:
-    """One detection; ``bbox`` is (xmin, ymin, xmax, ymax) in source-image pixels."""
+    """One detection; ``bbox`` is (xmin, ymin, xmax, ymax) in source-image pixels, ``normalized`` the
+    same box as fractions of the source image's width and height (None when the source size is unknown)."""
 
     id: int
     label: Optional[str]
     score: float
     bbox: BBox
+    normalized: Optional[BBox] = None

@@ -34,7 +34,9 @@ from .model.bundle import TASKS
 from .model.preprocess import frame_to_rgb, input_size
 from .model.session import DEFAULTS, PREPROCESS_OPTIONS
 from .registry import ModelState, ModelVersion, Registry, check_name
+from .model.state import initial_state, next_state
 from .scheduler import DeadlineExceededError, Scheduler
+from .sequences import SequenceId, Sequences, StateCarrier
 from .shm import SharedMemoryRegistry
 
 if TYPE_CHECKING:  # the mock is imported only when --device mock selects it
@@ -94,6 +96,11 @@ class InferenceRequest:
     image: Optional[ImageInput] = None
     tensors: Optional[Dict[str, np.ndarray]] = None
     options: Dict[str, Any] = field(default_factory=dict)
+    #: A recurrent model's state carried from the previous frame (a stream's or a sequence's); None:
+    #: the request starts from the initial state and leaves nothing behind.
+    state: Optional[StateCarrier] = None
+    #: Start this frame from the initial state (a new scene), then carry on from it.
+    reset_state: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,7 @@ class Service:
         self._active = 0
         self._idle = asyncio.Event()
         self._device_tasks: "set[asyncio.Task[Any]]" = set()
+        self.sequences = Sequences(config.sequence_limit, config.sequence_idle_s)
         self.metrics_port: Optional[int] = None
 
     # ---- life cycle ----
@@ -378,6 +386,29 @@ class Service:
 
     # ---- inference ----
 
+    def sequence(self, model: str, sequence_id: SequenceId, start: bool) -> StateCarrier:
+        """The state of a KServe sequence (Triton's implicit state); ``start`` begins it afresh.
+
+        Raises:
+            NotFoundError: no such model, or the sequence is not live (never started, ended, or idle
+                longer than ``sequence_idle_s``). ResourceExhaustedError: ``sequence_limit`` sequences live.
+            InvalidArgumentError: sequence id 0 or "".
+        """
+        self.registry.state(model)
+        return self.sequences.carrier(model, sequence_id, start)
+
+    def end_sequence(self, model: str, sequence_id: SequenceId) -> None:
+        """Forget a sequence after its last request."""
+        self.sequences.end(model, sequence_id)
+
+    def state_inputs(self, name: str) -> List[str]:
+        """The served version's recurrent state inputs (``[[state]]``), which a request may leave out.
+
+        Raises:
+            NotFoundError: no such model.
+        """
+        return [p.input for p in self.registry.current(name).bundle.state]
+
     async def infer(self, model: str, task: Optional[str], request: InferenceRequest,
                     deadline: Optional[float] = None, version: Union[int, str, None] = None,
                     wait_for_room: bool = False) -> InferenceResult:
@@ -418,12 +449,23 @@ class Service:
         t0 = time.monotonic()
         if deadline is not None and t0 >= deadline:
             raise DeadlineExceededError("the deadline had passed when the request arrived; it was not run")
-        if self._preprocess_inline(mv, task, request):
-            inputs, context = _preprocess(mv, task, request, pre)
+        carrier = request.state if mv.bundle.state else None
+        if carrier is None:
+            inputs, context = await self._prepare(mv, task, request, pre, None)
+            t1 = time.monotonic()
+            result = await self.scheduler.run(mv.key, inputs, deadline, wait_for_room)
         else:
-            inputs, context = await self._blocking(_preprocess, mv, task, request, pre)
-        t1 = time.monotonic()
-        result = await self.scheduler.run(mv.key, inputs, deadline, wait_for_room)
+            # one frame at a time, in order: each needs the state the previous one left
+            async with carrier.lock:
+                if request.reset_state:
+                    carrier.reset()
+                carried = carrier.values_for(mv.key)
+                if carried is None:
+                    carried = initial_state(mv.bundle.state)
+                inputs, context = await self._prepare(mv, task, request, pre, carried)
+                t1 = time.monotonic()
+                result = await self.scheduler.run(mv.key, inputs, deadline, wait_for_room)
+                carrier.commit(mv.key, next_state(mv.bundle.state, result.outputs))
         self.metrics.observe_invocation(result.device, result.invoke_s)
         t2 = time.monotonic()
         if task in INLINE_POSTPROCESS:
@@ -438,6 +480,13 @@ class Service:
                                payload=payload)
 
     # ---- helpers ----
+
+    async def _prepare(self, mv: ModelVersion, task: str, request: InferenceRequest, pre: Dict[str, Any],
+                       state: Optional[List[np.ndarray]]) -> Any:
+        """Preprocess on the loop or on the CPU pool (see ``_preprocess_inline``)."""
+        if self._preprocess_inline(mv, task, request):
+            return _preprocess(mv, task, request, pre, state)
+        return await self._blocking(_preprocess, mv, task, request, pre, state)
 
     def _check_accepting(self) -> None:
         if self._draining:
@@ -578,12 +627,19 @@ def _request_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @_request_errors
-def _preprocess(mv: ModelVersion, task: str, request: InferenceRequest, options: Dict[str, Any]) -> Any:
-    """Image or tensors -> input tensors (on the loop or the CPU pool)."""
+def _preprocess(mv: ModelVersion, task: str, request: InferenceRequest, options: Dict[str, Any],
+                state: Optional[List[np.ndarray]] = None) -> Any:
+    """Image or tensors -> input tensors (on the loop or the CPU pool).
+
+    A recurrent model's state inputs get ``state``, the values a stream or sequence carries;
+    without one (a unary call) they start from their initial values, or raw tensors may send them.
+    """
+    if mv.bundle.state:
+        options = {**options, "state": state}
     if task == "raw":
         if request.tensors is None:
             raise InvalidRequestError("task raw needs input tensors")
-        return mv.session.preprocess(request.tensors, "raw")
+        return mv.session.preprocess(request.tensors, "raw", **options)
     if request.image is not None and request.image.crop is not None:
         options = {**options, "roi": tuple(int(v) for v in request.image.crop)}
     return mv.session.preprocess(_image_of(request), task, **options)

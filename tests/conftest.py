@@ -26,6 +26,15 @@ def test_data() -> Path:
     return resolve_test_data(value)
 
 
+@pytest.fixture(scope="session")
+def traffic_data(test_data: Path) -> Path:
+    """The AutoML Video traffic model and frames, beside the Coral test data (../shared/traffic in CI)."""
+    folder = test_data.parent / "traffic"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent: the traffic detector tests need ../shared/traffic beside the test data")
+    return folder
+
+
 def resolve_test_data(value: str) -> Path:
     """The folder $EDGETPUD_TEST_DATA names, made absolute: tests hand it to other processes and URLs."""
     path = Path(value).resolve()

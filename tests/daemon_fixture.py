@@ -29,6 +29,7 @@ from edgetpud.daemon.learning import Learning
 from edgetpud.daemon.metrics import Metrics
 from edgetpud.daemon.registry import ModelState
 from edgetpud.daemon.results import Class, DetectedObject
+from edgetpud.daemon.sequences import SequenceId, Sequences, StateCarrier
 from edgetpud.daemon.service import InferenceRequest, InferenceResult
 from edgetpud.daemon.shm import SharedMemoryRegistry
 from edgetpud.hal.device import DeviceInfo
@@ -119,6 +120,7 @@ class FakeService:
         self.unloads: List[str] = []
         self.rescans = 0
         self.shared_memory = SharedMemoryRegistry()
+        self.sequences = Sequences(limit=4, idle_s=60.0)
 
     async def rescan_devices(self) -> None:
         self.rescans += 1
@@ -138,6 +140,18 @@ class FakeService:
     def learning(self) -> Learning:
         """Raises: PreconditionError: always (as the real service does before it starts)."""
         raise PreconditionError("the fake service has no retraining")
+
+    def sequence(self, model: str, sequence_id: SequenceId, start: bool) -> StateCarrier:
+        """Real sequence bookkeeping (limit 4, idle 60 s) for known models."""
+        self.model_info(model)
+        return self.sequences.carrier(model, sequence_id, start)
+
+    def end_sequence(self, model: str, sequence_id: SequenceId) -> None:
+        self.sequences.end(model, sequence_id)
+
+    def state_inputs(self, name: str) -> List[str]:
+        self.model_info(name)
+        return []
 
     async def infer(self, model: str, task: Optional[str], request: InferenceRequest,
                     deadline: Optional[float] = None, version: Union[int, str, None] = None,

@@ -40,9 +40,11 @@ def laid_out(fetch_models, test_data: Path, tmp_path_factory) -> Path:
     return out
 
 
-def test_bundles_from_a_local_folder(laid_out: Path):
+def test_bundles_from_a_local_folder(laid_out: Path, test_data: Path):
     names = sorted(p.name for p in laid_out.iterdir() if p.is_dir() and p.name != "images")
-    assert names == REQUIRED  # the SSD detector is optional and absent from the test data
+    # the SSD detector is optional and absent from the test data; the traffic model comes from ../traffic
+    traffic = ["traffic_model"] if (test_data.parent / "traffic").is_dir() else []
+    assert names == REQUIRED + traffic
     for name in REQUIRED:
         folder = laid_out / name
         assert (folder / "model.tflite").is_file() and (folder / "model_edgetpu.tflite").is_file()
@@ -127,3 +129,19 @@ def test_script_is_executable():
     result = subprocess.run([sys.executable, str(SCRIPT), "--list"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "ssd_mobilenet_v2_coco_quant_postprocess  (optional)" in result.stdout.splitlines()
+
+
+def test_the_traffic_detector_is_laid_out_beside_the_coral_models(laid_out: Path, traffic_data: Path):
+    bundle = ModelBundle.load(laid_out / "traffic_model")
+    assert bundle.task == "detect" and not bundle.task_inferred
+    assert bundle.labels == {0: "sedan", 1: "pickup_suv_van", 2: "large_veh_bus"}
+    assert [(p.input, p.output) for p in bundle.state] == [
+        ("raw_inputs/init_lstm_c", "raw_outputs/lstm_c"), ("raw_inputs/init_lstm_h", "raw_outputs/lstm_h")]
+    assert [tuple(s.shape) for s in bundle.task_outputs] == [(1, 40, 4), (1, 40), (1, 40), (1,)]
+    objects = load_model(laid_out / "traffic_model").detect(str(traffic_data / "frames" / "0001.bmp"))
+    assert [o.label for o in objects] == ["pickup_suv_van"] and 0.41 <= objects[0].score <= 0.5
+
+
+def test_a_traffic_folder_that_is_not_one_is_a_usage_error(fetch_models, test_data: Path, tmp_path: Path):
+    assert fetch_models.main(["--from", str(test_data), "--traffic-from", str(tmp_path / "none"),
+                              "--out", str(tmp_path / "m"), "-q"]) == 2

@@ -174,6 +174,9 @@ def objects(payload: Iterable[DetectedObject]) -> List[pb.DetectedObject]:
                                 bbox=pb.BoundingBox(xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax))
         if o.label is not None:
             msg.label = str(o.label)
+        if o.normalized is not None:
+            nx0, ny0, nx1, ny1 = (float(v) for v in o.normalized)
+            msg.normalized_bbox.CopyFrom(pb.BoundingBox(xmin=nx0, ymin=ny0, xmax=nx1, ymax=ny1))
         out.append(msg)
     return out
 

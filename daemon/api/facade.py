@@ -13,6 +13,7 @@ from typing import List, Optional, Protocol, Tuple, Union
 from edgetpud.daemon.learning import Learning
 from edgetpud.daemon.metrics import MetricsSummary
 from edgetpud.daemon.registry import ModelState
+from edgetpud.daemon.sequences import SequenceId, StateCarrier
 from edgetpud.daemon.service import InferenceRequest, InferenceResult
 from edgetpud.daemon.shm import SharedMemoryRegistry
 from edgetpud.hal.device import DeviceInfo
@@ -89,6 +90,15 @@ class ServiceFacade(Protocol):
 
     async def rescan_devices(self) -> None:
         """One device monitor pass now, so a mock unplug or replug shows in the reply."""
+
+    def sequence(self, model: str, sequence_id: SequenceId, start: bool) -> StateCarrier:
+        """A KServe sequence's state (``start`` begins it). Raises: NotFoundError (no such model, or the
+        sequence is not live), ResourceExhaustedError (too many live), InvalidArgumentError (id 0)."""
+
+    def end_sequence(self, model: str, sequence_id: SequenceId) -> None: ...
+
+    def state_inputs(self, name: str) -> List[str]:
+        """The served version's recurrent state inputs (a request may leave them out). Raises: NotFoundError."""
 
     async def infer(self, model: str, task: Optional[str], request: InferenceRequest,
                     deadline: Optional[float] = None, version: Union[int, str, None] = None,

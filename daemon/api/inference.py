@@ -1,11 +1,13 @@
 """edgetpud.v1.Inference: classify, detect, embed, invoke and the camera stream."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, AsyncIterator, List, Optional, Sequence
 
 import grpc
 
+from edgetpud.daemon.sequences import StateCarrier
 from edgetpud.daemon.service import InferenceResult
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
@@ -95,6 +97,7 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
         except Exception as exc:  # noqa: BLE001 - mapped like every other error
             await context.abort(*to_status(exc))
         options = {"top_k": config.top_k, "threshold": config.threshold, "normalize": config.normalize}
+        state = StateCarrier()  # this camera's recurrent state, if the model has one
         numbering = iter(range(1, 2 ** 63))
 
         async def frames() -> AsyncIterator[lift.Lifted]:
@@ -117,7 +120,9 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
             try:
                 image = frame.image if frame.HasField("image") else None
                 names = self._input_names(config.model, frame.inputs)
-                request = convert.inference_request(image, frame.inputs, names, pixels=pixels, **options)
+                request = dataclasses.replace(
+                    convert.inference_request(image, frame.inputs, names, pixels=pixels, **options),
+                    state=state, reset_state=frame.reset_state)
                 # a frame waits for room in a full device queue: the stream's reader pauses meanwhile,
                 # and gRPC flow control slows the camera instead of its frames failing
                 result = await self._svc.infer(config.model, task, request, deadline=deadline,

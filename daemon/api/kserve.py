@@ -8,7 +8,8 @@ the model as a ``raw`` task.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -41,6 +42,8 @@ CONTENTS_FIELD = {
 }
 PLATFORM = "edgetpu_tflite"
 EXTENSIONS = ["model_repository", "system_shared_memory"]
+#: ModelInfer parameters of Triton's sequence batcher: a recurrent model's state is carried per sequence id.
+SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 #: RepositoryModelLoad parameters naming a path on the daemon's host.
 PATH_PARAMETERS = ("file:path", "path")
 
@@ -71,9 +74,54 @@ def datatype(dtype: Any) -> str:
     return DATATYPE_OF.get(np.dtype(dtype), "BYTES")
 
 
+@dataclass(frozen=True)
+class SequenceParameters:
+    """Triton's sequence parameters of one ModelInfer request."""
+
+    id: Union[int, str]
+    start: bool
+    end: bool
+
+
+def sequence_parameters(request: pb.ModelInferRequest) -> Optional[SequenceParameters]:
+    """The request's sequence (``sequence_id`` as int64 or string, ``sequence_start``, ``sequence_end``),
+    or None when it names none (no id, or id 0 / "" as tritonclient sends for "no sequence").
+
+    Raises:
+        RequestError: a parameter of the wrong type, or start/end without an id.
+    """
+    params = request.parameters
+    if not any(key in params for key in SEQUENCE_PARAMETERS):
+        return None
+    seq_id: Union[int, str] = 0
+    if "sequence_id" in params:
+        value = params["sequence_id"]
+        kind = value.WhichOneof("parameter_choice")
+        if kind == "int64_param":
+            seq_id = int(value.int64_param)
+        elif kind == "uint64_param":
+            seq_id = int(value.uint64_param)
+        elif kind == "string_param":
+            seq_id = value.string_param
+        else:
+            raise RequestError("parameter 'sequence_id' must be an int64_param or a string_param")
+    flags = []
+    for key in ("sequence_start", "sequence_end"):
+        value = params[key] if key in params else None
+        if value is not None and value.WhichOneof("parameter_choice") != "bool_param":
+            raise RequestError(f"parameter '{key}' must be a bool_param")
+        flags.append(bool(value.bool_param) if value is not None else False)
+    if seq_id in (0, ""):
+        if any(flags):
+            raise RequestError("sequence_start or sequence_end needs a sequence_id (a number from 1, or a string)")
+        return None
+    return SequenceParameters(seq_id, flags[0], flags[1])
+
+
 def input_arrays(request: pb.ModelInferRequest, specs: Sequence[TensorSpec],
-                 shared: Optional[SharedTensors] = None) -> Dict[str, np.ndarray]:
-    """Decode and check the request's inputs against the model's input tensors.
+                 shared: Optional[SharedTensors] = None, optional: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+    """Decode and check the request's inputs against the model's input tensors (``optional`` ones,
+    a recurrent model's state, may be left out).
 
     An input in shared memory is read from its region (``shared``); ``raw_input_contents`` then
     holds one entry per other input, in order, as tritonclient sends them.
@@ -126,7 +174,7 @@ def input_arrays(request: pb.ModelInferRequest, specs: Sequence[TensorSpec],
         else:
             array = typed_values(tensor, want_type, count)
         arrays[tensor.name] = array.reshape(want_shape)
-    missing = sorted(set(by_name) - set(arrays))
+    missing = sorted(set(by_name) - set(arrays) - set(optional))
     if missing:
         raise RequestError(f"model '{request.model_name}' also needs input(s) {missing}")
     return arrays
@@ -338,12 +386,19 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         targets: Dict[str, Target] = {}
 
         async def run() -> core.InferenceResult:
-            inputs, outputs = self._svc.model_specs(request.model_name)
-            tensors = input_arrays(request, inputs, shared)
+            model = request.model_name
+            inputs, outputs = self._svc.model_specs(model)
+            sequence = sequence_parameters(request)
+            tensors = input_arrays(request, inputs, shared, self._svc.state_inputs(model))
             wanted.extend(requested_outputs(request, outputs))
             targets.update(output_targets(request, outputs, shared))
-            result = await self._svc.infer(request.model_name, "raw", core.InferenceRequest(tensors=tensors),
-                                           deadline=deadline_of(context), version=request.model_version or None)
+            state = self._svc.sequence(model, sequence.id, sequence.start) if sequence else None
+            try:
+                result = await self._svc.infer(model, "raw", core.InferenceRequest(tensors=tensors, state=state),
+                                               deadline=deadline_of(context), version=request.model_version or None)
+            finally:
+                if sequence is not None and sequence.end:
+                    self._svc.end_sequence(model, sequence.id)
             write_outputs(result, targets, shared)
             return result
         result = await self._call(context, request.model_name, run)

@@ -20,7 +20,7 @@ import grpc
 
 from edgetpud.daemon.client import Client, ClientError, ImageTooLargeError, default_address
 
-from . import output
+from . import output, video
 from .argtypes import MAX_TOP_K, int_at_least, int_between, number, score
 from .exits import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK
 
@@ -167,6 +167,8 @@ def cmd_classify(ctx: Context) -> int:
 
 
 def cmd_detect(ctx: Context) -> int:
+    if ctx.args.stream:
+        return video.cmd_detect_stream(ctx, _model_for(ctx, "detect"))
     return _per_image(ctx, "detect", ctx.client.detect, "objects", lambda r: output.plain(r.objects),
                       top_k=ctx.args.top_k, threshold=ctx.args.threshold)
 
@@ -251,7 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_classify)
     p = sub.add_parser("detect", help="detect objects in images")
     _inference_args(p)
+    p.add_argument("--stream", action="store_true",
+                   help="the images (or one folder's, in name order) are a camera's frames: send them in order "
+                        "through one stream, so a recurrent model carries its state; a line per frame")
     p.set_defaults(func=cmd_detect)
+    video.add_invoke_parser(sub)
     p = sub.add_parser("embed", help="embedding vectors of images")
     _inference_args(p, top_k=False)
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")

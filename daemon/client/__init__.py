@@ -308,7 +308,9 @@ class Client:
                timeout: Optional[float] = None) -> Iterator[StreamResult]:
         """Serve a sequence of frames; yields one StreamResult per frame, in frame order.
 
-        ``frames`` yields images, or ``(frame_id, image)`` pairs to choose the ids (else 1, 2, ...).
+        ``frames`` yields images, or ``(frame_id, image)`` pairs to choose the ids (else 1, 2, ...),
+        or ``(frame_id, image, reset_state)`` to start a recurrent model's state afresh at that frame
+        (a stream carries it from frame to frame).
         With ``latest_frame_wins`` a frame still waiting when a newer one arrives is answered
         ``status="dropped"``. Closing the returned iterator cancels the frames still queued.
         ``timeout`` bounds the whole stream (default: none).
@@ -340,9 +342,14 @@ class Client:
             yield pb.StreamRequest(config=config)
             try:
                 for item in frames:
-                    frame_id, value = item if isinstance(item, tuple) else (0, item)
+                    reset = False
+                    if isinstance(item, tuple) and len(item) == 3:
+                        frame_id, value, reset = item
+                    else:
+                        frame_id, value = item if isinstance(item, tuple) else (0, item)
                     message = pb.StreamRequest()
                     message.frame.frame_id = frame_id
+                    message.frame.reset_state = bool(reset)
                     if task == "raw" and not isinstance(value, (bytes, str, Path, Frame)):
                         message.frame.inputs.extend(convert.tensors(value))
                     else:

@@ -167,7 +167,9 @@ def classes(items: Sequence[pb.Class]) -> list:
 
 
 def objects(items: Sequence[pb.DetectedObject]) -> list:
-    return [DetectedObject(o.id, _label(o), o.score, (o.bbox.xmin, o.bbox.ymin, o.bbox.xmax, o.bbox.ymax))
+    return [DetectedObject(o.id, _label(o), o.score, (o.bbox.xmin, o.bbox.ymin, o.bbox.xmax, o.bbox.ymax),
+                           (o.normalized_bbox.xmin, o.normalized_bbox.ymin, o.normalized_bbox.xmax,
+                            o.normalized_bbox.ymax) if o.HasField("normalized_bbox") else None)
             for o in items]
 
 

@@ -9,6 +9,7 @@ device time and works for compiled models on hosts without an Edge TPU.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from edgetpud.daemon.errors import ImageError, ModelError
 from edgetpud.hal.executor import TensorSpec
 
 from .adapters import DETECTION_POSTPROCESS_OP, detection_layout
+from .adapters.detection import postprocess_shapes
 from .labels import read_labels
+from .state import StatePair, parse_state, task_inputs, task_outputs
 from .preprocess import RESIZE_METHODS, input_size
 from .tflite import TensorInfo, TfliteModel
 
@@ -49,6 +52,8 @@ _SECTION_KEYS: Dict[str, Tuple[str, ...]] = {
     "raw": (),
 }
 _TOP_KEYS = ("task", "name", "description", "labels")
+#: Top-level keys holding an array of tables (``[[state]]``: see model/state.py).
+_LIST_KEYS = ("state",)
 
 PathLike = Union[str, Path]
 
@@ -82,6 +87,18 @@ class ModelBundle:
     outputs: List[TensorSpec] = field(default_factory=list)
     output_names: List[str] = field(default_factory=list)
     description: str = ""
+    #: Recurrent state pairs (``[[state]]`` in model.toml): inputs fed from outputs, frame after frame.
+    state: Tuple[StatePair, ...] = ()
+
+    @property
+    def task_inputs(self) -> List[TensorSpec]:
+        """The inputs a task feeds (the image), without the state inputs."""
+        return task_inputs(self.state, self.inputs)
+
+    @property
+    def task_outputs(self) -> List[TensorSpec]:
+        """The outputs a task reads (e.g. the four of a detection post-process), without the state outputs."""
+        return task_outputs(self.state, self.outputs)
 
     @classmethod
     def load(
@@ -126,11 +143,12 @@ class ModelBundle:
         if model_path and edgetpu_path:
             _check_twins(model, TfliteModel.read(edgetpu_path), model_path, edgetpu_path)
         inputs = [_spec(t) for t in model.inputs]
-        outputs = [_spec(t) for t in model.outputs]
+        outputs = _with_postprocess_shapes(model, [_spec(t) for t in model.outputs])
         output_names = _output_names(model)
+        state = parse_state(config.get("state"), inputs, outputs, f"bundle {name}")
         chosen = task if task is not None else config.get("task")
         if chosen is None:
-            chosen, inferred = infer_task(model, inputs, outputs), True
+            chosen, inferred = infer_task(model, task_inputs(state, inputs), task_outputs(state, outputs)), True
             log.info("bundle %s: no task given, inferred %r from its tensors", name, chosen)
         else:
             inferred = False
@@ -152,6 +170,7 @@ class ModelBundle:
             outputs=outputs,
             output_names=output_names,
             description=str(config.get("description", model.description or "")),
+            state=state,
         )
         bundle._check_task()
         return bundle
@@ -187,15 +206,21 @@ class ModelBundle:
         """Refuse a task the model's tensors cannot serve, at load time rather than per request."""
         where = f"bundle {self.name}"
         if self.task in IMAGE_TASKS:
-            if len(self.inputs) != 1:
-                raise ModelError(f"{where}: task {self.task} needs one image input, the model has {len(self.inputs)}")
+            images = self.task_inputs
+            if len(images) != 1:
+                state = f" besides its {len(self.state)} state input(s)" if self.state else ""
+                raise ModelError(f"{where}: task {self.task} needs one image input, the model has "
+                                 f"{len(images)}{state} (declare recurrent inputs in [[state]] of model.toml)")
+            if any(p.input_index == 0 for p in self.state):
+                raise ModelError(f"{where}: task {self.task} takes its image as input 0, which [[state]] declares "
+                                 f"a state input ('{self.inputs[0].name}')")
             try:
                 input_size(self.inputs[0])
             except ImageError as exc:
                 raise ModelError(f"{where}: task {self.task} needs an image input: {exc}") from None
         if self.task == "detect":
-            detection_layout(self.outputs, self.output_names)
-        elif self.task == "classify" and not any(int(np.prod(s.shape)) > 1 for s in self.outputs):
+            detection_layout(self.task_outputs, task_outputs(self.state, self.output_names))
+        elif self.task == "classify" and not any(int(np.prod(s.shape)) > 1 for s in self.task_outputs):
             raise ModelError(f"{where}: task classify needs an output with more than one score")
 
 
@@ -229,6 +254,23 @@ def infer_task(model: TfliteModel, inputs: Sequence[TensorSpec], outputs: Sequen
 def _spec(info: TensorInfo) -> TensorSpec:
     """TensorInfo's fields are already plain Python/numpy (tuple of ints, np.dtype, float, int)."""
     return TensorSpec(info.name, info.index, info.shape, info.dtype, info.scale, info.zero_point)
+
+
+def _with_postprocess_shapes(model: TfliteModel, outputs: List[TensorSpec]) -> List[TensorSpec]:
+    """Fill in the output shapes a detection post-process leaves to the runtime (see ``postprocess_shapes``)."""
+    if all(s.shape for s in outputs):
+        return outputs
+    try:
+        ops = [op for op in model.operators() if op.opcode == DETECTION_POSTPROCESS_OP]
+    except ModelError:
+        return outputs
+    shapes: Dict[int, Tuple[int, ...]] = {}
+    for op in ops:
+        found = postprocess_shapes(op.custom_options)
+        if found is not None:
+            shapes.update(zip(op.outputs, found))
+    return [dataclasses.replace(s, shape=shapes[s.index]) if not s.shape and s.index in shapes else s
+            for s in outputs]
 
 
 def _output_names(model: TfliteModel) -> List[str]:
@@ -335,7 +377,7 @@ def _read_config(path: Path) -> Dict[str, Any]:
             if unknown:
                 allowed = ", ".join(_SECTION_KEYS[key]) or "no keys"
                 raise ModelError(f"{path}: unknown key(s) {unknown} in [{key}]; allowed: {allowed}")
-        elif key not in _TOP_KEYS:
+        elif key not in _TOP_KEYS and key not in _LIST_KEYS:
             log.warning("%s: ignoring unknown key %r", path, key)
     for key in _TOP_KEYS:
         if key in config and not isinstance(config[key], str):

@@ -1,5 +1,7 @@
 """Label files: map class ids to names.
 
+A TensorFlow label map (``.pbtxt``, ``item { name id }``) is read by ``label_map``.
+
 Three layouts exist in the wild and Coral ships all of them: ``id label``,
 ``id:label`` (with any spacing, e.g. ``0  person``) and one label a line where the
 line number is the id (``imagenet_labels.txt``). A file is in the id layout only
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Dict, Union
 
 from edgetpud.daemon.errors import ModelError
+
+from .label_map import looks_like_label_map, parse_label_map
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +61,14 @@ def read_labels(path: Union[str, Path]) -> Dict[int, str]:
         data = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
-    labels = decode_labels(data, f"labels file {path}")
+    labels = decode_labels(data, f"labels file {path}", label_map=path.suffix == ".pbtxt")
     log.debug("read %d labels from %s", len(labels), path)
     return labels
 
 
-def decode_labels(data: bytes, origin: str = "the labels file") -> Dict[int, str]:
-    """A label file's bytes (read here, or sent with a load) into ``{id: label}``.
+def decode_labels(data: bytes, origin: str = "the labels file", label_map: bool = False) -> Dict[int, str]:
+    """A label file's bytes (read here, or sent with a load) into ``{id: label}``; a TensorFlow
+    label map (``label_map``, or text that looks like one) by ``label_map.parse_label_map``.
 
     Raises:
         ModelError: not UTF-8 text (a BOM is tolerated), NUL characters, or an id repeated.
@@ -74,4 +79,6 @@ def decode_labels(data: bytes, origin: str = "the labels file") -> Dict[int, str
         raise ModelError(f"{origin} is not UTF-8 text: {exc}") from exc
     if "\x00" in text:
         raise ModelError(f"{origin} is not a text file")
+    if label_map or looks_like_label_map(text):
+        return parse_label_map(text, origin=origin)
     return parse_labels(text, origin=origin)

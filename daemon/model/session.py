@@ -23,6 +23,7 @@ from edgetpud.hal.executor import open_executor as hal_open_executor
 from . import adapters
 from ..results import Class, DetectedObject
 from .bundle import TASKS, ModelBundle
+from .state import fill_state, task_outputs, with_state
 from .preprocess import ImageTransform, crop, input_size, load_image, quantize_input, resize, to_channels
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,16 @@ class ModelSession:
 
     # ------------------------------------------------------------------ the three steps
 
-    def preprocess(self, image: Any, task: Optional[str] = None, **options: Any) -> Tuple[List[np.ndarray], PreprocessContext]:
+    def preprocess(self, image: Any, task: Optional[str] = None, state: Optional[Sequence[np.ndarray]] = None,
+                   **options: Any) -> Tuple[List[np.ndarray], PreprocessContext]:
         """Turn an image (path, bytes, PIL image or HxWxC uint8 array) into input tensors.
 
         For ``raw`` the "image" is a mapping of input names to arrays (or a list in
         input order). Options: ``resize`` (bilinear|nearest|letterbox), ``roi``
         (x, y, w, h crop first), ``mean``, ``std``, ``fill``; each defaults to the
-        bundle's ``[preprocess]``.
+        bundle's ``[preprocess]``. A model with recurrent state (``[[state]]``) gets
+        ``state`` (the values carried from the previous frame) in its state inputs,
+        or their initial values when ``state`` is None.
 
         Raises:
             ImageError: the image or tensors cannot be decoded or do not fit.
@@ -98,7 +102,10 @@ class ModelSession:
         unknown = sorted(set(options) - set(PREPROCESS_OPTIONS))
         if unknown:
             raise InvalidArgumentError(f"unknown preprocess option(s) {unknown}; allowed: {', '.join(PREPROCESS_OPTIONS)}")
+        pairs = self.bundle.state
         if task == "raw":
+            if pairs and isinstance(image, Mapping):
+                image = fill_state(pairs, image, state)
             return adapters.raw_inputs(image, self.inputs), PreprocessContext(task)
         spec = self.inputs[0]
         prefs = self.bundle.preprocess
@@ -126,7 +133,8 @@ class ModelSession:
         )
         resized = to_channels(resized, int(spec.shape[-1]))
         tensor = quantize_input(resized, spec, options.get("mean", prefs.mean), options.get("std", prefs.std))
-        return [tensor], PreprocessContext(task, transform)
+        tensors = with_state(pairs, len(self.inputs), [tensor], state) if pairs else [tensor]
+        return tensors, PreprocessContext(task, transform)
 
     def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Run the model once on prepared inputs.
@@ -156,13 +164,17 @@ class ModelSession:
         task = self._task(task)
         opts = self._options(task, options)
         specs = self.outputs
+        names: Sequence[str] = self.bundle.output_names
+        if self.bundle.state and task != "raw":  # the adapters see the task's outputs, not the state
+            outputs, specs = task_outputs(self.bundle.state, outputs), task_outputs(self.bundle.state, specs)
+            names = task_outputs(self.bundle.state, names)
         if task == "classify":
             return adapters.classify(outputs, specs, self.bundle.labels, int(opts["top_k"]), float(opts["threshold"]))
         if task == "detect":
             transform = context.transform if context is not None else None
             return adapters.detect(
                 outputs, specs, self.bundle.labels, transform,
-                float(opts["threshold"]), int(opts["top_k"]), names=self.bundle.output_names,
+                float(opts["threshold"]), int(opts["top_k"]), names=names,
             )
         if task == "embed":
             return adapters.embed(outputs, specs, bool(opts["normalize"]))

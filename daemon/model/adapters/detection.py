@@ -25,6 +25,26 @@ log = logging.getLogger(__name__)
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 
+def postprocess_shapes(custom_options: Optional[bytes]) -> Optional[Tuple[Tuple[int, ...], ...]]:
+    """The shapes of the four outputs of ``TFLite_Detection_PostProcess`` (boxes, classes, scores,
+    count, the kernel's own order) from its options.
+
+    Some exports (the AutoML Video traffic model) leave those shapes out of the file: the
+    kernel sets them when tensors are allocated, to N = max_detections x
+    max_classes_per_detection detections. None when the options do not say.
+    """
+    if not custom_options:
+        return None
+    try:
+        from flatbuffers import flexbuffers
+
+        options = flexbuffers.Loads(custom_options)
+        n = int(options["max_detections"]) * int(options.get("max_classes_per_detection", 1))
+    except Exception:  # noqa: BLE001 - unreadable options: the shapes stay unknown
+        return None
+    return ((1, n, 4), (1, n), (1, n), (1,))
+
+
 @dataclass(frozen=True)
 class DetectionLayout:
     """Which output index holds boxes, classes, scores and the count."""
@@ -170,10 +190,23 @@ def detect(
     objects: List[DetectedObject] = []
     for i in keep[:top_k]:
         ymin, xmin, ymax, xmax = (float(v) for v in boxes[i])
+        normalized: Optional[Tuple[float, float, float, float]]
         if transform is not None:
             bbox = transform.box_to_source(ymin, xmin, ymax, xmax)
+            normalized = _normalized(bbox, transform)
         else:
             bbox = (min(xmin, xmax), min(ymin, ymax), max(xmin, xmax), max(ymin, ymax))
+            normalized = bbox
         class_id = int(round(float(classes[i])))
-        objects.append(DetectedObject(class_id, (labels or {}).get(class_id), float(scores[i]), bbox))
+        objects.append(DetectedObject(class_id, (labels or {}).get(class_id), float(scores[i]), bbox, normalized))
     return objects
+
+
+def _normalized(bbox: Tuple[float, float, float, float],
+                transform: ImageTransform) -> Optional[Tuple[float, float, float, float]]:
+    """A source-pixel box as fractions of the source image (what Frigate-style apps take), if its size is known."""
+    width, height = transform.source_width, transform.source_height
+    if not width or not height:
+        return None
+    x0, y0, x1, y1 = bbox
+    return (x0 / width, y0 / height, x1 / width, y1 / height)

@@ -146,16 +146,18 @@ class BoundingBox(_message.Message):
     def __init__(self, xmin: _Optional[float] = ..., ymin: _Optional[float] = ..., xmax: _Optional[float] = ..., ymax: _Optional[float] = ...) -> None: ...
 
 class DetectedObject(_message.Message):
-    __slots__ = ("id", "label", "score", "bbox")
+    __slots__ = ("id", "label", "score", "bbox", "normalized_bbox")
     ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     BBOX_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_BBOX_FIELD_NUMBER: _ClassVar[int]
     id: int
     label: str
     score: float
     bbox: BoundingBox
-    def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., bbox: _Optional[_Union[BoundingBox, _Mapping]] = ...) -> None: ...
+    normalized_bbox: BoundingBox
+    def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., bbox: _Optional[_Union[BoundingBox, _Mapping]] = ..., normalized_bbox: _Optional[_Union[BoundingBox, _Mapping]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("model", "version", "image", "top_k", "threshold")
@@ -264,14 +266,16 @@ class StreamConfig(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., normalize: bool = ..., frame_policy: _Optional[_Union[FramePolicy, str]] = ..., max_in_flight: _Optional[int] = ..., frame_timeout_s: _Optional[float] = ...) -> None: ...
 
 class StreamFrame(_message.Message):
-    __slots__ = ("frame_id", "image", "inputs")
+    __slots__ = ("frame_id", "image", "inputs", "reset_state")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    RESET_STATE_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     image: Image
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, frame_id: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    reset_state: bool
+    def __init__(self, frame_id: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., reset_state: bool = ...) -> None: ...
 
 class StreamRequest(_message.Message):
     __slots__ = ("config", "frame")
