@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .errors import PreconditionError
+from .results import DeviceUsage, RequestSummary
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +32,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 DEVICE_STATES = ("needs_firmware", "ready", "busy", "throttled", "lost", "failed")
 
 
-@dataclass(frozen=True)
-class RequestSummary:
-    """One model's requests since the start: counts by status code and latency percentiles (seconds)."""
-
-    model: str
-    count: int
-    errors: int
-    codes: Dict[str, int]
-    p50_s: float
-    p90_s: float
-    p99_s: float
-
-
-@dataclass(frozen=True)
-class DeviceUsage:
-    """How busy one device has been since the start (``busy_s`` is time in its invoke)."""
-
-    device: str
-    invocations: int
-    busy_s: float
-    utilization: float
 
 
 @dataclass(frozen=True)

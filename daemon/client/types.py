@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import grpc
 import numpy as np
 
-from edgetpud.daemon.results import Class, DetectedObject
+from edgetpud.daemon.results import Class, DetectedObject, DeviceUsage, RequestSummary
 
 
 class ClientError(Exception):
@@ -133,27 +133,6 @@ class Model:
     problems: List[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class RequestSummary:
-    """One model's requests since the daemon started; latency percentiles in seconds (from histogram buckets)."""
-
-    model: str
-    count: int
-    errors: int
-    codes: Dict[str, int]
-    p50_s: float
-    p90_s: float
-    p99_s: float
-
-
-@dataclass(frozen=True)
-class DeviceUsage:
-    """How busy a device has been since the daemon started (``busy_s``: time in its invoke)."""
-
-    device: str
-    invocations: int
-    busy_s: float
-    utilization: float
 
 
 @dataclass(frozen=True)
