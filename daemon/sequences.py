@@ -28,10 +28,22 @@ class StateCarrier:
     """One stream's (or sequence's) state, for one model version at a time."""
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
+        self._lock: Optional[asyncio.Lock] = None
         self._key: Optional[str] = None
         self._values: Optional[List[np.ndarray]] = None
         self.frames = 0  # frames that ran and updated the state
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Made on first use, on the running loop (Python 3.9 binds a lock to the loop current when made)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    @property
+    def busy(self) -> bool:
+        """A frame of this stream or sequence is running now."""
+        return self._lock is not None and self._lock.locked()
 
     def values_for(self, key: str) -> Optional[List[np.ndarray]]:
         """The carried state for model version ``key``; None (start from the initial values) when
@@ -103,7 +115,7 @@ class Sequences:
         while self._live:
             key, (carrier, used) = next(iter(self._live.items()))
             # the oldest first; one whose request is running now is not idle
-            if now - used <= self.idle_s or carrier.lock.locked():
+            if now - used <= self.idle_s or carrier.busy:
                 break
             del self._live[key]
             self._expired[key] = None
