@@ -86,6 +86,7 @@ class Scheduler:
         self._loader = loader
         self._max_attempts = max_attempts
         self._queues: Dict[str, Deque[_Request]] = {}
+        self._dispatching = False  # inside _dispatch: a request that fails at once finishes after it
         self._inflight: Dict[str, int] = {}
         self._usable: Set[str] = set()
         self._restarting: Set[str] = set()
@@ -342,6 +343,15 @@ class Scheduler:
         queue = self._queues.get(device)
         if not queue or device not in self._usable:
             return
+        self._dispatching = True
+        try:
+            self._hand_over(device, queue)
+        finally:
+            self._dispatching = False
+        self._wake_room(device)
+
+    def _hand_over(self, device: str, queue: Deque[_Request]) -> None:
+        """Submit from the front of ``queue`` while the device has room."""
         while queue and self._pool.capacity(device) > 0:
             req = queue.popleft()
             req.queued_on = None
@@ -366,7 +376,6 @@ class Scheduler:
                 assert self._loop is not None
                 req.timer = self._loop.call_later(max(0.0, _answer_by(req) - now), self._overdue, req, device)
             cf.add_done_callback(self._callback(req, device))
-        self._wake_room(device)
 
     def _callback(self, req: _Request, device: str) -> Callable[["concurrent.futures.Future"], None]:
         loop = self._loop
@@ -376,7 +385,10 @@ class Scheduler:
         def on_done(cf: "concurrent.futures.Future") -> None:
             finished = time.monotonic()
             if threading.get_ident() == loop_thread:  # the pool reads replies on the loop: no wake-up needed
-                loop.call_soon(self._finished, req, device, cf, finished)
+                if self._dispatching:  # failed at once, inside _dispatch: finish after it, not inside it
+                    loop.call_soon(self._finished, req, device, cf, finished)
+                else:
+                    self._finished(req, device, cf, finished)
                 return
             try:
                 loop.call_soon_threadsafe(self._finished, req, device, cf, finished)

@@ -349,14 +349,21 @@ def test_without_pyzmq_zmq_listen_is_a_clear_usage_error(tmp_path: Path) -> None
 
 
 def test_detection_rows_are_frigates_layout() -> None:
-    rows = protocol.detection_rows([(2, 0.3, (0.1, 0.2, 0.3, 0.4)), (1, 0.9, (0.5, 0.6, 0.7, 0.8)),
-                                    (3, 0.5, (0.0, 0.1, 0.2, 0.3))])
+    # the postprocess's order: boxes as ymin, xmin, ymax, xmax; the last one past the count
+    boxes = np.array([[0.2, 0.1, 0.4, 0.3], [0.6, 0.5, 0.8, 0.7], [0.3, 0.2, 0.1, 0.0], [0, 0, 1, 1]], np.float32)
+    rows = protocol.detection_rows(boxes, np.array([2, 1, 3, 4], np.float32),
+                                   np.array([0.3, 0.9, 0.5, 0.99], np.float32), count=3)
     assert rows.shape == (20, 6) and rows.dtype == np.float32
     np.testing.assert_allclose(rows[0], [1, 0.9, 0.6, 0.5, 0.8, 0.7])  # ymin, xmin, ymax, xmax
-    np.testing.assert_allclose(rows[1], [3, 0.5, 0.1, 0.0, 0.3, 0.2])
-    assert not rows[2:].any()  # the 0.3 detection is under Frigate's 0.4
-    many = protocol.detection_rows([(1, 0.5 + i / 100, (0, 0, 1, 1)) for i in range(30)])
+    np.testing.assert_allclose(rows[1], [3, 0.5, 0.1, 0.0, 0.3, 0.2])  # swapped corners put right
+    assert not rows[2:].any()  # the 0.3 detection is under Frigate's 0.4, the 0.99 one past the count
+    scores = np.array([0.5 + i / 100 for i in range(30)], np.float32)
+    many = protocol.detection_rows(np.tile([[0, 0, 1, 1]], (30, 1)).astype(np.float32), np.ones(30, np.float32),
+                                   scores, count=30)
     assert many[:, 1].min() >= 0.59 and many[0, 1] == np.float32(0.79)
+    ties = protocol.detection_rows(np.zeros((3, 4), np.float32), np.array([7, 8, 9], np.float32),
+                                   np.full(3, 0.5, np.float32), count=3)
+    assert list(ties[:3, 0]) == [7, 8, 9]  # equal scores keep the model's order
 
 
 def test_model_names_are_tflite_file_names() -> None:

@@ -25,7 +25,7 @@ class FrigateServer:
 
     def __init__(self, service: ServiceFacade, config: Config) -> None:
         self._zmq = import_zmq()
-        self._context = self._zmq.asyncio.Context()
+        self._context = self._zmq.Context()
         handler = FrigateHandler(service)
         self.endpoints: List[FrigateEndpoint] = [
             FrigateEndpoint(address, handler, self._context, config.max_message_bytes,

@@ -17,7 +17,7 @@ import collections
 import dataclasses
 import logging
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,7 +26,8 @@ from edgetpud.hal.executor import TensorSpec
 
 from ..api.facade import ServiceFacade
 from ..errors import EdgetpudError, NotFoundError
-from ..model.adapters import detect
+from ..model.adapters.common import check_outputs, dequantize
+from ..model.adapters.detection import DetectionLayout, detection_layout, named_layout
 from ..service import InferenceRequest
 from . import protocol
 from .protocol import ModelQuery, ModelUpload, ProtocolError, TensorRequest
@@ -49,6 +50,7 @@ class FrigateHandler:
         self._service = service
         self._deadline_s = deadline_s
         self._peers: "collections.OrderedDict[bytes, str]" = collections.OrderedDict()
+        self._plans: Dict[str, _DetectorPlan] = {}
 
     async def handle(self, peer: bytes, frames: Sequence[bytes]) -> List[bytes]:
         """The reply to one request from connection ``peer``."""
@@ -123,23 +125,24 @@ class FrigateHandler:
         deadline = time.monotonic() + self._deadline_s
         tensor = request.array()
         name = self._peers.get(peer) or self._model_for(request)
-        inputs, outputs = self._service.model_specs(name)
-        first = inputs[0]
-        if tuple(first.shape) != request.shape or np.dtype(first.dtype) != request.dtype:
-            raise ProtocolError(f"model {name} takes {np.dtype(first.dtype).name} {list(first.shape)}; "
-                                f"the request is {request.dtype.name} {list(request.shape)} (check Frigate's "
-                                "model width, height, input_tensor and input_dtype)")
-        tensors = {first.name: tensor}
-        for spec in inputs[1:]:  # extra inputs (a recurrent state): their initial value, zeros
-            tensors[spec.name] = np.zeros(tuple(spec.shape), np.dtype(spec.dtype))
+        plan = self._plan_for(name)
+        if plan.shape != request.shape or plan.dtype != request.dtype:
+            raise ProtocolError(f"model {name} takes {plan.dtype.name} {list(plan.shape)}; the request is "
+                                f"{request.dtype.name} {list(request.shape)} (check Frigate's model width, "
+                                "height, input_tensor and input_dtype)")
+        tensors = dict(plan.extra_inputs)
+        tensors[plan.input_name] = tensor
         result = await self._service.infer(name, "raw", InferenceRequest(tensors=tensors), deadline=deadline)
-        picked = [outputs[i] for i in _detection_outputs(outputs)]
-        arrays = [np.asarray(result.payload[s.name]) for s in picked]
-        # The file declares no shapes for the postprocess outputs: the runtime's arrays have them.
-        specs = [dataclasses.replace(s, shape=tuple(a.shape)) for s, a in zip(picked, arrays)]
-        objects = detect(arrays, specs, threshold=protocol.SCORE_THRESHOLD, top_k=protocol.MAX_DETECTIONS,
-                         names=[s.name for s in specs])
-        return protocol.detections_reply(protocol.detection_rows([(o.id, o.score, o.bbox) for o in objects]))
+        return protocol.detections_reply(plan.rows(result.payload))
+
+    def _plan_for(self, name: str) -> "_DetectorPlan":
+        """The served version's plan, made again only when the version changed (a hot swap)."""
+        inputs, outputs = self._service.model_specs(name)
+        plan = self._plans.get(name)
+        if plan is None or not plan.made_from(inputs, outputs):
+            plan = _DetectorPlan(inputs, outputs)
+            self._plans[name] = plan
+        return plan
 
     def _model_for(self, request: TensorRequest) -> str:
         """The one ready detector taking this tensor, for a connection that skipped the handshake.
@@ -161,6 +164,48 @@ class FrigateHandler:
         self._peers.move_to_end(peer)
         while len(self._peers) > MAX_PEERS:
             self._peers.popitem(last=False)
+
+
+class _DetectorPlan:
+    """What every frame of one model version needs, worked out once: the input it fills,
+    zeros for the other inputs, and which outputs are boxes, classes, scores and count."""
+
+    def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+        self._inputs, self._outputs = list(inputs), list(outputs)
+        first = inputs[0]
+        self.input_name = first.name
+        self.shape, self.dtype = tuple(first.shape), np.dtype(first.dtype)
+        # a recurrent state's inputs start from zeros; read-only, so one array serves every frame
+        self.extra_inputs: Dict[str, np.ndarray] = {}
+        for spec in inputs[1:]:
+            zeros = np.zeros(tuple(spec.shape), np.dtype(spec.dtype))
+            zeros.flags.writeable = False
+            self.extra_inputs[spec.name] = zeros
+        self._picked = [outputs[i] for i in _detection_outputs(outputs)]
+        self._specs: Optional[List[TensorSpec]] = None  # the picked outputs with the runtime's shapes
+        self._layout: Optional[DetectionLayout] = None
+
+    def made_from(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> bool:
+        return (len(inputs) == len(self._inputs) and len(outputs) == len(self._outputs)
+                and all(a is b for a, b in zip(inputs, self._inputs))
+                and all(a is b for a, b in zip(outputs, self._outputs)))
+
+    def rows(self, payload: Mapping[str, Any]) -> np.ndarray:
+        """Frigate's ``[20, 6]`` rows from one raw result."""
+        arrays = [np.asarray(payload[s.name]) for s in self._picked]
+        specs = self._specs
+        if specs is None or any(a.shape != s.shape for a, s in zip(arrays, specs)):
+            # The file declares no shapes for the postprocess outputs: the runtime's arrays have them.
+            specs = [dataclasses.replace(s, shape=tuple(a.shape)) for s, a in zip(self._picked, arrays)]
+            check_outputs(arrays, specs, "detect")
+            self._specs = specs
+            self._layout = named_layout(specs, [s.name for s in specs])  # when the names decide, for every frame
+        real = [dequantize(a, s) for a, s in zip(arrays, specs)]
+        layout = self._layout or detection_layout(specs, [s.name for s in specs], real)
+        boxes = real[layout.boxes].reshape(-1, 4)
+        count = int(np.clip(real[layout.count].reshape(-1)[0], 0, boxes.shape[0]))
+        return protocol.detection_rows(boxes, real[layout.classes].reshape(-1), real[layout.scores].reshape(-1),
+                                       count)
 
 
 def _detection_outputs(outputs: Sequence[TensorSpec]) -> Tuple[int, ...]:

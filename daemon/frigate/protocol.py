@@ -140,13 +140,16 @@ def status_reply(**fields: Any) -> List[bytes]:
     return [json.dumps(body).encode()]
 
 
+_ROWS_HEADER = json.dumps({"shape": [MAX_DETECTIONS, ROW_FIELDS], "dtype": "float32"}).encode()
+
+
 def detections_reply(rows: np.ndarray, error: Optional[str] = None) -> List[bytes]:
     """``[header, [20, 6] float32]``: Frigate reads the header's shape and dtype; ``error`` is for people."""
     if rows.shape != (MAX_DETECTIONS, ROW_FIELDS) or rows.dtype != np.float32:
         raise ValueError(f"detections must be float32 [{MAX_DETECTIONS}, {ROW_FIELDS}], got {rows.dtype} {rows.shape}")
-    header: Dict[str, Any] = {"shape": [MAX_DETECTIONS, ROW_FIELDS], "dtype": "float32"}
-    if error is not None:
-        header["error"] = error
+    if error is None:
+        return [_ROWS_HEADER, rows.tobytes()]
+    header: Dict[str, Any] = {"shape": [MAX_DETECTIONS, ROW_FIELDS], "dtype": "float32", "error": error}
     return [json.dumps(header).encode(), rows.tobytes()]
 
 
@@ -155,16 +158,28 @@ def error_detections(error: str) -> List[bytes]:
     return detections_reply(np.zeros((MAX_DETECTIONS, ROW_FIELDS), np.float32), error)
 
 
-def detection_rows(objects: Sequence[Tuple[int, float, Tuple[float, float, float, float]]]) -> np.ndarray:
-    """``[20, 6]`` rows from (class id, score, (xmin, ymin, xmax, ymax) normalized), best first.
+def detection_rows(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+    """``[20, 6]`` rows from the postprocess's real values: ``boxes`` ``[N, 4]`` (ymin, xmin, ymax,
+    xmax, normalized), ``classes`` and ``scores`` ``[N]``, the first ``count`` of them valid.
 
-    Like Frigate's Edge TPU detector: at most 20, none below ``SCORE_THRESHOLD``,
-    zero rows after the last, boxes as ymin, xmin, ymax, xmax.
+    Like Frigate's Edge TPU detector: at most 20, none below ``SCORE_THRESHOLD``, best
+    first (ties in the model's order), zero rows after the last. A box given with its
+    corners swapped is put right. Whole arrays at a time: this runs for every frame.
     """
     rows = np.zeros((MAX_DETECTIONS, ROW_FIELDS), np.float32)
-    kept = sorted((o for o in objects if o[1] >= SCORE_THRESHOLD), key=lambda o: -o[1])
-    for i, (class_id, score, (xmin, ymin, xmax, ymax)) in enumerate(kept[:MAX_DETECTIONS]):
-        rows[i] = (class_id, score, ymin, xmin, ymax, xmax)
+    count = max(0, min(int(count), len(scores)))
+    valid = scores[:count]
+    kept = np.flatnonzero(valid >= SCORE_THRESHOLD)
+    kept = kept[np.argsort(-valid[kept], kind="stable")][:MAX_DETECTIONS]
+    n = len(kept)
+    if n:
+        box = boxes[kept]
+        rows[:n, 0] = np.round(classes[kept])
+        rows[:n, 1] = valid[kept]
+        rows[:n, 2] = np.minimum(box[:, 0], box[:, 2])
+        rows[:n, 3] = np.minimum(box[:, 1], box[:, 3])
+        rows[:n, 4] = np.maximum(box[:, 0], box[:, 2])
+        rows[:n, 5] = np.maximum(box[:, 1], box[:, 3])
     return rows
 
 

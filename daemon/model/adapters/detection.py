@@ -91,6 +91,14 @@ def _layout_from_names(names: Sequence[str], specs: Sequence[TensorSpec]) -> Opt
     return None
 
 
+def named_layout(specs: Sequence[TensorSpec], names: Sequence[str]) -> Optional[DetectionLayout]:
+    """The layout when the outputs' names say every role (then no frame's values are needed), else None."""
+    if len(names) != 4 or len(specs) != 4:
+        return None
+    found = _layout_from_names(names, specs)
+    return DetectionLayout(**found) if found is not None else None
+
+
 def detection_layout(
     specs: Sequence[TensorSpec],
     names: Optional[Sequence[str]] = None,
@@ -112,10 +120,10 @@ def detection_layout(
         raise ModelError(
             f"detect: a detection model has 4 outputs (boxes, classes, scores, count), this one has {len(specs)}"
         )
-    if names is not None and len(names) == 4:
-        found = _layout_from_names(names, specs)
-        if found is not None:
-            return DetectionLayout(**found)
+    if names is not None:
+        named = named_layout(specs, names)
+        if named is not None:
+            return named
     sizes = [int(np.prod(s.shape)) if s.shape else 1 for s in specs]
     shapes = [list(s.shape) for s in specs]
     box_idx = [i for i, s in enumerate(specs) if len(s.shape) >= 2 and s.shape[-1] == 4]
