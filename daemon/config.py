@@ -47,6 +47,8 @@ class Config:
     listen: List[str] = field(default_factory=lambda: [DEFAULT_SOCKET])
     #: Frigate's zmq detector endpoints, ``ipc:///PATH`` each (daemon/frigate/; needs pyzmq).
     zmq_listen: List[str] = field(default_factory=list)
+    #: How long a Frigate frame may wait (Frigate's request_timeout_ms): one still queued then is not run.
+    zmq_timeout_s: float = 0.2
     socket_mode: int = 0o660
     socket_group: Optional[str] = None
     tls_cert: Optional[Path] = None
@@ -103,7 +105,7 @@ _OPTIONAL = {"socket_group", "tls_cert", "tls_key", "tls_client_ca", "metrics_li
              "cpu_threads", "usb_firmware"}
 #: Seconds that must be > 0 (a zero period or timeout would spin or kill every worker at once).
 _POSITIVE_SECONDS = {"device_poll_s", "device_rescan_s", "device_start_timeout_s", "invoke_timeout_s",
-                     "sequence_idle_s"}
+                     "sequence_idle_s", "zmq_timeout_s"}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:

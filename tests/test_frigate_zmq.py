@@ -144,6 +144,9 @@ def daemon(tmp_path_factory: Any, test_data: Path, traffic_data: Path) -> Iterat
     d.endpoint = f"ipc://{workdir / 'frigate.ipc'}"  # type: ignore[attr-defined]
     with d.config.open("a") as fh:
         fh.write(f'zmq_listen = ["{d.endpoint}"]\n')  # type: ignore[attr-defined]
+        # Frigate's 200 ms would drop frames queued behind others on a loaded CI machine: these tests
+        # are about answers, and time out on the client side where they mean to
+        fh.write("zmq_timeout_s = 10.0\n")
     d.start()
     yield d
     d.stop()
@@ -328,6 +331,14 @@ def test_zmq_listen_is_validated(value: Any, expected: str) -> None:
     with pytest.raises(ConfigError, match="zmq_listen") as info:
         build_config({"zmq_listen": value, "devices": ["mock:1"]})
     assert expected in str(info.value)
+
+
+def test_zmq_timeout_s_defaults_to_frigates_timeout_and_must_be_positive() -> None:
+    assert build_config({"devices": ["mock:1"]}).zmq_timeout_s == 0.2
+    assert build_config({"devices": ["mock:1"], "zmq_timeout_s": 1.5}).zmq_timeout_s == 1.5
+    for bad in (0, -1, "soon"):
+        with pytest.raises(ConfigError, match="zmq_timeout_s"):
+            build_config({"devices": ["mock:1"], "zmq_timeout_s": bad})
 
 
 def test_zmq_listen_takes_ipc_paths() -> None:

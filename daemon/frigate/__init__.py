@@ -26,7 +26,7 @@ class FrigateServer:
     def __init__(self, service: ServiceFacade, config: Config) -> None:
         self._zmq = import_zmq()
         self._context = self._zmq.Context()
-        handler = FrigateHandler(service)
+        handler = FrigateHandler(service, deadline_s=config.zmq_timeout_s)
         self.endpoints: List[FrigateEndpoint] = [
             FrigateEndpoint(address, handler, self._context, config.max_message_bytes,
                             config.max_concurrent_requests, config.socket_mode, config.socket_group)
