@@ -34,21 +34,27 @@ class BenchDaemon:
     def __init__(self, model: str, devices: List[str], mock_latency_s: Optional[float] = None,
                  labels: Optional[str] = "imagenet_labels.txt", task: Optional[str] = None,
                  file_stem: Optional[str] = None, state_parent: Optional[Path] = None,
-                 extra_listen: Sequence[str] = ()) -> None:
-        """``model`` names the bundle, made of the test data's ``file_stem`` (default: ``model``) twins.
+                 extra_listen: Sequence[str] = (), model_bytes: Optional[bytes] = None,
+                 extra_config: Sequence[str] = ()) -> None:
+        """``model`` names the bundle, made of the test data's ``file_stem`` (default: ``model``) twins,
+        or of ``model_bytes`` alone (a model the benchmark built).
 
-        ``state_parent`` puts the temporary folder (and so the state dir) on another file system.
+        ``state_parent`` puts the temporary folder (and so the state dir) on another file system;
+        ``extra_config`` lines are added to ``edgetpud.toml``.
         """
         self.model = model
         self.workdir = Path(tempfile.mkdtemp(prefix="edgetpud-bench-", dir=state_parent))
         self.address = f"unix:{self.workdir / 'edgetpud.sock'}"
-        data = test_data_dir()
-        stem = file_stem or model
         bundle = self.workdir / "models" / model
         bundle.mkdir(parents=True)
-        shutil.copyfile(data / f"{stem}.tflite", bundle / "model.tflite")
-        shutil.copyfile(data / f"{stem}_edgetpu.tflite", bundle / "model_edgetpu.tflite")
-        if labels:
+        if model_bytes is not None:
+            (bundle / "model.tflite").write_bytes(model_bytes)
+        else:
+            data = test_data_dir()
+            stem = file_stem or model
+            shutil.copyfile(data / f"{stem}.tflite", bundle / "model.tflite")
+            shutil.copyfile(data / f"{stem}_edgetpu.tflite", bundle / "model_edgetpu.tflite")
+        if labels and model_bytes is None:
             shutil.copyfile(data / labels, bundle / "labels.txt")
         if task:
             (bundle / "model.toml").write_text(f'task = "{task}"\n')
@@ -58,6 +64,7 @@ class BenchDaemon:
                  "max_concurrent_requests = 256"]
         if mock_latency_s is not None:
             lines.append(f"mock_latency_s = {mock_latency_s}")
+        lines.extend(extra_config)
         (self.workdir / "edgetpud.toml").write_text("\n".join(lines) + "\n")
         self.process: Optional[subprocess.Popen] = None
 

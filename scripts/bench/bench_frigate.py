@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import signal
 import shutil
 import statistics
 import subprocess
@@ -41,7 +40,10 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import zmq
 
-from edgetpud.daemon.client import Client, ClientError
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _daemon import BenchDaemon  # noqa: E402
+
+from edgetpud.daemon.client import Client, ClientError  # noqa: E402
 from edgetpud.daemon.frigate import protocol
 from edgetpud.daemon.model.builder import ModelBuilder
 from edgetpud.hal.executor import TfliteExecutor
@@ -73,48 +75,19 @@ def build_detector() -> bytes:
     return b.build()
 
 
-class Daemon:
+class Daemon(BenchDaemon):
     """edgetpud serving the synthetic detector on a unix socket and a Frigate ipc endpoint."""
 
     def __init__(self, model: bytes, devices: List[str], latency_s: Optional[float]) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="edgetpud-bench-frigate-"))
-        bundle = self.workdir / "models" / MODEL
-        bundle.mkdir(parents=True)
-        (bundle / "model.tflite").write_bytes(model)
-        (bundle / "model.toml").write_text('task = "detect"\n')
-        self.address = f"unix:{self.workdir / 'edgetpud.sock'}"
-        self.endpoint = f"ipc://{self.workdir / 'frigate.ipc'}"
-        lines = ["devices = [" + ", ".join(f'"{d}"' for d in devices) + "]",
-                 f'models_dir = "{self.workdir / "models"}"', f'state_dir = "{self.workdir / "state"}"',
-                 f'listen = ["{self.address}"]', f'zmq_listen = ["{self.endpoint}"]', 'log_level = "warning"',
-                 "queue_depth = 64", "max_concurrent_requests = 256"]
-        if latency_s is not None:
-            lines.append(f"mock_latency_s = {latency_s}")
-        (self.workdir / "edgetpud.toml").write_text("\n".join(lines) + "\n")
-        self.process: Optional[subprocess.Popen] = None
-
-    def __enter__(self) -> "Daemon":
-        log = (self.workdir / "edgetpud.log").open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "edgetpud.daemon.main", "--config",
-                                         str(self.workdir / "edgetpud.toml")], stdout=log, stderr=subprocess.STDOUT)
-        with Client(self.address) as client:
-            try:
-                client.wait_ready(timeout=120)
-            except Exception:
-                self.__exit__()
-                raise SystemExit("edgetpud did not become ready:\n" +
-                                 (self.workdir / "edgetpud.log").read_text(errors="replace")[-3000:])
-        return self
+        endpoint_dir = Path(tempfile.mkdtemp(prefix="edgetpud-bench-frigate-"))
+        self.endpoint = f"ipc://{endpoint_dir / 'frigate.ipc'}"
+        super().__init__(MODEL, devices, latency_s, task="detect", model_bytes=model,
+                         extra_config=[f'zmq_listen = ["{self.endpoint}"]'])
+        self._endpoint_dir = endpoint_dir
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        super().__exit__(*exc)
+        shutil.rmtree(self._endpoint_dir, ignore_errors=True)
 
 
 def floor_worker(conn: Any, shm_name: str, model_path: str) -> None:
