@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,11 +43,19 @@ TASKS = {
 
 # ------------------------------------------------------------------ requests
 
-def image_input(image: pb.Image, pixels: Optional[memoryview] = None) -> "core.ImageInput":
+#: Reads a frame's shared span: (region, offset, byte_size, what) -> the bytes (see kserve_shm.SharedTensors).
+SharedReader = Callable[[str, int, int, str], Any]
+
+
+def image_input(image: pb.Image, pixels: Optional[memoryview] = None,
+                shared: Optional[SharedReader] = None) -> "core.ImageInput":
     """An ImageInput from an Image message; ``pixels``, when given, replace its emptied bytes (see lift.py).
 
+    A frame whose pixels are in shared memory (``frame.shared``) is read through ``shared``.
+
     Raises:
-        RequestError: neither encoded bytes nor a frame were sent, or the pixel format is unknown.
+        RequestError: neither encoded bytes nor a frame were sent, the pixel format is unknown, or a
+            frame has both data and a shared span.
     """
     source = image.WhichOneof("source")
     crop = None
@@ -62,10 +70,30 @@ def image_input(image: pb.Image, pixels: Optional[memoryview] = None) -> "core.I
             raise RequestError(f"unknown pixel_format {f.pixel_format}; use one of RGB, BGR, RGBA, BGRA, GRAY")
         fmt = PIXEL_FORMATS[f.pixel_format]
         stride = int(f.stride) or int(f.width) * BYTES_PER_PIXEL[fmt]
-        frame = core.RawFrame(data=f.data if pixels is None else pixels, width=int(f.width), height=int(f.height),
-                              stride=stride, pixel_format=fmt)
+        data: Any = f.data if pixels is None else pixels
+        if f.HasField("shared"):
+            data = _shared_pixels(f, len(data), shared)
+        frame = core.RawFrame(data=data, width=int(f.width), height=int(f.height), stride=stride, pixel_format=fmt)
         return core.ImageInput(frame=frame, crop=crop)
     raise RequestError("the request has no image: set image.encoded (JPEG/PNG/BMP bytes) or image.frame")
+
+
+def _shared_pixels(frame: pb.RawFrame, sent: int, shared: Optional[SharedReader]) -> Any:
+    """The pixels of a frame sent as a shared-memory span.
+
+    Raises:
+        RequestError: the frame also carries data, names no region, or shared memory is not offered here.
+        NotFoundError, InvalidArgumentError, PermissionDeniedError: see ``Region.read``.
+    """
+    span = frame.shared
+    if sent:
+        raise RequestError("image.frame has both data and a shared span: send the pixels one way")
+    if not span.region:
+        raise RequestError("image.frame.shared names no region: register one with SystemSharedMemoryRegister "
+                           "and give its name")
+    if shared is None:
+        raise RequestError("image.frame.shared is not taken by this call: send the pixels as data")
+    return shared(span.region, int(span.offset), int(span.byte_size), "image.frame.shared")
 
 
 def tensor_array(tensor: pb.Tensor) -> np.ndarray:
@@ -126,7 +154,7 @@ def check_result_options(top_k: Optional[int], threshold: Optional[float]) -> No
 
 def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Tensor] = (),
                       input_names: Sequence[str] = (), pixels: Optional[memoryview] = None,
-                      **options: Any) -> "core.InferenceRequest":
+                      shared: Optional[SharedReader] = None, **options: Any) -> "core.InferenceRequest":
     """An InferenceRequest; options equal to their proto default (0, False) are left out.
 
     ``pixels`` are the image's bytes when they were lifted out of the message (see lift.py).
@@ -140,7 +168,7 @@ def inference_request(image: Optional[pb.Image] = None, tensors: Sequence[pb.Ten
         return core.InferenceRequest(tensors=tensor_inputs(tensors, input_names), options=kept)
     if image is None:
         raise RequestError("the request has no input: send an image or input tensors")
-    return core.InferenceRequest(image=image_input(image, pixels), options=kept)
+    return core.InferenceRequest(image=image_input(image, pixels, shared), options=kept)
 
 
 # ------------------------------------------------------------------ results

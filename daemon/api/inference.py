@@ -14,6 +14,7 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import convert, lift
 from .calls import Servicer, deadline_of, observe
+from .kserve_shm import span_reader
 from .status import RequestError, to_status
 from .stream import FramePipeline
 
@@ -42,10 +43,14 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
                      **options: Any) -> InferenceResult:
         async def run() -> InferenceResult:
             names = self._input_names(model, tensors)
-            request = convert.inference_request(image, tensors, names, pixels=pixels, **options)
+            request = convert.inference_request(image, tensors, names, pixels=pixels,
+                                                shared=self._shared_reader(context), **options)
             return await self._svc.infer(model, task, request, deadline=deadline_of(context),
                                          version=version or None)
         return await self._call(context, model, run)
+
+    def _shared_reader(self, context: grpc.aio.ServicerContext) -> convert.SharedReader:
+        return span_reader(lambda: self._svc.shared_memory, context)
 
     def _input_names(self, model: str, tensors: Sequence[pb.Tensor]) -> List[str]:
         """The model's input names, needed only when some tensor was sent without a name."""
@@ -98,6 +103,7 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
             await context.abort(*to_status(exc))
         options = {"top_k": config.top_k, "threshold": config.threshold, "normalize": config.normalize}
         state = StateCarrier()  # this camera's recurrent state, if the model has one
+        shared = self._shared_reader(context)  # frames in shared memory; the caller is looked up once
         numbering = iter(range(1, 2 ** 63))
 
         async def frames() -> AsyncIterator[lift.Lifted]:
@@ -121,7 +127,7 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServicer):
                 image = frame.image if frame.HasField("image") else None
                 names = self._input_names(config.model, frame.inputs)
                 request = dataclasses.replace(
-                    convert.inference_request(image, frame.inputs, names, pixels=pixels, **options),
+                    convert.inference_request(image, frame.inputs, names, pixels=pixels, shared=shared, **options),
                     state=state, reset_state=frame.reset_state)
                 # a frame waits for room in a full device queue: the stream's reader pauses meanwhile,
                 # and gRPC flow control slows the camera instead of its frames failing

@@ -7,7 +7,7 @@ region instead of travelling in ``raw_input_contents`` / ``raw_output_contents``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import grpc
 
@@ -83,6 +83,10 @@ class SharedTensors:
         region = self._registry.region(target.region)
         return region.read(target.offset, target.byte_size, self.caller, label)
 
+    def read_span(self, region: str, offset: int, byte_size: int, label: str) -> Any:
+        """``read`` for a native frame's span (convert.SharedReader)."""
+        return self.read(Target(region, offset, byte_size), label)
+
     def check_output(self, target: Target, needed: int, label: str) -> None:
         """Before running: the region exists, is writable and the target holds ``needed`` bytes.
 
@@ -97,3 +101,20 @@ class SharedTensors:
 
     def write(self, target: Target, data: memoryview, label: str) -> None:
         self._registry.region(target.region).write(target.offset, data, self.caller, label)
+
+
+def span_reader(registry: Callable[[], SharedMemoryRegistry], context: grpc.aio.ServicerContext
+                ) -> Callable[[str, int, int, str], Any]:
+    """Reads native frames' shared spans for one call or stream (convert.SharedReader).
+
+    The registry and the caller are looked up at the first shared frame only, so a call whose frames
+    travel in the message pays nothing for it, and a stream looks its caller up once: its connection
+    was among the ones connected then.
+    """
+    tensors: List[SharedTensors] = []
+
+    def read(region: str, offset: int, byte_size: int, label: str) -> Any:
+        if not tensors:
+            tensors.append(SharedTensors(registry(), context))
+        return tensors[0].read_span(region, offset, byte_size, label)
+    return read

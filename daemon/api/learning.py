@@ -15,6 +15,7 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 
 from . import convert
 from .calls import Servicer, observe
+from .kserve_shm import span_reader
 from .status import RequestError, to_status
 
 #: Bytes per ExportChunk: well under any message limit.
@@ -42,6 +43,7 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
             batches: List[SampleBatch] = []
             keep = False
             count = 0
+            shared = span_reader(lambda: self._svc.shared_memory, context)  # samples sent as shared frames
             async for message in request_iterator:
                 if not batches:
                     model, keep = message.model, message.keep_classes
@@ -60,7 +62,7 @@ class LearningServicer(Servicer, pb_grpc.LearningServicer):
                                        "split the samples over several calls")
                 batch = batches[-1]
                 if kind == "image":
-                    image = convert.image_input(message.image)
+                    image = convert.image_input(message.image, shared=shared)
                     batch.images.append(image)
                     batch.blobs.append(bytes(message.image.encoded) if image.data is not None else None)
                 else:

@@ -52,18 +52,30 @@ FRAME_STATUS_DROPPED: FrameStatus
 FRAME_STATUS_FAILED: FrameStatus
 
 class RawFrame(_message.Message):
-    __slots__ = ("data", "width", "height", "stride", "pixel_format")
+    __slots__ = ("data", "width", "height", "stride", "pixel_format", "shared")
     DATA_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     width: int
     height: int
     stride: int
     pixel_format: PixelFormat
-    def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., stride: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ...) -> None: ...
+    shared: SharedSpan
+    def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., stride: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ..., shared: _Optional[_Union[SharedSpan, _Mapping]] = ...) -> None: ...
+
+class SharedSpan(_message.Message):
+    __slots__ = ("region", "offset", "byte_size")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    offset: int
+    byte_size: int
+    def __init__(self, region: _Optional[str] = ..., offset: _Optional[int] = ..., byte_size: _Optional[int] = ...) -> None: ...
 
 class Crop(_message.Message):
     __slots__ = ("x", "y", "width", "height")
