@@ -9,6 +9,7 @@ Every call returns plain dataclasses (``types.py``) and raises
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
@@ -25,20 +26,23 @@ import numpy as np
 
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
+from edgetpud.protos.kserve import grpc_predict_v2_pb2 as kserve_pb
+from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
 
 from . import _convert as convert
 from ._convert import Crop, ImageLike
+from .shared import SharedFrames
 from .types import (AddedSamples, Class, ClassifyResult, ClientError, DetectedObject, DetectResult, Device,
                     DeviceUsage, EmbedResult, ExportResult, Frame, HeadVersion, ImageTooLargeError, InvokeResult,
                     LearnedClass,
-                    LearnedModel, Model, RequestSummary, Result, Status, StreamResult, TensorInfo, Timing,
-                    TrainProgress)
+                    LearnedModel, Model, RequestSummary, Result, SharedFrame, Status, StreamResult, TensorInfo,
+                    Timing, TrainProgress)
 
 __all__ = [
     "Client", "ClientError", "ImageTooLargeError", "Frame", "Class", "DetectedObject", "Timing", "Result", "ClassifyResult",
     "DetectResult", "EmbedResult", "InvokeResult", "StreamResult", "Device", "Model", "TensorInfo", "Status",
     "LearnedClass", "LearnedModel", "AddedSamples", "TrainProgress", "TrainRun", "HeadVersion", "ExportResult",
-    "RequestSummary", "DeviceUsage",
+    "RequestSummary", "DeviceUsage", "SharedFrame", "SharedFrames",
     "DEFAULT_ADDRESS", "default_address", "normalize_address",
 ]
 
@@ -96,6 +100,27 @@ def _mock_only(method: Callable[..., T]) -> Callable[..., T]:
 #: How gRPC words a message over a size limit: "SERVER: Received message larger than max (22500093 vs. 16777216)"
 #: (the daemon's max_message_bytes) or "CLIENT: Sent message larger than max (...)" (this library's).
 _TOO_LARGE = re.compile(r"(SERVER|CLIENT): \w+ message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def _release(image: Any) -> None:
+    """Free a SharedFrame's slot once its answer came (anything else holds nothing)."""
+    if isinstance(image, SharedFrame) and image.release is not None:
+        image.release()
+
+
+def _releasing(results: Iterator[StreamResult], sent: "collections.deque[Any]") -> Iterator[StreamResult]:
+    """The stream's results, each freeing its frame's shared slot before it is handed on."""
+    try:
+        for result in results:
+            if sent:
+                _release(sent.popleft())
+            yield result
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # cancels the call when the caller stopped reading
+        while sent:  # the stream ended (or was closed): no frame is read any more
+            _release(sent.popleft())
 
 
 def _image_too_large(exc: grpc.RpcError, image: ImageLike, size: int) -> Optional[ImageTooLargeError]:
@@ -230,6 +255,7 @@ class Client:
         self._devices = pb_grpc.DevicesStub(self._channel)
         self._daemon = pb_grpc.DaemonStub(self._channel)
         self._learning = pb_grpc.LearningStub(self._channel)
+        self._kserve = kserve_grpc.GRPCInferenceServiceStub(self._channel)  # its shared-memory registry
         self.mock = MockControl(pb_grpc.MockControlStub(self._channel), timeout, self.address)
 
     def close(self) -> None:
@@ -254,14 +280,17 @@ class Client:
             ImageTooLargeError: the request is larger than the daemon's (or this library's) limit.
             grpc.RpcError: any other failure (the caller's ``_wrap_errors`` words it).
         """
-        data = convert.encode_image_request(request, image, crop)
         try:
-            return self._image_calls[call](data, timeout=self._timeout(timeout))
-        except grpc.RpcError as exc:
-            too_large = _image_too_large(exc, image, len(data))
-            if too_large is None:
-                raise
-            raise too_large from None
+            data = convert.encode_image_request(request, image, crop)
+            try:
+                return self._image_calls[call](data, timeout=self._timeout(timeout))
+            except grpc.RpcError as exc:
+                too_large = _image_too_large(exc, image, len(data))
+                if too_large is None:
+                    raise
+                raise too_large from None
+        finally:
+            _release(image)  # answered (or failed): its shared slot may be written again
 
     @_wrap_errors
     def classify(self, model: str, image: ImageLike, top_k: int = 0, threshold: float = 0.0,
@@ -337,6 +366,8 @@ class Client:
 
         # What stopped ``frames``: gRPC would log it, cancel the call and lose it as UNKNOWN.
         failure: List[Exception] = []
+        # One entry per frame sent, in order (answers come in frame order): what frees its shared slot.
+        sent: "collections.deque[Any]" = collections.deque()
 
         def requests() -> Iterator[pb.StreamRequest]:
             yield pb.StreamRequest(config=config)
@@ -354,13 +385,15 @@ class Client:
                         message.frame.inputs.extend(convert.tensors(value))
                     else:
                         convert.fill_image(message.frame.image, value)
+                    sent.append(value if isinstance(value, SharedFrame) else None)
                     yield message
             except Exception as exc:  # noqa: BLE001 - the caller's own error, raised to the caller below
                 failure.append(exc)
             # returning half-closes the stream: the daemon still answers the frames it has
 
-        return self._stream_results(task, self._inference.Stream(requests(), timeout=timeout), failure,
-                                    self.address)
+        results = self._stream_results(task, self._inference.Stream(requests(), timeout=timeout), failure,
+                                       self.address)
+        return _releasing(results, sent)
 
     @staticmethod
     def _stream_results(task: str, call: Any, failure: List[Exception],
@@ -385,6 +418,39 @@ class Client:
                 raise failure[0]
         finally:
             call.cancel()
+
+    # ------------------------------------------------------------ shared memory
+
+    @_wrap_errors
+    def register_shared_memory(self, name: str, key: str, byte_size: int, offset: int = 0,
+                               timeout: Optional[float] = None) -> None:
+        """Register ``byte_size`` bytes at ``offset`` of the POSIX shm object ``key`` as region ``name``
+        (the registry KServe's SystemSharedMemoryRegister fills; this user must be able to open it).
+
+        Raises:
+            ClientError: ALREADY_EXISTS, NOT_FOUND (no such object), INVALID_ARGUMENT, PERMISSION_DENIED, ...
+        """
+        self._kserve.SystemSharedMemoryRegister(kserve_pb.SystemSharedMemoryRegisterRequest(
+            name=name, key=key, offset=offset, byte_size=byte_size), timeout=self._timeout(timeout))
+
+    @_wrap_errors
+    def unregister_shared_memory(self, name: str = "", timeout: Optional[float] = None) -> None:
+        """Forget region ``name`` (every region when empty). Raises: ClientError."""
+        self._kserve.SystemSharedMemoryUnregister(kserve_pb.SystemSharedMemoryUnregisterRequest(name=name),
+                                                  timeout=self._timeout(timeout))
+
+    def shared_frames(self, width: int, height: int, pixel_format: str = "RGB", slots: int = 4) -> SharedFrames:
+        """A ring of ``slots`` frames in shared memory, registered with the daemon (it must run on this host).
+
+        ``put(array)`` or ``acquire()`` gives a SharedFrame that ``classify``, ``detect``, ``embed`` and
+        ``stream`` take like any image; its slot is written again only after its answer came. Close the
+        ring (or use ``with``) to unregister and remove it.
+
+        Raises:
+            ClientError: the daemon refused the region. OSError: /dev/shm cannot hold it.
+        """
+        return SharedFrames(lambda name, key, size: self.register_shared_memory(name, key, size),
+                            lambda name: self.unregister_shared_memory(name), width, height, pixel_format, slots)
 
     # ------------------------------------------------------------ learning
 
@@ -434,6 +500,7 @@ class Client:
         failure: List[BaseException] = []
         call_made = threading.Event()
         calls: List[Any] = []
+        shared: List[Any] = []  # SharedFrames sent: their slots are freed when the call has ended
 
         def requests() -> Iterator[pb.AddSamplesRequest]:
             yield pb.AddSamplesRequest(model=model, label=label, keep_classes=keep_classes)
@@ -445,6 +512,8 @@ class Client:
                         message.label = current = sample_label
                     if image is not None:
                         convert.fill_image(message.image, image)
+                        if isinstance(image, SharedFrame):
+                            shared.append(image)
                     else:
                         message.embedding.CopyFrom(convert.embedding(vector))
                     yield message
@@ -467,6 +536,9 @@ class Client:
         except BaseException:  # Ctrl-C while waiting: stop the call, so nothing is stored
             call.cancel()
             raise
+        finally:
+            for image in shared:
+                _release(image)
         return convert.added_samples(reply)
 
     @_wrap_errors

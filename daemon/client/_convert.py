@@ -12,9 +12,9 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 
 from .types import (AddedSamples, Class, ClassifyResult, DetectedObject, DetectResult, Device, DeviceUsage,
                     EmbedResult, ExportResult, Frame, HeadVersion, InvokeResult, LearnedClass, LearnedModel, Model,
-                    RequestSummary, Result, Status, TensorInfo, Timing, TrainProgress)
+                    RequestSummary, Result, SharedFrame, Status, TensorInfo, Timing, TrainProgress)
 
-ImageLike = Union[bytes, str, Path, Frame, np.ndarray]
+ImageLike = Union[bytes, str, Path, Frame, SharedFrame, np.ndarray]
 Crop = Tuple[int, int, int, int]
 
 PIXEL_FORMATS = {"RGB": pb.PIXEL_FORMAT_RGB, "BGR": pb.PIXEL_FORMAT_BGR, "RGBA": pb.PIXEL_FORMAT_RGBA,
@@ -48,11 +48,28 @@ def fill_image(msg: pb.Image, value: ImageLike, crop: Optional[Crop] = None) -> 
         msg.encoded = Path(value).read_bytes()
     elif isinstance(value, (Frame, np.ndarray)):
         _set_frame(msg.frame, *_frame_fields(value))
+    elif isinstance(value, SharedFrame):
+        msg.frame.CopyFrom(shared_frame(value))
     else:
-        raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame or an array")
+        raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame, a "
+                         "SharedFrame or an array")
     if crop is not None:
         x, y, w, h = crop
         msg.crop.CopyFrom(pb.Crop(x=x, y=y, width=w, height=h))
+
+
+def shared_frame(value: SharedFrame) -> pb.RawFrame:
+    """The RawFrame naming a SharedFrame's span (no pixels travel).
+
+    Raises:
+        ValueError: an unknown pixel format.
+    """
+    pixel_format = value.pixel_format.upper()
+    if pixel_format not in PIXEL_FORMATS:
+        raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")
+    return pb.RawFrame(width=value.width, height=value.height, stride=value.stride,
+                       pixel_format=PIXEL_FORMATS[pixel_format],
+                       shared=pb.SharedSpan(region=value.region, offset=value.offset, byte_size=value.byte_size))
 
 
 # ------------------------------------------------------------------ requests carrying one image
@@ -98,8 +115,11 @@ def _image_parts(value: ImageLike, crop: Optional[Crop]) -> list:
         parts = [_len_field(IMAGE_ENCODED, len(data)), data]
     elif isinstance(value, (Frame, np.ndarray)):
         parts = _frame_parts(*_frame_fields(value))
+    elif isinstance(value, SharedFrame):
+        parts = [pb.Image(frame=shared_frame(value)).SerializeToString()]
     else:
-        raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame or an array")
+        raise ValueError(f"cannot send {type(value).__name__} as an image: pass bytes, a path, a Frame, a "
+                         "SharedFrame or an array")
     if crop is not None:
         x, y, w, h = crop
         parts.append(pb.Image(crop=pb.Crop(x=x, y=y, width=w, height=h)).SerializeToString())

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import grpc
 import numpy as np
@@ -37,6 +37,22 @@ class Frame:
     height: int
     stride: int = 0
     pixel_format: str = "RGB"
+
+
+@dataclass(frozen=True)
+class SharedFrame:
+    """An uncompressed frame whose pixels are in a registered shared-memory region (see SharedFrames):
+    ``byte_size`` bytes at ``offset`` in region ``region``, ``height`` rows of ``stride`` bytes."""
+
+    region: str
+    offset: int
+    byte_size: int
+    width: int
+    height: int
+    stride: int = 0
+    pixel_format: str = "RGB"
+    #: Gives the slot back to its SharedFrames once the frame is answered (None: nothing to give back).
+    release: Optional[Callable[[], None]] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""Frames in shared memory through the native API and the client library: the same answers as frames sent
+in the message, slots never overwritten while in flight, and every bad span refused with the daemon serving on."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon_fixture import real_daemon_fixture
+from edgetpud.daemon.client import ClientError, Frame, SharedFrame
+
+pytestmark = pytest.mark.slow  # starts the daemon
+
+MODEL = "mobilenet_v1_0.25_128_quant"
+EMBEDDER = "embedding_extractor"  # a model that learns classes
+WIDTH, HEIGHT = 320, 240
+
+daemon = real_daemon_fixture("shared_frames", [MODEL, EMBEDDER])
+
+
+def frame_of(seed: int) -> np.ndarray:
+    """A deterministic frame with structure (a gradient plus noise), so classes differ between seeds."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    base = np.stack([(x * (seed + 1)) % 256, (y * 3 + seed * 40) % 256, (x + y) % 256], axis=-1)
+    return ((base + rng.integers(0, 40, base.shape)) % 256).astype(np.uint8)
+
+
+def same_classes(a, b) -> None:
+    assert [(c.id, round(c.score, 6)) for c in a.classes] == [(c.id, round(c.score, 6)) for c in b.classes]
+
+
+def test_a_shared_frame_classifies_exactly_as_the_same_frame_sent_in_the_message(client) -> None:
+    with client.shared_frames(WIDTH, HEIGHT, slots=2) as ring:
+        for seed in (1, 2, 3):
+            image = frame_of(seed)
+            shared = ring.put(image)
+            assert isinstance(shared, SharedFrame) and shared.byte_size == image.nbytes
+            same_classes(client.classify(MODEL, shared, top_k=3), client.classify(MODEL, image, top_k=3))
+        view, shared = ring.acquire()  # written in place, as a capture library would
+        view[...] = frame_of(4)
+        same_classes(client.classify(MODEL, shared, top_k=5), client.classify(MODEL, frame_of(4), top_k=5))
+
+
+def test_a_stream_of_shared_frames_reuses_slots_only_after_their_answers(client) -> None:
+    images = [frame_of(seed) for seed in range(12)]
+    expected = [client.classify(MODEL, image, top_k=1) for image in images]
+    with client.shared_frames(WIDTH, HEIGHT, slots=3) as ring:
+        # 12 frames through 3 slots with up to 2 in flight: put() waits for a slot whose answer was read
+        frames = (ring.put(image, timeout=30) for image in images)
+        results = list(client.stream(MODEL, frames, max_in_flight=2, top_k=1))
+    assert [r.status for r in results] == ["ok"] * 12
+    for got, want in zip(results, expected):
+        same_classes(got.result, want)
+
+
+def test_bad_shared_spans_are_refused_and_the_daemon_serves_on(client, tmp_path: Path) -> None:
+    good = frame_of(7)
+    with client.shared_frames(WIDTH, HEIGHT, slots=2) as ring:
+        shared = ring.put(good)  # held for the truncation at the end; the other slot serves the checks
+        cases = [
+            (SharedFrame("no-such-region", 0, good.nbytes, WIDTH, HEIGHT), "NOT_FOUND", "no-such-region"),
+            (SharedFrame(ring.name, good.nbytes + 1, good.nbytes, WIDTH, HEIGHT), "INVALID_ARGUMENT", "region"),  # past its end
+            (SharedFrame(ring.name, 0, good.nbytes - 3, WIDTH, HEIGHT), "INVALID_ARGUMENT", ""),
+            (SharedFrame(ring.name, 0, good.nbytes, WIDTH, HEIGHT, pixel_format="RGBA"), "INVALID_ARGUMENT", ""),
+            (SharedFrame("", 0, good.nbytes, WIDTH, HEIGHT), "INVALID_ARGUMENT", "names no region"),
+        ]
+        for frame, code, words in cases:
+            with pytest.raises(ClientError) as info:
+                client.classify(MODEL, frame)
+            assert info.value.code_name == code, (frame, info.value)
+            assert words in str(info.value)
+            same_classes(client.classify(MODEL, ring.put(good, timeout=10)), client.classify(MODEL, good))
+        # the object shrinks under the daemon (another process truncates it): a clean error, not a crash
+        os.truncate(f"/dev/shm/{ring.name}", 100)
+        with pytest.raises(ClientError) as info:
+            client.classify(MODEL, shared)
+        assert info.value.code_name in ("INVALID_ARGUMENT", "NOT_FOUND"), info.value
+        assert client.classify(MODEL, good).classes
+
+
+def test_a_frame_with_both_data_and_a_shared_span_is_refused(client, daemon) -> None:
+    import grpc
+
+    from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
+    from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(daemon.address) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        frame = pb.RawFrame(data=frame_of(1).tobytes(), width=WIDTH, height=HEIGHT,
+                            shared=pb.SharedSpan(region="r", offset=0, byte_size=WIDTH * HEIGHT * 3))
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Classify(pb.ClassifyRequest(model=MODEL, image=pb.Image(frame=frame)), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "both data and a shared span" in info.value.details()
+    assert client.classify(MODEL, Frame(frame_of(1).tobytes(), WIDTH, HEIGHT)).classes
+
+
+def test_a_ring_is_private_to_its_user_and_gone_when_closed(client) -> None:
+    ring = client.shared_frames(WIDTH, HEIGHT, slots=2)
+    path = Path("/dev/shm") / ring.name
+    assert path.stat().st_mode & 0o777 == 0o600
+    ring.close()
+    assert not path.exists()
+    with pytest.raises(ClientError) as info:  # unregistered too
+        client.classify(MODEL, SharedFrame(ring.name, 0, WIDTH * HEIGHT * 3, WIDTH, HEIGHT))
+    assert info.value.code_name == "NOT_FOUND"
+    with pytest.raises(ValueError):
+        ring.put(frame_of(1))
+    with client.shared_frames(WIDTH, HEIGHT) as other, pytest.raises(ValueError, match="uint8"):
+        other.put(np.zeros((2, 2, 3), np.uint8))
+
+
+def test_every_slot_in_use_is_a_timeout_not_an_overwrite(client) -> None:
+    with client.shared_frames(WIDTH, HEIGHT, slots=1) as ring:
+        ring.put(frame_of(1))  # never sent, never answered: its slot stays taken
+        with pytest.raises(TimeoutError, match="1 shared frame slots"):
+            ring.put(frame_of(2), timeout=0.05)
+
+
+def test_a_failed_call_frees_its_slot_too(client) -> None:
+    with client.shared_frames(WIDTH, HEIGHT, slots=1) as ring:
+        with pytest.raises(ClientError) as info:
+            client.classify("no-such-model", ring.put(frame_of(1)))
+        assert info.value.code_name == "NOT_FOUND"
+        assert client.classify(MODEL, ring.put(frame_of(1), timeout=0.5)).classes  # the slot was given back
+
+
+def photo(test_data: Path, name: str, flip: bool = False) -> np.ndarray:
+    from PIL import Image
+    image = Image.open(test_data / name).convert("RGB").resize((WIDTH, HEIGHT))
+    return np.asarray(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else image)
+
+
+def test_samples_sent_as_shared_frames_teach_a_class_and_free_their_slots(client, test_data: Path) -> None:
+    labels = {name: [photo(test_data, f"{name}.jpg"), photo(test_data, f"{name}.jpg", flip=True)]
+              for name in ("parrot", "owl")}
+    with client.shared_frames(WIDTH, HEIGHT, slots=2) as ring:
+        for label, images in labels.items():
+            added = client.add_samples(EMBEDDER, label, [ring.put(image, timeout=0.5) for image in images])
+            assert added.added == 2
+        for label, images in labels.items():
+            for image in images:
+                assert client.classify(EMBEDDER, ring.put(image, timeout=0.5), top_k=1).classes[0].label == label
+    for label in labels:
+        client.remove_class(EMBEDDER, label)
