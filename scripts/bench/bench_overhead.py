@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import signal
 import statistics
@@ -88,11 +89,26 @@ async def serve_one_method(address: str, service: str, method: str, handler: Cal
     await server.wait_for_termination()
 
 
+_shared_objects: Dict[str, int] = {}  # region name -> descriptor on /dev/shm/NAME (the floor's "registration")
+
+
+def _shared_pixels(span: Any) -> np.ndarray:
+    """A shared span's bytes, read as the daemon reads them (a private copy by pread, no mapping)."""
+    fd = _shared_objects.get(span.region)
+    if fd is None:
+        fd = _shared_objects[span.region] = os.open(f"/dev/shm/{span.region}", os.O_RDONLY)
+    out = np.empty(span.byte_size, np.uint8)
+    os.preadv(fd, [out], span.offset)
+    return out
+
+
 def request_image(message: Any) -> Any:
-    """A ClassifyRequest's image as the bench sends it: encoded bytes, or a frame of packed RGB rows."""
+    """A ClassifyRequest's image as the bench sends it: encoded bytes, or a frame of packed RGB rows, in the
+    message or in a shared-memory span whose region is named like its /dev/shm object (bench_shm)."""
     if message.image.HasField("frame"):
         frame = message.image.frame
-        return np.frombuffer(frame.data, np.uint8).reshape(frame.height, frame.width, 3)
+        data = _shared_pixels(frame.shared) if frame.HasField("shared") else frame.data
+        return np.frombuffer(data, np.uint8).reshape(frame.height, frame.width, 3)
     return message.image.encoded
 
 
