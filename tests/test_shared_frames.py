@@ -3,6 +3,8 @@ in the message, slots never overwritten while in flight, and every bad span refu
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +148,29 @@ def test_samples_sent_as_shared_frames_teach_a_class_and_free_their_slots(client
                 assert client.classify(EMBEDDER, ring.put(image, timeout=0.5), top_k=1).classes[0].label == label
     for label in labels:
         client.remove_class(EMBEDDER, label)
+
+
+@pytest.mark.parametrize("name, key, offset, byte_size", [
+    ("frames", "/frames", 0, 2764800), ("é-région", "/x", 300, 1), ("", "", 0, 0), ("r", "/r", 2 ** 40, 2 ** 63 - 1)])
+def test_the_registry_requests_are_the_kserve_messages_byte_for_byte(name, key, offset, byte_size) -> None:
+    from edgetpud.daemon.client import _registry_wire as wire
+    from edgetpud.protos.kserve import grpc_predict_v2_pb2 as kserve
+
+    assert wire.register_request(name, key, offset, byte_size) == kserve.SystemSharedMemoryRegisterRequest(
+        name=name, key=key, offset=offset, byte_size=byte_size).SerializeToString()
+    assert wire.unregister_request(name) == kserve.SystemSharedMemoryUnregisterRequest(name=name).SerializeToString()
+
+
+def test_shared_frames_work_beside_tritonclient_in_one_process(daemon) -> None:
+    import importlib.util
+    if importlib.util.find_spec("tritonclient") is None:  # found, not imported: it cannot share this process
+        pytest.skip("tritonclient needs Python 3.10 or later")
+    script = f"""
+import numpy as np, tritonclient.grpc  # its protos and edgetpud's KServe stubs cannot share a process
+from edgetpud.client import Client
+with Client({daemon.address!r}) as client, client.shared_frames({WIDTH}, {HEIGHT}, slots=1) as ring:
+    print(len(client.classify({MODEL!r}, ring.put(np.zeros(({HEIGHT}, {WIDTH}, 3), np.uint8)), top_k=2).classes))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"

@@ -26,10 +26,9 @@ import numpy as np
 
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2 as pb
 from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
-from edgetpud.protos.kserve import grpc_predict_v2_pb2 as kserve_pb
-from edgetpud.protos.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
 
 from . import _convert as convert
+from . import _registry_wire as registry_wire
 from ._convert import Crop, ImageLike
 from .shared import SharedFrames
 from .types import (AddedSamples, Class, ClassifyResult, ClientError, DetectedObject, DetectResult, Device,
@@ -255,7 +254,9 @@ class Client:
         self._devices = pb_grpc.DevicesStub(self._channel)
         self._daemon = pb_grpc.DaemonStub(self._channel)
         self._learning = pb_grpc.LearningStub(self._channel)
-        self._kserve = kserve_grpc.GRPCInferenceServiceStub(self._channel)  # its shared-memory registry
+        # the daemon's shared-memory registry, through its KServe methods (see _registry_wire)
+        self._register_region = self._channel.unary_unary(registry_wire.REGISTER)
+        self._unregister_region = self._channel.unary_unary(registry_wire.UNREGISTER)
         self.mock = MockControl(pb_grpc.MockControlStub(self._channel), timeout, self.address)
 
     def close(self) -> None:
@@ -429,15 +430,15 @@ class Client:
 
         Raises:
             ClientError: ALREADY_EXISTS, NOT_FOUND (no such object), INVALID_ARGUMENT, PERMISSION_DENIED, ...
+            ValueError: a negative offset or size.
         """
-        self._kserve.SystemSharedMemoryRegister(kserve_pb.SystemSharedMemoryRegisterRequest(
-            name=name, key=key, offset=offset, byte_size=byte_size), timeout=self._timeout(timeout))
+        self._register_region(registry_wire.register_request(name, key, offset, byte_size),
+                              timeout=self._timeout(timeout))
 
     @_wrap_errors
     def unregister_shared_memory(self, name: str = "", timeout: Optional[float] = None) -> None:
         """Forget region ``name`` (every region when empty). Raises: ClientError."""
-        self._kserve.SystemSharedMemoryUnregister(kserve_pb.SystemSharedMemoryUnregisterRequest(name=name),
-                                                  timeout=self._timeout(timeout))
+        self._unregister_region(registry_wire.unregister_request(name), timeout=self._timeout(timeout))
 
     def shared_frames(self, width: int, height: int, pixel_format: str = "RGB", slots: int = 4) -> SharedFrames:
         """A ring of ``slots`` frames in shared memory, registered with the daemon (it must run on this host).
