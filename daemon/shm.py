@@ -143,6 +143,14 @@ class Region:
                 "the registered byte_size")
         return self.offset + offset
 
+    def removed(self) -> bool:
+        """Whether the object at the region's path is gone or another one: the region can never serve again."""
+        try:
+            at_path = os.stat(self.path)
+        except OSError:
+            return True
+        return (at_path.st_dev, at_path.st_ino) != self._identity
+
     def live(self, caller: Caller, write: bool) -> os.stat_result:
         """The object's state now, checked: still at its path, big enough, openable by ``caller``.
 
@@ -235,6 +243,8 @@ class SharedMemoryRegistry:
                 raise AlreadyExistsError(f"shared memory region '{name}' is already registered: unregister it "
                                          "first, or choose another name")
             if len(self._regions) >= self._max:
+                self._sweep()
+            if len(self._regions) >= self._max:
                 raise ResourceExhaustedError(f"{self._max} shared memory regions are registered, the most "
                                              "edgetpud keeps: unregister some first")
         fd = self._open(path, key, name)
@@ -289,19 +299,45 @@ class SharedMemoryRegistry:
                 self._regions.clear()
 
     def status(self, name: str = "") -> List[RegionInfo]:
-        """Raises: NotFoundError: ``name`` is set and not registered."""
+        """The regions registered (``name`` alone when set), those whose objects were removed dropped first.
+
+        Raises:
+            NotFoundError: ``name`` is set and not registered.
+        """
+        if name:
+            return [self.region(name).info]
         with self._lock:
-            if name:
-                return [self.region(name).info]
+            self._sweep()
             return [r.info for r in self._regions.values()]
 
     def region(self, name: str) -> Region:
-        """Raises: NotFoundError: no region of that name."""
+        """The region ``name``; one whose object was removed or replaced is unregistered here.
+
+        A removed object cannot serve again, and a camera app killed before it unregistered
+        would otherwise leave its region (and the descriptor holding its memory) for ever.
+
+        Raises:
+            NotFoundError: no region of that name, or its object is gone (the region is then dropped).
+        """
         region = self._regions.get(name)
         if region is None:
             raise NotFoundError(f"no shared memory region '{name}' is registered "
                                 "(SystemSharedMemoryRegister it first; SystemSharedMemoryStatus lists them)")
+        if region.removed():
+            with self._lock:
+                if self._regions.get(name) is region:
+                    del self._regions[name]
+            log.info("shared memory region %s unregistered: its object %s was removed", name, region.path)
+            raise NotFoundError(f"the shared memory object {region.path} of region '{name}' was removed or "
+                                "replaced since it was registered, so the region is unregistered: register "
+                                "it again")
         return region
+
+    def _sweep(self) -> None:
+        """Drop the regions whose objects were removed (called with the lock held)."""
+        for name in [n for n, r in self._regions.items() if r.removed()]:
+            log.info("shared memory region %s unregistered: its object was removed", name)
+            del self._regions[name]
 
     def close(self) -> None:
         self.unregister()

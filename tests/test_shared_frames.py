@@ -2,6 +2,7 @@
 in the message, slots never overwritten while in flight, and every bad span refused with the daemon serving on."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -174,3 +175,87 @@ with Client({daemon.address!r}) as client, client.shared_frames({WIDTH}, {HEIGHT
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
+
+
+def test_a_stream_closed_while_its_sender_waits_for_a_slot_frees_every_slot(client) -> None:
+    image = frame_of(3)
+    with client.shared_frames(WIDTH, HEIGHT, slots=2) as ring:
+        results = client.stream(MODEL, (ring.put(image, timeout=10) for _ in range(10)), max_in_flight=2)
+        assert next(results).ok
+        results.close()  # the sending thread may be inside put(), waiting for a slot
+        held = [ring.put(image, timeout=10), ring.put(image, timeout=10)]  # both slots come back
+        assert all(isinstance(frame, SharedFrame) for frame in held)
+
+
+def test_every_call_taking_a_shared_frame_frees_its_slot_whatever_the_answer(client) -> None:
+    with client.shared_frames(WIDTH, HEIGHT, slots=1) as ring:
+        results = list(client.stream(MODEL, [ring.put(frame_of(1), timeout=0.5)], task="raw"))
+        assert len(results) == 1
+        try:
+            client.invoke(MODEL, image=ring.put(frame_of(1), timeout=0.5))
+        except ClientError as exc:
+            assert exc.code_name == "INVALID_ARGUMENT"
+        unsendable = dataclasses.replace(ring.put(frame_of(1), timeout=0.5), pixel_format="YUV")
+        with pytest.raises(ValueError, match="unknown pixel format"):  # a frame that fails to encode is freed too
+            list(client.stream(MODEL, [unsendable]))
+        assert ring.put(frame_of(2), timeout=0.5)
+
+
+def test_a_shared_frame_goes_with_one_call(client) -> None:
+    with client.shared_frames(WIDTH, HEIGHT, slots=1) as ring:
+        frame = ring.put(frame_of(1))
+        client.classify(MODEL, frame)
+        assert frame.answered
+        ring.put(frame_of(2)).release()  # the slot now holds another frame
+        with pytest.raises(ValueError, match="answered already"):
+            client.classify(MODEL, frame)
+
+
+def test_a_span_that_is_not_the_frame_is_refused_before_it_is_read(client) -> None:
+    with client.shared_frames(WIDTH, HEIGHT, slots=1) as ring:
+        with pytest.raises(ClientError) as info:  # a 1x1 frame naming the whole slot
+            client.classify(MODEL, SharedFrame(ring.name, 0, ring.slot_bytes, 1, 1))
+        assert info.value.code_name == "INVALID_ARGUMENT" and "needs 3: set byte_size" in str(info.value)
+        with pytest.raises(ClientError) as info:
+            client.classify(MODEL, SharedFrame(ring.name, 0, 3 * 10000 * 5000, 10000, 5000))
+        assert info.value.code_name == "INVALID_ARGUMENT" and "more than the limit" in str(info.value)
+        assert client.classify(MODEL, ring.put(frame_of(1))).classes
+
+
+def test_more_shared_samples_than_slots_in_one_call_is_a_clear_timeout(client, test_data: Path) -> None:
+    image = photo(test_data, "parrot.jpg")
+    with client.shared_frames(WIDTH, HEIGHT, slots=1) as ring:
+        with pytest.raises(TimeoutError, match="add_samples call ends"):
+            client.add_samples(EMBEDDER, "never", (ring.put(image, timeout=0.3) for _ in range(2)))
+        assert "never" not in [c.label for c in client.classes(EMBEDDER).classes]
+        assert ring.put(image, timeout=5)  # the call's slot was freed when it ended
+
+
+def test_a_forgotten_ring_is_unregistered_and_removed(client) -> None:
+    import gc
+    ring = client.shared_frames(WIDTH, HEIGHT, slots=1)
+    name = ring.name
+    del ring
+    gc.collect()
+    assert not (Path("/dev/shm") / name).exists()
+    with pytest.raises(ClientError) as info:
+        client.classify(MODEL, SharedFrame(name, 0, WIDTH * HEIGHT * 3, WIDTH, HEIGHT))
+    assert info.value.code_name == "NOT_FOUND"
+
+
+def test_a_region_whose_object_was_removed_is_unregistered(client, tmp_path: Path) -> None:
+    name = f"edgetpud-test-removed-{os.getpid()}"
+    path = Path("/dev/shm") / name
+    path.write_bytes(frame_of(1).tobytes())
+    client.register_shared_memory(name, "/" + name, WIDTH * HEIGHT * 3)
+    path.unlink()
+    with pytest.raises(ClientError) as info:
+        client.classify(MODEL, SharedFrame(name, 0, WIDTH * HEIGHT * 3, WIDTH, HEIGHT))
+    assert info.value.code_name == "NOT_FOUND" and "the region is unregistered" in str(info.value)
+    path.write_bytes(frame_of(1).tobytes())  # the name is free again: no ALREADY_EXISTS
+    try:
+        client.register_shared_memory(name, "/" + name, WIDTH * HEIGHT * 3)
+        assert client.classify(MODEL, SharedFrame(name, 0, WIDTH * HEIGHT * 3, WIDTH, HEIGHT)).classes
+    finally:
+        client.unregister_shared_memory(name)
+        path.unlink()

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgetpud.daemon import service as core
 from edgetpud.daemon.metrics import MetricsSummary
+from edgetpud.daemon.model.preprocess import MAX_PIXELS
 from edgetpud.daemon.registry import ModelState
 from edgetpud.daemon.results import Class, DetectedObject
 from edgetpud.daemon.wire import tensor
@@ -72,17 +73,18 @@ def image_input(image: pb.Image, pixels: Optional[memoryview] = None,
         stride = int(f.stride) or int(f.width) * BYTES_PER_PIXEL[fmt]
         data: Any = f.data if pixels is None else pixels
         if f.HasField("shared"):
-            data = _shared_pixels(f, len(data), shared)
+            data = _shared_pixels(f, len(data), stride, shared)
         frame = core.RawFrame(data=data, width=int(f.width), height=int(f.height), stride=stride, pixel_format=fmt)
         return core.ImageInput(frame=frame, crop=crop)
     raise RequestError("the request has no image: set image.encoded (JPEG/PNG/BMP bytes) or image.frame")
 
 
-def _shared_pixels(frame: pb.RawFrame, sent: int, shared: Optional[SharedReader]) -> Any:
-    """The pixels of a frame sent as a shared-memory span.
+def _shared_pixels(frame: pb.RawFrame, sent: int, stride: int, shared: Optional[SharedReader]) -> Any:
+    """The pixels of a frame sent as a shared-memory span, its size checked before a byte is read.
 
     Raises:
-        RequestError: the frame also carries data, names no region, or shared memory is not offered here.
+        RequestError: the frame also carries data, names no region, is larger than an image may be, its
+            span is not the frame's ``stride * height`` bytes, or shared memory is not offered here.
         NotFoundError, InvalidArgumentError, PermissionDeniedError: see ``Region.read``.
     """
     span = frame.shared
@@ -93,6 +95,13 @@ def _shared_pixels(frame: pb.RawFrame, sent: int, shared: Optional[SharedReader]
                            "and give its name")
     if shared is None:
         raise RequestError("image.frame.shared is not taken by this call: send the pixels as data")
+    width, height = int(frame.width), int(frame.height)
+    if width * height > MAX_PIXELS:
+        raise RequestError(f"image.frame is {width}x{height} = {width * height} pixels, more than the limit of "
+                           f"{MAX_PIXELS}")
+    if int(span.byte_size) != stride * height:
+        raise RequestError(f"image.frame.shared spans {span.byte_size} bytes; {width}x{height} with stride "
+                           f"{stride} needs {stride * height}: set byte_size to stride x height")
     return shared(span.region, int(span.offset), int(span.byte_size), "image.frame.shared")
 
 

@@ -9,7 +9,6 @@ Every call returns plain dataclasses (``types.py``) and raises
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import itertools
@@ -30,7 +29,7 @@ from edgetpud.protos.edgetpud.v1 import edgetpud_pb2_grpc as pb_grpc
 from . import _convert as convert
 from . import _registry_wire as registry_wire
 from ._convert import Crop, ImageLike
-from .shared import SharedFrames
+from .shared import InFlight, SharedFrames, release as _release
 from .types import (AddedSamples, Class, ClassifyResult, ClientError, DetectedObject, DetectResult, Device,
                     DeviceUsage, EmbedResult, ExportResult, Frame, HeadVersion, ImageTooLargeError, InvokeResult,
                     LearnedClass,
@@ -101,25 +100,17 @@ def _mock_only(method: Callable[..., T]) -> Callable[..., T]:
 _TOO_LARGE = re.compile(r"(SERVER|CLIENT): \w+ message larger than max \((\d+) vs\. (\d+)\)")
 
 
-def _release(image: Any) -> None:
-    """Free a SharedFrame's slot once its answer came (anything else holds nothing)."""
-    if isinstance(image, SharedFrame) and image.release is not None:
-        image.release()
-
-
-def _releasing(results: Iterator[StreamResult], sent: "collections.deque[Any]") -> Iterator[StreamResult]:
+def _releasing(results: Iterator[StreamResult], in_flight: InFlight) -> Iterator[StreamResult]:
     """The stream's results, each freeing its frame's shared slot before it is handed on."""
     try:
         for result in results:
-            if sent:
-                _release(sent.popleft())
+            in_flight.answered()
             yield result
     finally:
         close = getattr(results, "close", None)
         if close is not None:
             close()  # cancels the call when the caller stopped reading
-        while sent:  # the stream ended (or was closed): no frame is read any more
-            _release(sent.popleft())
+        in_flight.close()  # the stream ended (or was closed): no frame is read any more
 
 
 def _image_too_large(exc: grpc.RpcError, image: ImageLike, size: int) -> Optional[ImageTooLargeError]:
@@ -327,10 +318,13 @@ class Client:
         Raises:
             ClientError: INVALID_ARGUMENT when a tensor's shape or dtype does not fit, ...
         """
-        request = pb.InvokeRequest(model=model, version=version, inputs=convert.tensors(inputs or []))
-        if image is not None:
-            convert.fill_image(request.image, image)
-        return convert.invoke_result(self._inference.Invoke(request, timeout=self._timeout(timeout)))
+        try:
+            request = pb.InvokeRequest(model=model, version=version, inputs=convert.tensors(inputs or []))
+            if image is not None:
+                convert.fill_image(request.image, image)
+            return convert.invoke_result(self._inference.Invoke(request, timeout=self._timeout(timeout)))
+        finally:
+            _release(image)  # answered (or failed): its shared slot may be written again
 
     def stream(self, model: str, frames: Iterable[Union[ImageLike, Tuple[int, ImageLike]]], task: str = "classify",
                latest_frame_wins: bool = False, max_in_flight: int = 0, top_k: int = 0, threshold: float = 0.0,
@@ -367,8 +361,7 @@ class Client:
 
         # What stopped ``frames``: gRPC would log it, cancel the call and lose it as UNKNOWN.
         failure: List[Exception] = []
-        # One entry per frame sent, in order (answers come in frame order): what frees its shared slot.
-        sent: "collections.deque[Any]" = collections.deque()
+        in_flight = InFlight()  # the frames sent and not yet answered: what frees their shared slots
 
         def requests() -> Iterator[pb.StreamRequest]:
             yield pb.StreamRequest(config=config)
@@ -382,11 +375,16 @@ class Client:
                     message = pb.StreamRequest()
                     message.frame.frame_id = frame_id
                     message.frame.reset_state = bool(reset)
-                    if task == "raw" and not isinstance(value, (bytes, str, Path, Frame)):
-                        message.frame.inputs.extend(convert.tensors(value))
-                    else:
-                        convert.fill_image(message.frame.image, value)
-                    sent.append(value if isinstance(value, SharedFrame) else None)
+                    try:
+                        if task == "raw" and not isinstance(value, (bytes, str, Path, Frame, SharedFrame)):
+                            message.frame.inputs.extend(convert.tensors(value))
+                        else:
+                            convert.fill_image(message.frame.image, value)
+                    except BaseException:
+                        _release(value)  # never sent: its slot is free again
+                        raise
+                    if not in_flight.sent(value):
+                        return  # the caller closed the stream meanwhile
                     yield message
             except Exception as exc:  # noqa: BLE001 - the caller's own error, raised to the caller below
                 failure.append(exc)
@@ -394,7 +392,7 @@ class Client:
 
         results = self._stream_results(task, self._inference.Stream(requests(), timeout=timeout), failure,
                                        self.address)
-        return _releasing(results, sent)
+        return _releasing(results, in_flight)
 
     @staticmethod
     def _stream_results(task: str, call: Any, failure: List[Exception],
@@ -501,7 +499,7 @@ class Client:
         failure: List[BaseException] = []
         call_made = threading.Event()
         calls: List[Any] = []
-        shared: List[Any] = []  # SharedFrames sent: their slots are freed when the call has ended
+        shared = InFlight()  # the SharedFrames sent: their slots are freed when the call has ended
 
         def requests() -> Iterator[pb.AddSamplesRequest]:
             yield pb.AddSamplesRequest(model=model, label=label, keep_classes=keep_classes)
@@ -512,9 +510,9 @@ class Client:
                     if sample_label != current:
                         message.label = current = sample_label
                     if image is not None:
+                        if isinstance(image, SharedFrame) and not shared.sent(image):
+                            return  # the call has ended meanwhile: this one was freed, not sent
                         convert.fill_image(message.image, image)
-                        if isinstance(image, SharedFrame):
-                            shared.append(image)
                     else:
                         message.embedding.CopyFrom(convert.embedding(vector))
                     yield message
@@ -538,8 +536,7 @@ class Client:
             call.cancel()
             raise
         finally:
-            for image in shared:
-                _release(image)
+            shared.close()
         return convert.added_samples(reply)
 
     @_wrap_errors

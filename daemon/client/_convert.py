@@ -62,8 +62,11 @@ def shared_frame(value: SharedFrame) -> pb.RawFrame:
     """The RawFrame naming a SharedFrame's span (no pixels travel).
 
     Raises:
-        ValueError: an unknown pixel format.
+        ValueError: an unknown pixel format, or a frame already answered (its slot may hold another frame).
     """
+    if value.answered:
+        raise ValueError("this SharedFrame was answered already and its slot given back, so the slot may hold "
+                         "another frame now: a SharedFrame goes with one call; acquire() or put() a new one")
     pixel_format = value.pixel_format.upper()
     if pixel_format not in PIXEL_FORMATS:
         raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")

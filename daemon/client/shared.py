@@ -18,6 +18,7 @@ import mmap
 import os
 import threading
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Deque, Optional, Tuple
 
@@ -70,6 +71,9 @@ class SharedFrames:
             self._map.close()
             path.unlink()
             raise
+        # a ring never closed (dropped, or still open when the program exits) is unregistered and removed
+        # then; a process killed by a signal it does not handle cannot do even that (see docs/camera.md)
+        self._finalizer = weakref.finalize(self, _remove_quietly, unregister, self.name, path)
 
     def acquire(self, timeout: Optional[float] = None) -> Tuple[np.ndarray, SharedFrame]:
         """A free slot to write a frame into (``HxWxC`` uint8 view) and the SharedFrame to send.
@@ -82,12 +86,15 @@ class SharedFrames:
         """
         with self._cond:
             if not self._cond.wait_for(lambda: bool(self._free) or self._map is None, timeout):
-                raise TimeoutError(f"all {self.slots} shared frame slots hold frames not yet answered; "
-                                   "read the results, or make the ring with more slots")
+                raise TimeoutError(
+                    f"all {self.slots} shared frame slots hold frames not yet answered. A slot is free again "
+                    "once its frame's call is answered: a unary call returns, a stream result is read, an "
+                    "add_samples call ends (so one call can send at most as many shared samples as there "
+                    "are slots). Read the results, or make the ring with more slots")
             if self._map is None:
                 raise ValueError("the shared frames are closed")
             slot = self._free.popleft()
-        view = np.ndarray(self.shape, np.uint8, buffer=self._map, offset=slot * self.slot_bytes)
+            view = np.ndarray(self.shape, np.uint8, buffer=self._map, offset=slot * self.slot_bytes)
         frame = SharedFrame(self.name, slot * self.slot_bytes, self.slot_bytes, self.width, self.height,
                             pixel_format=self.pixel_format, release=_Release(self, slot))
         return view, frame
@@ -119,6 +126,7 @@ class SharedFrames:
             self._cond.notify_all()
         if mapping is None:
             return
+        self._finalizer.detach()
         try:
             self._unregister(self.name)
         finally:
@@ -138,13 +146,65 @@ class SharedFrames:
         self.close()
 
 
+def _remove_quietly(unregister: Callable[[str], None], name: str, path: Path) -> None:
+    """A forgotten ring's clean-up: the daemon or the channel may be gone already, so nothing is raised."""
+    try:
+        unregister(name)
+    except Exception:  # noqa: BLE001 - at exit or in the collector there is nobody to tell
+        pass
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
 class _Release:
     """Gives one slot back once (a frame answered twice frees its slot once)."""
 
     def __init__(self, frames: SharedFrames, slot: int) -> None:
-        self._frames, self._slot, self._done = frames, slot, False
+        self._frames, self._slot, self.done = frames, slot, False
 
     def __call__(self) -> None:
-        if not self._done:
-            self._done = True
+        if not self.done:
+            self.done = True
             self._frames._give_back(self._slot)
+
+
+def release(value: Any) -> None:
+    """Free a SharedFrame's slot once its answer came (anything else holds nothing)."""
+    if isinstance(value, SharedFrame) and value.release is not None:
+        value.release()
+
+
+class InFlight:
+    """One stream's frames sent and not yet answered, in order (the daemon answers in frame order).
+
+    Each answer read frees the oldest frame's slot; closing frees all of them, and a frame
+    the sending thread hands over after that is freed at once and not sent.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: Deque[Any] = collections.deque()
+        self._closed = False
+
+    def sent(self, value: Any) -> bool:
+        """Record ``value`` as sent; False (and its slot freed) when the stream has ended."""
+        with self._lock:
+            if not self._closed:
+                self._sent.append(value if isinstance(value, SharedFrame) else None)
+                return True
+        release(value)
+        return False
+
+    def answered(self) -> None:
+        with self._lock:
+            value = self._sent.popleft() if self._sent else None
+        release(value)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            held, self._sent = list(self._sent), collections.deque()
+        for value in held:
+            release(value)

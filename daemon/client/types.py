@@ -54,6 +54,11 @@ class SharedFrame:
     #: Gives the slot back to its SharedFrames once the frame is answered (None: nothing to give back).
     release: Optional[Callable[[], None]] = field(default=None, compare=False, repr=False)
 
+    @property
+    def answered(self) -> bool:
+        """Whether its slot was given back: it may hold another frame now, so this one cannot be sent again."""
+        return bool(getattr(self.release, "done", False))
+
 
 @dataclass(frozen=True)
 class Timing:
