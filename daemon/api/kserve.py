@@ -8,6 +8,7 @@ the model as a ``raw`` task.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -72,6 +73,43 @@ def check_version(model: str, asked: str, versions: Sequence[str]) -> None:
 def datatype(dtype: Any) -> str:
     """The OIP datatype name of a numpy dtype ("BYTES" for anything without one)."""
     return DATATYPE_OF.get(np.dtype(dtype), "BYTES")
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """What checking and decoding one model tensor takes, worked out once per tensor spec."""
+
+    datatype: str
+    shape: List[int]
+    count: int
+    nbytes: int
+    dtype: np.dtype
+    wire: np.dtype  # the dtype of the tensor's little-endian bytes, as the protocol sends them
+
+    def decode(self, raw: Any) -> np.ndarray:
+        """The array of ``raw`` bytes (little-endian), in the model's shape."""
+        array = np.frombuffer(raw, dtype=self.wire)
+        if self.wire != self.dtype:  # a big-endian host: swap to native order
+            array = array.astype(self.dtype)
+        return array.reshape(self.shape)
+
+
+_plans: Dict[int, Tuple[TensorSpec, TensorPlan]] = {}
+
+
+def tensor_plan(spec: TensorSpec) -> TensorPlan:
+    """The spec's TensorPlan (kept per spec object, so a request pays a lookup, not the arithmetic)."""
+    entry = _plans.get(id(spec))
+    if entry is not None and entry[0] is spec:
+        return entry[1]
+    dtype = np.dtype(spec.dtype)
+    shape = [int(d) for d in spec.shape]
+    count = math.prod(shape)
+    plan = TensorPlan(datatype(dtype), shape, count, count * dtype.itemsize, dtype, dtype.newbyteorder("<"))
+    if len(_plans) > 4096:  # specs of models long unloaded
+        _plans.clear()
+    _plans[id(spec)] = (spec, plan)
+    return plan
 
 
 @dataclass(frozen=True)
@@ -149,31 +187,28 @@ def input_arrays(request: pb.ModelInferRequest, specs: Sequence[TensorSpec],
                                f"its inputs are {sorted(by_name)}")
         if tensor.name in arrays:
             raise RequestError(f"input '{tensor.name}' is sent twice; send each input once")
-        want_type = datatype(spec.dtype)
-        if tensor.datatype != want_type:
-            raise RequestError(f"input '{tensor.name}' must have datatype {want_type}, got {tensor.datatype}")
-        want_shape = [int(d) for d in spec.shape]
-        if [int(d) for d in tensor.shape] != want_shape:
-            raise RequestError(f"input '{tensor.name}' must have shape {want_shape}, got {list(tensor.shape)}")
-        dtype = DATATYPES[want_type]
-        count = int(np.prod(want_shape, dtype=np.int64))
+        plan = tensor_plan(spec)
+        if tensor.datatype != plan.datatype:
+            raise RequestError(f"input '{tensor.name}' must have datatype {plan.datatype}, got {tensor.datatype}")
+        if list(tensor.shape) != plan.shape:
+            raise RequestError(f"input '{tensor.name}' must have shape {plan.shape}, got {list(tensor.shape)}")
         if target is not None:
             assert shared is not None
             label = f"input '{tensor.name}'"
-            if target.byte_size != count * dtype.itemsize:
-                raise RequestError(f"{label}: shape {want_shape} of {want_type} needs {count * dtype.itemsize} "
+            if target.byte_size != plan.nbytes:
+                raise RequestError(f"{label}: shape {plan.shape} of {plan.datatype} needs {plan.nbytes} "
                                    f"bytes, but shared_memory_byte_size is {target.byte_size}")
-            array = shared.read(target, label).view(dtype.newbyteorder("<")).astype(dtype, copy=False)
+            array = plan.decode(shared.read(target, label))
         elif raws:
             raw = raws[raw_index]
             raw_index += 1
-            if len(raw) != count * dtype.itemsize:
-                raise RequestError(f"input '{tensor.name}': shape {want_shape} of {want_type} needs "
-                                   f"{count * dtype.itemsize} bytes, got {len(raw)}")
-            array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+            if len(raw) != plan.nbytes:
+                raise RequestError(f"input '{tensor.name}': shape {plan.shape} of {plan.datatype} needs "
+                                   f"{plan.nbytes} bytes, got {len(raw)}")
+            array = plan.decode(raw)
         else:
-            array = typed_values(tensor, want_type, count)
-        arrays[tensor.name] = array.reshape(want_shape)
+            array = typed_values(tensor, plan.datatype, plan.count).reshape(plan.shape)
+        arrays[tensor.name] = array
     missing = sorted(set(by_name) - set(arrays) - set(optional))
     if missing:
         raise RequestError(f"model '{request.model_name}' also needs input(s) {missing}")
@@ -217,6 +252,8 @@ def requested_outputs(request: pb.ModelInferRequest, specs: Sequence[TensorSpec]
             parameter edgetpud does not offer (classification).
     """
     names = [s.name for s in specs]
+    if not request.outputs:
+        return names
     for output in request.outputs:
         if "classification" in output.parameters:
             raise RequestError(f"output '{output.name}': edgetpud does not offer the classification extension "
@@ -240,13 +277,14 @@ def output_targets(request: pb.ModelInferRequest, specs: Sequence[TensorSpec],
         RequestError: a bad parameter, or a target too small for the output.
         NotFoundError, PermissionDeniedError: a region that cannot be used.
     """
-    sizes = {s.name: int(np.prod([int(d) for d in s.shape], dtype=np.int64)) * np.dtype(s.dtype).itemsize
-             for s in specs}
     targets: Dict[str, Target] = {}
+    if not request.outputs:
+        return targets
+    by_name = {s.name: s for s in specs}
     for output in request.outputs:
         target = target_of("output", output)
-        if target is not None and output.name in sizes:
-            shared.check_output(target, sizes[output.name], f"output '{output.name}'")
+        if target is not None and output.name in by_name:
+            shared.check_output(target, tensor_plan(by_name[output.name]).nbytes, f"output '{output.name}'")
             targets[output.name] = target
     return targets
 
@@ -329,8 +367,10 @@ def infer_response(request: pb.ModelInferRequest, result: core.InferenceResult, 
                                      id=request.id)
     for name in wanted:
         array = np.ascontiguousarray(outputs[name])
-        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        tensor = response.outputs.add(name=name, datatype=datatype(array.dtype), shape=list(array.shape))
+        wire = array.dtype.newbyteorder("<")
+        little = array if wire == array.dtype else array.astype(wire)
+        tensor = response.outputs.add(name=name, datatype=DATATYPE_OF.get(array.dtype, "BYTES"),
+                                      shape=array.shape)
         target = targets.get(name)
         if target is None:
             response.raw_output_contents.append(little.tobytes())

@@ -8,8 +8,13 @@
 The bare server is the least a KServe server in Python can be: a grpc.aio
 ``GRPCInferenceServiceServicer`` (tritonclient's own stubs) whose ``ModelInfer``
 hands the input back as the output. It runs in its own process; every round times
-the three sides in a shuffled order, so load from other processes hits them alike.
+the sides in a shuffled order, so load from other processes hits them alike.
 Input: raw UINT8 (``raw_input_contents``). Target: ratio <= 1.5. Prints one JSON document.
+
+A fourth side, "floor", is the least the daemon's design can do over KServe: a server like
+the bare one whose ModelInfer hands the input to one worker process (shared memory and a
+byte down a pipe, bench_overhead's two-process worker) and answers the model's outputs;
+``floor_ratio`` is its added time in the same units, ``above_floor`` what edgetpud adds over it.
 
 tritonclient's protos clash with edgetpud's API stubs in one process, so this script
 imports neither ``edgetpud.daemon.api`` nor the KServe stubs.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -69,13 +75,78 @@ def serve_bare(port: int) -> None:
     asyncio.run(main())
 
 
+def serve_floor(port: int, model: str) -> None:
+    """The design's floor: a KServe server whose ModelInfer leaves the input in shared memory, wakes one
+    worker process through a pipe, and answers the model's outputs (no scheduler, registry or checks).
+
+    One shared-memory slot, so one request at a time: the bench never sends two at once.
+    """
+    import asyncio
+    import multiprocessing
+    from multiprocessing import shared_memory
+
+    import grpc
+    from bench_overhead import slot_views, two_process_worker
+    from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
+
+    from edgetpud.daemon.main import tune_malloc
+    from edgetpud.daemon.model import load_model
+    from edgetpud.hal.wire import slot_layout
+
+    tune_malloc()  # as the daemon does
+    model_path, labels = str(test_data_dir() / f"{model}.tflite"), str(test_data_dir() / "imagenet_labels.txt")
+    local = load_model(model_path, labels=labels)
+    shm = shared_memory.SharedMemory(create=True, size=slot_layout(local.inputs, local.outputs)[2])
+    inputs, outputs = slot_views(local, shm.buf)
+    conn, child = multiprocessing.Pipe()
+    worker = multiprocessing.get_context("spawn").Process(
+        target=two_process_worker, args=(child, shm.name, model_path, labels), daemon=True)
+    worker.start()
+    assert conn.recv_bytes() == b"ready"
+
+    class Floor(pb_grpc.GRPCInferenceServiceServicer):
+        async def ModelInfer(self, request, context):
+            np.copyto(inputs[0], np.frombuffer(request.raw_input_contents[0], np.uint8).reshape(inputs[0].shape))
+            loop = asyncio.get_running_loop()
+            replied = loop.create_future()
+
+            def on_reply() -> None:
+                loop.remove_reader(conn.fileno())
+                replied.set_result(conn.recv_bytes())
+            loop.add_reader(conn.fileno(), on_reply)
+            conn.send_bytes(b"\x01")
+            await replied
+            response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+            for spec, view in zip(local.outputs, outputs):
+                response.outputs.add(name=spec.name, datatype="UINT8", shape=list(view.shape))
+                response.raw_output_contents.append(view.tobytes())
+            return response
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Floor(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        # terminate() ends the server, not the process, so the worker and the shared memory go cleanly
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(server.stop(0)))
+        print("ready", flush=True)
+        await server.wait_for_termination()
+
+    try:
+        asyncio.run(main())
+    finally:
+        conn.close()
+        worker.join(5)
+        shm.unlink()
+
+
 def timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
 
 
-def one_run(rounds: int, model: str, daemon_url: str, bare_url: str) -> Dict[str, float]:
+def one_run(rounds: int, model: str, daemon_url: str, bare_url: str, floor_url: str) -> Dict[str, float]:
     import tritonclient.grpc as tc
     from edgetpud.hal.executor import TfliteExecutor
 
@@ -83,6 +154,7 @@ def one_run(rounds: int, model: str, daemon_url: str, bare_url: str) -> Dict[str
     spec = executor.inputs[0]
     data = np.random.default_rng(0).integers(0, 256, size=spec.shape, dtype=np.uint8)
     daemon, bare = tc.InferenceServerClient(url=daemon_url), tc.InferenceServerClient(url=bare_url)
+    floor = tc.InferenceServerClient(url=floor_url)
     name = daemon.get_model_metadata(model, as_json=True)["inputs"][0]["name"]
 
     def infer(client: "tc.InferenceServerClient", target: str) -> Callable[[], object]:
@@ -91,8 +163,10 @@ def one_run(rounds: int, model: str, daemon_url: str, bare_url: str) -> Dict[str
             x.set_data_from_numpy(data)
             return client.infer(target, [x])
         return call
-    sides = {"daemon": infer(daemon, model), "bare": infer(bare, "echo"),
+    sides = {"daemon": infer(daemon, model), "bare": infer(bare, "echo"), "floor": infer(floor, model),
              "in_process": lambda: executor.invoke([data])}
+    want = sides["daemon"]().as_numpy(executor.outputs[0].name)
+    same = bool(np.array_equal(want, sides["floor"]().as_numpy(executor.outputs[0].name)))
     for call in sides.values():  # warm up
         for _ in range(20):
             call()
@@ -103,11 +177,13 @@ def one_run(rounds: int, model: str, daemon_url: str, bare_url: str) -> Dict[str
         for key in order:
             times[key].append(timed(sides[key]))
     executor.close()
-    daemon.close()
-    bare.close()
+    for client in (daemon, bare, floor):
+        client.close()
     medians = {k: statistics.median(v) * 1000 for k, v in times.items()}
     return {"daemon_ms": medians["daemon"], "in_process_ms": medians["in_process"], "bare_ms": medians["bare"],
-            "ratio": (medians["daemon"] - medians["in_process"]) / medians["bare"]}
+            "floor_ms": medians["floor"], "floor_same_outputs": same,
+            "ratio": (medians["daemon"] - medians["in_process"]) / medians["bare"],
+            "floor_ratio": (medians["floor"] - medians["in_process"]) / medians["bare"]}
 
 
 def main() -> int:
@@ -116,26 +192,32 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", default=MODEL)
     args = parser.parse_args()
-    bare_port, daemon_port = free_port(), free_port()
-    bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(bare_port)], stdout=subprocess.PIPE,
-                            text=True)
+    bare_port, daemon_port, floor_port = free_port(), free_port(), free_port()
+    servers = [subprocess.Popen([sys.executable, __file__, flag, str(port)] + extra, stdout=subprocess.PIPE, text=True)
+               for flag, port, extra in (("--serve-bare", bare_port, []),
+                                         ("--serve-floor", floor_port, [args.model]))]
     try:
-        assert bare.stdout is not None and bare.stdout.readline().strip() == "ready"
+        for server in servers:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         with BenchDaemon(args.model, ["mock:1"], extra_listen=[f"127.0.0.1:{daemon_port}"]):
-            runs = [one_run(args.rounds, args.model, f"127.0.0.1:{daemon_port}", f"127.0.0.1:{bare_port}")
-                    for _ in range(args.runs)]
+            runs = [one_run(args.rounds, args.model, f"127.0.0.1:{daemon_port}", f"127.0.0.1:{bare_port}",
+                            f"127.0.0.1:{floor_port}") for _ in range(args.runs)]
     finally:
-        bare.terminate()
-        bare.wait(10)
-    ratios = [r["ratio"] for r in runs]
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+    ratio = statistics.median(r["ratio"] for r in runs)
+    floor = statistics.median(r["floor_ratio"] for r in runs)
     print(json.dumps({"model": args.model, "rounds": args.rounds, "runs": runs,
-                      "ratio_median": statistics.median(ratios), "target": 1.5,
-                      "meets_target": statistics.median(ratios) <= 1.5}, indent=2))
+                      "ratio_median": ratio, "floor_ratio_median": floor, "above_floor": ratio - floor,
+                      "target": 1.5, "meets_target": ratio <= 1.5}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-bare":
         serve_bare(int(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--serve-floor":
+        serve_floor(int(sys.argv[2]), sys.argv[3])
     else:
         sys.exit(main())
