@@ -239,6 +239,8 @@ class SharedMemoryRegistry:
                                        f"(got offset {offset}, byte_size {byte_size})")
         path = object_path(self._root, key)
         with self._lock:
+            if name in self._regions and self._regions[name].removed():
+                del self._regions[name]  # an app restarted after a kill takes its old name again
             if name in self._regions:
                 raise AlreadyExistsError(f"shared memory region '{name}' is already registered: unregister it "
                                          "first, or choose another name")

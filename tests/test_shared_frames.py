@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,55 @@ def test_a_region_whose_object_was_removed_is_unregistered(client, tmp_path: Pat
     finally:
         client.unregister_shared_memory(name)
         path.unlink()
+
+
+def test_a_shared_frame_still_in_flight_cannot_be_sent_again(client) -> None:
+    with client.shared_frames(WIDTH, HEIGHT, slots=1) as ring:
+        frame = ring.put(frame_of(1))
+        with pytest.raises(ValueError, match="being sent already"):
+            list(client.stream(MODEL, [frame, frame], max_in_flight=2))
+        assert ring.put(frame_of(2), timeout=5)  # the one copy sent was answered: its slot is free
+
+
+def test_closing_the_client_closes_its_rings(daemon) -> None:
+    from edgetpud.daemon.client import Client
+
+    with Client(daemon.address) as other:
+        ring = other.shared_frames(WIDTH, HEIGHT, slots=1)
+        name = ring.name
+    assert not (Path("/dev/shm") / name).exists()
+    with Client(daemon.address) as probe, pytest.raises(ClientError) as info:
+        probe.classify(MODEL, SharedFrame(name, 0, WIDTH * HEIGHT * 3, WIDTH, HEIGHT))
+    assert info.value.code_name == "NOT_FOUND" and "is registered" in str(info.value)
+
+
+def test_a_stream_never_read_frees_its_slots_when_closed(client) -> None:
+    with client.shared_frames(WIDTH, HEIGHT, slots=2) as ring:
+        results = client.stream(MODEL, (ring.put(frame_of(seed), timeout=5) for seed in (1, 2)))
+        time.sleep(0.5)  # both frames sent, their answers never read
+        results.close()
+        assert ring.put(frame_of(3), timeout=5) and ring.put(frame_of(4), timeout=5)
+
+
+def test_a_removed_regions_name_can_be_registered_again(client) -> None:
+    name = f"edgetpud-test-reused-{os.getpid()}"
+    path = Path("/dev/shm") / name
+    path.write_bytes(frame_of(1).tobytes())
+    client.register_shared_memory(name, "/" + name, WIDTH * HEIGHT * 3)
+    path.unlink()
+    path.write_bytes(frame_of(2).tobytes())  # a restarted app makes its object and name again
+    try:
+        client.register_shared_memory(name, "/" + name, WIDTH * HEIGHT * 3)
+        same_classes(client.classify(MODEL, SharedFrame(name, 0, WIDTH * HEIGHT * 3, WIDTH, HEIGHT)),
+                     client.classify(MODEL, frame_of(2)))
+    finally:
+        client.unregister_shared_memory(name)
+        path.unlink()
+
+
+@pytest.mark.parametrize("offset, byte_size", [(0, 2 ** 64), (2 ** 64, 1), (-1, 1)])
+def test_registry_numbers_outside_uint64_are_refused(offset, byte_size) -> None:
+    from edgetpud.daemon.client import _registry_wire as wire
+
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        wire.register_request("r", "/r", offset, byte_size)

@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -100,17 +101,40 @@ def _mock_only(method: Callable[..., T]) -> Callable[..., T]:
 _TOO_LARGE = re.compile(r"(SERVER|CLIENT): \w+ message larger than max \((\d+) vs\. (\d+)\)")
 
 
-def _releasing(results: Iterator[StreamResult], in_flight: InFlight) -> Iterator[StreamResult]:
-    """The stream's results, each freeing its frame's shared slot before it is handed on."""
-    try:
-        for result in results:
-            in_flight.answered()
-            yield result
-    finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()  # cancels the call when the caller stopped reading
-        in_flight.close()  # the stream ended (or was closed): no frame is read any more
+class _ReleasingResults:
+    """A stream's results, each freeing its frame's shared slot before it is handed on.
+
+    A class rather than a generator, so that ``close()`` cancels the call and frees every slot
+    still held even when the results were never read (a generator that never started runs
+    no ``finally``).
+    """
+
+    def __init__(self, results: Iterator[StreamResult], in_flight: InFlight) -> None:
+        self._results, self._in_flight = results, in_flight
+
+    def __iter__(self) -> "_ReleasingResults":
+        return self
+
+    def __next__(self) -> StreamResult:
+        try:
+            result = next(self._results)
+        except BaseException:
+            self.close()  # the stream ended (or failed): no frame is read any more
+            raise
+        self._in_flight.answered()
+        return result
+
+    def close(self) -> None:
+        """Cancel the call (when not done) and free the slots of the frames not answered."""
+        close = getattr(self._results, "close", None)
+        try:
+            if close is not None:
+                close()
+        finally:
+            self._in_flight.close()
+
+    def __del__(self) -> None:
+        self._in_flight.close()
 
 
 def _image_too_large(exc: grpc.RpcError, image: ImageLike, size: int) -> Optional[ImageTooLargeError]:
@@ -248,9 +272,16 @@ class Client:
         # the daemon's shared-memory registry, through its KServe methods (see _registry_wire)
         self._register_region = self._channel.unary_unary(registry_wire.REGISTER)
         self._unregister_region = self._channel.unary_unary(registry_wire.UNREGISTER)
+        self._rings: "weakref.WeakSet[SharedFrames]" = weakref.WeakSet()  # closed with the client
         self.mock = MockControl(pb_grpc.MockControlStub(self._channel), timeout, self.address)
 
     def close(self) -> None:
+        """Close the shared-frame rings made here (unregistered and removed), then the channel."""
+        for ring in list(self._rings):
+            try:
+                ring.close()
+            except Exception:  # noqa: BLE001 - the daemon may be gone; the object is removed all the same
+                pass
         self._channel.close()
 
     def __enter__(self) -> "Client":
@@ -392,7 +423,7 @@ class Client:
 
         results = self._stream_results(task, self._inference.Stream(requests(), timeout=timeout), failure,
                                        self.address)
-        return _releasing(results, in_flight)
+        return _ReleasingResults(results, in_flight)
 
     @staticmethod
     def _stream_results(task: str, call: Any, failure: List[Exception],
@@ -448,8 +479,11 @@ class Client:
         Raises:
             ClientError: the daemon refused the region. OSError: /dev/shm cannot hold it.
         """
-        return SharedFrames(lambda name, key, size: self.register_shared_memory(name, key, size),
-                            lambda name: self.unregister_shared_memory(name), width, height, pixel_format, slots)
+        ring = SharedFrames(lambda name, key, size: self.register_shared_memory(name, key, size),
+                            lambda name, timeout=None: self.unregister_shared_memory(name, timeout=timeout),
+                            width, height, pixel_format, slots)
+        self._rings.add(ring)
+        return ring
 
     # ------------------------------------------------------------ learning
 

@@ -62,11 +62,11 @@ def shared_frame(value: SharedFrame) -> pb.RawFrame:
     """The RawFrame naming a SharedFrame's span (no pixels travel).
 
     Raises:
-        ValueError: an unknown pixel format, or a frame already answered (its slot may hold another frame).
+        ValueError: an unknown pixel format, or a ring's frame sent before (once sent, it goes with that call).
     """
-    if value.answered:
-        raise ValueError("this SharedFrame was answered already and its slot given back, so the slot may hold "
-                         "another frame now: a SharedFrame goes with one call; acquire() or put() a new one")
+    claim = getattr(value.release, "claim", None)
+    if claim is not None:
+        claim()  # once per frame: see shared._Release
     pixel_format = value.pixel_format.upper()
     if pixel_format not in PIXEL_FORMATS:
         raise ValueError(f"unknown pixel format {value.pixel_format!r}; use one of {sorted(PIXEL_FORMATS)}")

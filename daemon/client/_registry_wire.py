@@ -26,8 +26,8 @@ def _number(number: int, value: int) -> bytes:
 
 def register_request(name: str, key: str, offset: int, byte_size: int) -> bytes:
     """SystemSharedMemoryRegisterRequest{name = 1, key = 2, offset = 3, byte_size = 4} (uint64s)."""
-    if offset < 0 or byte_size < 0:
-        raise ValueError(f"offset and byte_size must be >= 0, got {offset} and {byte_size}")
+    if not (0 <= offset < 2 ** 64 and 0 <= byte_size < 2 ** 64):  # uint64 fields
+        raise ValueError(f"offset and byte_size must be from 0 to 2**64 - 1, got {offset} and {byte_size}")
     return _text(1, name) + _text(2, key) + _number(3, offset) + _number(4, byte_size)
 
 

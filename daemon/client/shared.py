@@ -37,7 +37,7 @@ class SharedFrames:
     unregister the region and remove the object.
     """
 
-    def __init__(self, register: Callable[[str, str, int], None], unregister: Callable[[str], None],
+    def __init__(self, register: Callable[[str, str, int], None], unregister: Callable[..., None],
                  width: int, height: int, pixel_format: str = "RGB", slots: int = 4,
                  name: Optional[str] = None) -> None:
         fmt = pixel_format.upper()
@@ -146,10 +146,14 @@ class SharedFrames:
         self.close()
 
 
-def _remove_quietly(unregister: Callable[[str], None], name: str, path: Path) -> None:
+#: How long a forgotten ring's clean-up waits for the daemon: it runs at exit, which must not hang.
+CLEANUP_TIMEOUT_S = 2.0
+
+
+def _remove_quietly(unregister: Callable[..., None], name: str, path: Path) -> None:
     """A forgotten ring's clean-up: the daemon or the channel may be gone already, so nothing is raised."""
     try:
-        unregister(name)
+        unregister(name, timeout=CLEANUP_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - at exit or in the collector there is nobody to tell
         pass
     try:
@@ -159,15 +163,39 @@ def _remove_quietly(unregister: Callable[[str], None], name: str, path: Path) ->
 
 
 class _Release:
-    """Gives one slot back once (a frame answered twice frees its slot once)."""
+    """One frame's hold on its slot: sent at most once, and giving the slot back once.
+
+    A frame sent a second time before its answer would free the slot at the first answer while
+    the daemon still has the second copy to read, so ``claim`` refuses that as it refuses a
+    frame already answered.
+    """
 
     def __init__(self, frames: SharedFrames, slot: int) -> None:
-        self._frames, self._slot, self.done = frames, slot, False
+        self._frames, self._slot = frames, slot
+        self.sent = self.done = False
+
+    def claim(self) -> None:
+        """Mark the frame sent.
+
+        Raises:
+            ValueError: it was sent already, or answered (its slot may hold another frame now).
+        """
+        with self._frames._cond:
+            if self.done:
+                raise ValueError("this SharedFrame was answered already and its slot given back, so the slot "
+                                 "may hold another frame now: a SharedFrame goes with one call; acquire() or "
+                                 "put() a new one")
+            if self.sent:
+                raise ValueError("this SharedFrame is being sent already: a SharedFrame goes with one call "
+                                 "(its slot is freed at that call's answer); acquire() or put() a new one")
+            self.sent = True
 
     def __call__(self) -> None:
-        if not self.done:
+        with self._frames._cond:
+            if self.done:
+                return
             self.done = True
-            self._frames._give_back(self._slot)
+        self._frames._give_back(self._slot)
 
 
 def release(value: Any) -> None:
