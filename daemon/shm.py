@@ -25,7 +25,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, List
+from typing import Callable, Dict, FrozenSet, List, Optional
 
 import numpy as np
 
@@ -117,10 +117,12 @@ class Region:
     """One registered region: an open descriptor on its object, read and written in bounds."""
 
     def __init__(self, name: str, key: str, path: Path, offset: int, byte_size: int, fd: int,
-                 writable: bool) -> None:
+                 writable: bool, on_removed: Callable[["Region"], None] = lambda region: None) -> None:
+        """``on_removed`` is told when a check finds the object removed: the region can never serve again."""
         self.name, self.key, self.path = name, key, path
         self.offset, self.byte_size, self.writable = offset, byte_size, writable
         self._fd = fd
+        self._on_removed = on_removed
         st = os.fstat(fd)
         self._identity = (st.st_dev, st.st_ino)
         # Closed when the last request using the region lets go of it, not at Unregister.
@@ -143,30 +145,34 @@ class Region:
                 "the registered byte_size")
         return self.offset + offset
 
-    def removed(self) -> bool:
-        """Whether the object at the region's path is gone or another one: the region can never serve again."""
+    def _at_path(self) -> Optional[os.stat_result]:
+        """The object at the region's path when it is still the one registered, else None."""
         try:
             at_path = os.stat(self.path)
         except OSError:
-            return True
-        return (at_path.st_dev, at_path.st_ino) != self._identity
+            return None
+        return at_path if (at_path.st_dev, at_path.st_ino) == self._identity else None
+
+    def removed(self) -> bool:
+        """Whether the object at the region's path is gone or another one: the region can never serve again."""
+        return self._at_path() is None
 
     def live(self, caller: Caller, write: bool) -> os.stat_result:
         """The object's state now, checked: still at its path, big enough, openable by ``caller``.
 
         Raises:
-            NotFoundError: the object was removed or replaced since it was registered.
+            NotFoundError: the object was removed or replaced since it was registered (``on_removed`` is
+                told first).
             InvalidArgumentError: it shrank below the region.
             PermissionDeniedError: the caller could not open it itself.
         """
         st = os.fstat(self._fd)
-        try:
-            at_path = os.stat(self.path)
-        except OSError:
-            at_path = None
-        if at_path is None or (at_path.st_dev, at_path.st_ino) != self._identity:
+        at_path = self._at_path()
+        if at_path is None:
+            self._on_removed(self)
             raise NotFoundError(f"the shared memory object {self.path} of region '{self.name}' was removed or "
-                                "replaced since it was registered: unregister the region and register it again")
+                                "replaced since it was registered, so the region is unregistered: register "
+                                "it again")
         if st.st_size < self.offset + self.byte_size:
             raise InvalidArgumentError(f"the shared memory object {self.path} of region '{self.name}' shrank to "
                                        f"{st.st_size} bytes; the region needs {self.offset + self.byte_size}: "
@@ -259,7 +265,7 @@ class SharedMemoryRegistry:
             if st.st_size < offset + byte_size:
                 raise InvalidArgumentError(f"shared memory region '{name}': {byte_size} bytes at offset {offset} "
                                            f"run past the end of {path} ({st.st_size} bytes)")
-            region = Region(name, key, path, offset, byte_size, fd, writable)
+            region = Region(name, key, path, offset, byte_size, fd, writable, self._forget)
         except BaseException:
             os.close(fd)
             raise
@@ -304,36 +310,35 @@ class SharedMemoryRegistry:
         """The regions registered (``name`` alone when set), those whose objects were removed dropped first.
 
         Raises:
-            NotFoundError: ``name`` is set and not registered.
+            NotFoundError: ``name`` is set and not registered (or its object was removed).
         """
         if name:
-            return [self.region(name).info]
+            region = self.region(name)
+            if region.removed():
+                self._forget(region)
+                raise NotFoundError(f"shared memory region '{name}' is unregistered: its object {region.path} "
+                                    "was removed")
+            return [region.info]
         with self._lock:
             self._sweep()
             return [r.info for r in self._regions.values()]
 
     def region(self, name: str) -> Region:
-        """The region ``name``; one whose object was removed or replaced is unregistered here.
-
-        A removed object cannot serve again, and a camera app killed before it unregistered
-        would otherwise leave its region (and the descriptor holding its memory) for ever.
-
-        Raises:
-            NotFoundError: no region of that name, or its object is gone (the region is then dropped).
-        """
+        """Raises: NotFoundError: no region of that name."""
         region = self._regions.get(name)
         if region is None:
             raise NotFoundError(f"no shared memory region '{name}' is registered "
                                 "(SystemSharedMemoryRegister it first; SystemSharedMemoryStatus lists them)")
-        if region.removed():
-            with self._lock:
-                if self._regions.get(name) is region:
-                    del self._regions[name]
-            log.info("shared memory region %s unregistered: its object %s was removed", name, region.path)
-            raise NotFoundError(f"the shared memory object {region.path} of region '{name}' was removed or "
-                                "replaced since it was registered, so the region is unregistered: register "
-                                "it again")
         return region
+
+    def _forget(self, region: Region) -> None:
+        """Unregister ``region``, whose object was removed: it cannot serve again, and a camera app killed
+        before it unregistered would otherwise leave it (and the descriptor holding its memory) for ever."""
+        with self._lock:
+            if self._regions.get(region.name) is region:
+                del self._regions[region.name]
+                log.info("shared memory region %s unregistered: its object %s was removed", region.name,
+                         region.path)
 
     def _sweep(self) -> None:
         """Drop the regions whose objects were removed (called with the lock held)."""
