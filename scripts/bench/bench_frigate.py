@@ -42,6 +42,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon import BenchDaemon  # noqa: E402
+from _floor import round_trip, start_worker  # noqa: E402
 
 from edgetpud.daemon.client import Client, ClientError  # noqa: E402
 from edgetpud.daemon.frigate import protocol
@@ -113,11 +114,7 @@ def serve_floor(endpoint: str, model_path: str, ready: Any) -> None:
     shm = shared_memory.SharedMemory(create=True, size=SIZE * SIZE * 3 + 25 * 4)
     tensor = np.ndarray((1, SIZE, SIZE, 3), np.uint8, buffer=shm.buf)
     outputs = np.ndarray((25,), np.float32, buffer=shm.buf, offset=tensor.nbytes)
-    conn, child = multiprocessing.Pipe()
-    worker = multiprocessing.get_context("spawn").Process(target=floor_worker, args=(child, shm.name, model_path),
-                                                          daemon=True)
-    worker.start()
-    assert conn.recv_bytes() == b"ready"
+    conn, worker = start_worker(floor_worker, shm.name, model_path)
     sock = zmq.Context().socket(zmq.ROUTER)
     sock.bind(endpoint)
     loop = asyncio.new_event_loop()
@@ -125,14 +122,7 @@ def serve_floor(endpoint: str, model_path: str, ready: Any) -> None:
     async def answer(envelope: List[bytes], frames: List[Any]) -> None:
         json.loads(bytes(frames[0]))
         np.copyto(tensor, np.frombuffer(frames[1].buffer, np.uint8).reshape(tensor.shape))
-        replied = loop.create_future()
-
-        def on_reply() -> None:
-            loop.remove_reader(conn.fileno())
-            replied.set_result(conn.recv_bytes())
-        loop.add_reader(conn.fileno(), on_reply)
-        conn.send_bytes(b"\x01")
-        await replied
+        await round_trip(conn)
         out = outputs.copy()
         rows = protocol.detection_rows(out[:16].reshape(4, 4), out[16:20], out[20:24], int(out[24]))
         sock.send_multipart(envelope + protocol.detections_reply(rows), flags=zmq.NOBLOCK, copy=False)

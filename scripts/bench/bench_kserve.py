@@ -24,6 +24,7 @@ Usage: scripts/bench/bench_kserve.py [--rounds N] [--runs K] [--model NAME]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import signal
@@ -49,11 +50,26 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+async def serve_kserve(port: int, servicer: object) -> None:
+    """Serve ``servicer`` (tritonclient's GRPCInferenceService) on 127.0.0.1:``port`` until SIGTERM.
+
+    SIGTERM ends the server, not the process, so whatever the caller set up (a worker, shared
+    memory) is torn down by its own ``finally``.
+    """
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(server.stop(0)))
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
 def serve_bare(port: int) -> None:
     """The bare KServe server: ModelInfer answers the input as its output."""
-    import asyncio
-
-    import grpc
     from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
 
     class Bare(pb_grpc.GRPCInferenceServiceServicer):
@@ -64,15 +80,7 @@ def serve_bare(port: int) -> None:
             response.raw_output_contents.extend(request.raw_input_contents)
             return response
 
-    async def main() -> None:
-        server = grpc.aio.server()
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Bare(), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        print("ready", flush=True)
-        await server.wait_for_termination()
-
-    asyncio.run(main())
+    asyncio.run(serve_kserve(port, Bare()))
 
 
 def serve_floor(port: int, model: str) -> None:
@@ -81,11 +89,9 @@ def serve_floor(port: int, model: str) -> None:
 
     One shared-memory slot, so one request at a time: the bench never sends two at once.
     """
-    import asyncio
-    import multiprocessing
     from multiprocessing import shared_memory
 
-    import grpc
+    from _floor import round_trip, start_worker
     from bench_overhead import slot_views, two_process_worker
     from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
 
@@ -98,42 +104,20 @@ def serve_floor(port: int, model: str) -> None:
     local = load_model(model_path, labels=labels)
     shm = shared_memory.SharedMemory(create=True, size=slot_layout(local.inputs, local.outputs)[2])
     inputs, outputs = slot_views(local, shm.buf)
-    conn, child = multiprocessing.Pipe()
-    worker = multiprocessing.get_context("spawn").Process(
-        target=two_process_worker, args=(child, shm.name, model_path, labels), daemon=True)
-    worker.start()
-    assert conn.recv_bytes() == b"ready"
+    conn, worker = start_worker(two_process_worker, shm.name, model_path, labels)
 
     class Floor(pb_grpc.GRPCInferenceServiceServicer):
         async def ModelInfer(self, request, context):
             np.copyto(inputs[0], np.frombuffer(request.raw_input_contents[0], np.uint8).reshape(inputs[0].shape))
-            loop = asyncio.get_running_loop()
-            replied = loop.create_future()
-
-            def on_reply() -> None:
-                loop.remove_reader(conn.fileno())
-                replied.set_result(conn.recv_bytes())
-            loop.add_reader(conn.fileno(), on_reply)
-            conn.send_bytes(b"\x01")
-            await replied
+            await round_trip(conn)
             response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
             for spec, view in zip(local.outputs, outputs):
                 response.outputs.add(name=spec.name, datatype="UINT8", shape=list(view.shape))
                 response.raw_output_contents.append(view.tobytes())
             return response
 
-    async def main() -> None:
-        server = grpc.aio.server()
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Floor(), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        # terminate() ends the server, not the process, so the worker and the shared memory go cleanly
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(server.stop(0)))
-        print("ready", flush=True)
-        await server.wait_for_termination()
-
     try:
-        asyncio.run(main())
+        asyncio.run(serve_kserve(port, Floor()))
     finally:
         conn.close()
         worker.join(5)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import random
 import signal
@@ -59,6 +58,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon import BenchDaemon, test_data_dir  # noqa: E402
+from _floor import round_trip, start_worker  # noqa: E402
 
 from edgetpud.daemon.client import Client  # noqa: E402
 from edgetpud.daemon.client import _convert  # noqa: E402
@@ -204,26 +204,14 @@ def serve_two_process(address: str, model_path: str, labels: str) -> None:
     local = load_model(model_path, labels=labels)
     shm = shared_memory.SharedMemory(create=True, size=slot_layout(local.inputs, local.outputs)[2])
     inputs, outputs = slot_views(local, shm.buf)
-    conn, child = multiprocessing.Pipe()
-    worker = multiprocessing.get_context("spawn").Process(
-        target=two_process_worker, args=(child, shm.name, model_path, labels), daemon=True)
-    worker.start()
-    assert conn.recv_bytes() == b"ready"
+    conn, worker = start_worker(two_process_worker, shm.name, model_path, labels)
 
     async def classify(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         message = pb.ClassifyRequest.FromString(request)
         tensors, prepared = local.preprocess(request_image(message), "classify")
         for view, tensor in zip(inputs, tensors):
             np.copyto(view, tensor)
-        loop = asyncio.get_running_loop()
-        replied = loop.create_future()
-
-        def on_reply() -> None:
-            loop.remove_reader(conn.fileno())
-            replied.set_result(conn.recv_bytes())
-        loop.add_reader(conn.fileno(), on_reply)
-        conn.send_bytes(b"\x01")
-        await replied
+        await round_trip(conn)
         top = local.postprocess("classify", [np.array(v) for v in outputs], prepared, top_k=message.top_k)
         return classify_response(top)
 
